@@ -1,0 +1,77 @@
+// Plain configuration structs with defaulted members.
+#pragma once
+
+#include "creditguard/clock.hpp"
+#include "creditguard/ledger.hpp"
+#include "creditguard/types.hpp"
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+
+namespace creditguard {
+
+using namespace std::chrono_literals;
+
+/// When and how often the guard reads the balance. All intervals are measured on GuardConfig::clock.
+struct RefreshConfig {
+    /// Periodic refresh after each successful one (0 disables periodic refresh).
+    Duration interval = 60s;
+    /// The periodic interval is randomised by ± this fraction so that many guards do not refresh in step.
+    double jitter = 0.1;
+    /// Never send two balance reads closer together than this.
+    Duration min_interval = 1s;
+    /// Before rejecting for lack of credits, re-read the balance if the last good read is older than this.
+    Duration recheck_before_reject = 5s;
+    /// While the estimate is below the low watermark, or queued waiters cannot be served, re-read at
+    /// most this often (top-ups and refunds show up in a read).
+    Duration starved_interval = 5s;
+    /// Failed reads back off exponentially from `backoff_initial` to `backoff_max`, with jitter.
+    Duration backoff_initial = 500ms;
+    Duration backoff_max = 60s;
+    /// A good read older than this while reads keep failing no longer counts: the balance is unknown
+    /// again (and the unknown-balance rule applies). 0 keeps the last good read forever.
+    Duration max_balance_age = 10min;
+};
+
+/// Everything a CreditGuard is configured with.
+struct GuardConfig {
+    /// What to do when the estimate cannot cover a reservation.
+    AdmissionPolicy policy = AdmissionPolicy::queue;
+    /// Most waiters parked at once (policy queue); one more fails with errc::queue_full.
+    std::size_t max_queue = 10'000;
+    /// How long a reservation may wait when the call does not say (queue, or reject's one recheck).
+    Duration default_max_wait = 60s;
+    /// When the provider takes credits out of the account.
+    DeductionTiming deduction = DeductionTiming::unknown;
+    /// Largest single reservation accepted; a larger cost fails at once with errc::cost_exceeds_limit.
+    Credits max_reservation = 1'000'000'000;
+    /// Credits that may be granted while the balance is unknown. 0 = fail closed (the default).
+    Credits fail_open_allowance = 0;
+    /// Low-balance watermark: when `available` falls below it, the guard refreshes early and calls
+    /// on_low_balance once; it re-arms after `available` rises above watermark + hysteresis.
+    Credits low_watermark = 0;
+    Credits low_watermark_hysteresis = 0;
+    /// Called (posted to the guard's executor) with the estimate at each downward crossing.
+    std::function<void(Credits available)> on_low_balance;
+    RefreshConfig refresh;
+    /// Time source; null means the steady clock. Tests pass a ManualClock.
+    std::shared_ptr<Clock> clock;
+    /// Seed for the refresh jitter; 0 picks a random one.
+    std::uint64_t random_seed = 0;
+    /// The accounting model; null means a LocalLedger built from `deduction` and `fail_open_allowance`.
+    std::unique_ptr<Ledger> ledger;
+};
+
+/// Per-call options of reserve/async_reserve.
+struct ReserveOptions {
+    /// Longest wait for this call (overrides GuardConfig::default_max_wait).
+    std::optional<Duration> max_wait;
+    /// Admission policy for this call (overrides GuardConfig::policy).
+    std::optional<AdmissionPolicy> policy;
+};
+
+}  // namespace creditguard

@@ -1,0 +1,136 @@
+// The guard's shared state: ledger, waiters, refresh scheduling, all behind one mutex.
+// Internal: users include creditguard/guard.hpp.
+#pragma once
+
+#include "creditguard/balance_source.hpp"
+#include "creditguard/clock.hpp"
+#include "creditguard/config.hpp"
+#include "creditguard/detail/waiter.hpp"
+#include "creditguard/error.hpp"
+#include "creditguard/ledger.hpp"
+#include "creditguard/reservation.hpp"
+#include "creditguard/stats.hpp"
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/system/result.hpp>
+
+#include <memory>
+#include <mutex>
+#include <random>
+#include <vector>
+
+namespace creditguard::detail {
+
+/// Work decided under the lock and carried out after it is released (completions are posted,
+/// the balance source is called, the low-balance callback is posted).
+struct DeferredWork {
+    struct Completion {
+        Waiter* waiter;
+        boost::system::error_code ec;
+        Reservation reservation;
+    };
+    std::vector<Completion> completions;
+    bool start_read = false;
+    RefreshTicket ticket = 0;
+    bool low_balance_alert = false;
+    Credits low_balance_value = 0;
+    std::shared_ptr<GuardCore> keep_alive_until_done;
+};
+
+class GuardCore : public std::enable_shared_from_this<GuardCore> {
+public:
+    enum class Admission : std::uint8_t { granted, must_wait, failed };
+
+    GuardCore(boost::asio::any_io_executor executor, std::shared_ptr<BalanceSource> source, GuardConfig config);
+    ~GuardCore();
+    GuardCore(const GuardCore&) = delete;
+    GuardCore& operator=(const GuardCore&) = delete;
+
+    /// Starts the first balance read. Called once, right after construction by CreditGuard.
+    void start();
+
+    const boost::asio::any_io_executor& executor() const noexcept { return executor_; }
+    AdmissionPolicy policy_for(const ReserveOptions& options) const noexcept {
+        return options.policy.value_or(config_.policy);
+    }
+
+    /// The allocation-free fast path: grants at once when nothing is queued and the estimate covers
+    /// `cost`; fails at once on errors that waiting cannot fix; otherwise says the caller must wait.
+    Admission try_admit(Credits cost, Reservation& granted, errc& why) noexcept;
+
+    /// try_reserve(): never waits; a refresh is started in the background when it could help.
+    boost::system::result<Reservation> try_reserve(Credits cost);
+
+    /// Parks `waiter` per policy, or finishes it at once (always outside the lock, posted by the op).
+    void park(Waiter* waiter, Credits cost, const ReserveOptions& options);
+    /// Per-operation cancellation: removes the waiter if it is still parked.
+    void cancel(Waiter* waiter) noexcept;
+
+    void request_refresh();
+    void shutdown();
+    /// The CreditGuard handle is going away; live reservations keep this core alive until they end.
+    void detach_owner();
+    GuardStats stats() const;
+
+    // Reservation transitions (called by Reservation).
+    void on_release(Credits cost) noexcept;
+    JobHandle on_commit(Credits cost) noexcept;
+    void on_settle(JobHandle job, Credits actual) noexcept;
+    void on_refund(JobHandle job) noexcept;
+
+private:
+    using Lock = std::unique_lock<std::mutex>;
+
+    Admission admit_locked(Credits cost, errc& why) noexcept;
+    errc shortfall_reason_locked() const noexcept;
+    Reservation grant_locked(Credits cost) noexcept;
+    void unpark_locked(Waiter* waiter) noexcept;
+    void drain_locked(DeferredWork& work);
+    void after_change_locked(TimePoint now, DeferredWork& work);
+    void check_watermark_locked(DeferredWork& work) noexcept;
+    void schedule_locked(TimePoint now, DeferredWork& work);
+    bool starved_locked() const noexcept;
+    void on_alarm();
+    void on_read_done(RefreshTicket ticket, boost::system::error_code ec, Credits balance);
+    Duration backoff_locked();
+    void finish_transition(Lock& lock, bool availability_rose);
+    void run(Lock& lock, DeferredWork& work);
+
+    static constexpr JobHandle invalid_job = ~JobHandle{0};
+
+    boost::asio::any_io_executor executor_;
+    std::shared_ptr<BalanceSource> source_;
+    GuardConfig config_;
+    std::shared_ptr<Clock> clock_;
+    std::unique_ptr<Alarm> alarm_;
+    std::unique_ptr<Ledger> ledger_;
+
+    mutable std::mutex mutex_;
+    WaiterList fifo_;
+    DeadlineHeap deadlines_;
+    std::size_t recheck_waiters_ = 0;
+    bool shut_down_ = false;
+    bool owner_gone_ = false;
+    std::shared_ptr<GuardCore> keep_alive_;  // set while the owner is gone and reservations live
+
+    // Refresh scheduling.
+    bool read_in_flight_ = false;
+    bool refresh_requested_ = false;
+    bool ever_sent_ = false;
+    bool ever_ok_ = false;
+    std::uint64_t rounds_completed_ = 0;  // balance reads answered (ok or failed)
+    TimePoint last_sent_{};
+    TimePoint last_ok_{};
+    TimePoint next_periodic_{};
+    TimePoint backoff_until_{};
+    unsigned consecutive_failures_ = 0;
+    bool alarm_armed_ = false;
+    TimePoint alarm_at_{};
+    bool low_alert_armed_ = true;
+    std::mt19937_64 random_;
+
+    // Counters (see GuardStats).
+    GuardStats counters_;
+};
+
+}  // namespace creditguard::detail

@@ -1,0 +1,95 @@
+// The completion-token machinery of CreditGuard::async_reserve: the initiation, the parked operation
+// and its cancellation handler. Internal.
+#pragma once
+
+#include "creditguard/detail/guard_core.hpp"
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/append.hpp>
+#include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/cancellation_type.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+
+#include <memory>
+#include <type_traits>
+#include <utility>
+
+namespace creditguard::detail {
+
+struct ReserveCancelHandler {
+    std::weak_ptr<GuardCore> core;
+    Waiter* waiter;
+    void operator()(boost::asio::cancellation_type type) const {
+        using boost::asio::cancellation_type;
+        if ((type & (cancellation_type::terminal | cancellation_type::partial | cancellation_type::total)) ==
+            cancellation_type::none)
+            return;
+        if (auto locked = core.lock()) locked->cancel(waiter);
+    }
+};
+
+template <typename Handler>
+struct ReserveWaitOp final : Waiter {
+    using handler_executor = boost::asio::associated_executor_t<Handler, boost::asio::any_io_executor>;
+
+    ReserveWaitOp(Handler&& h, const boost::asio::any_io_executor& guard_executor)
+        : Waiter(&finish_op),
+          handler(std::move(h)),
+          work(boost::asio::get_associated_executor(handler, guard_executor)),
+          slot(boost::asio::get_associated_cancellation_slot(handler)) {}
+
+    // The handler may be moved out by now; the slot was taken from it at construction.
+    ~ReserveWaitOp() {
+        if (slot.is_connected()) slot.clear();
+    }
+
+    // Posts the completion; the node is freed on the handler's executor, where the slot is cleared.
+    static void finish_op(Waiter* base, boost::system::error_code ec, Reservation&& reservation) {
+        std::unique_ptr<ReserveWaitOp> op(static_cast<ReserveWaitOp*>(base));
+        auto executor = op->work.get_executor();
+        boost::asio::post(executor, [op = std::move(op), ec, r = std::move(reservation)]() mutable {
+            Handler h = std::move(op->handler);
+            op.reset();
+            std::move(h)(ec, std::move(r));
+        });
+    }
+
+    Handler handler;
+    boost::asio::executor_work_guard<handler_executor> work;
+    boost::asio::cancellation_slot slot;
+};
+
+struct ReserveInitiation {
+    GuardCore* core;
+
+    template <typename Handler>
+    void operator()(Handler&& handler, Credits cost, ReserveOptions options) const {
+        using Decayed = std::decay_t<Handler>;
+        Reservation granted;
+        errc why{};
+        switch (core->try_admit(cost, granted, why)) {
+        case GuardCore::Admission::granted:
+            return complete_now(std::forward<Handler>(handler), {}, std::move(granted));
+        case GuardCore::Admission::failed:
+            return complete_now(std::forward<Handler>(handler), make_error_code(why), Reservation{});
+        case GuardCore::Admission::must_wait:
+            break;
+        }
+        auto op = std::make_unique<ReserveWaitOp<Decayed>>(std::forward<Handler>(handler), core->executor());
+        if (op->slot.is_connected())
+            op->slot.template emplace<ReserveCancelHandler>(ReserveCancelHandler{core->weak_from_this(), op.get()});
+        core->park(op.release(), cost, options);
+    }
+
+    // Never complete inline inside initiation (use_awaitable would recurse): post it.
+    template <typename Handler>
+    void complete_now(Handler&& handler, boost::system::error_code ec, Reservation&& r) const {
+        auto executor = boost::asio::get_associated_executor(handler, core->executor());
+        boost::asio::post(executor, boost::asio::append(std::forward<Handler>(handler), ec, std::move(r)));
+    }
+};
+
+}  // namespace creditguard::detail

@@ -1,0 +1,127 @@
+// A parked reservation request: an intrusive FIFO node plus a slot in the deadline heap.
+#pragma once
+
+#include "creditguard/reservation.hpp"
+#include "creditguard/types.hpp"
+
+#include <boost/system/error_code.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+namespace creditguard::detail {
+
+struct Waiter {
+    static constexpr std::size_t not_in_heap = std::numeric_limits<std::size_t>::max();
+
+    // Completes the operation (posted to the handler's executor) and frees the node. Called exactly
+    // once, outside the guard's lock.
+    using FinishFn = void (*)(Waiter*, boost::system::error_code, Reservation&&);
+
+    explicit Waiter(FinishFn fn) noexcept : finish(fn) {}
+
+    Waiter* prev = nullptr;
+    Waiter* next = nullptr;
+    std::size_t heap_index = not_in_heap;
+    TimePoint deadline{};
+    Credits cost = 0;
+    // Policy reject: the caller waits only for one fresh balance read, then is granted or rejected.
+    bool recheck_only = false;
+    bool queued = false;
+    std::uint64_t decide_after_round = 0;
+    FinishFn finish;
+};
+
+/// FIFO of waiters (intrusive, O(1) unlink).
+class WaiterList {
+public:
+    bool empty() const noexcept { return head_ == nullptr; }
+    std::size_t size() const noexcept { return size_; }
+    Waiter* front() const noexcept { return head_; }
+
+    void push_back(Waiter* w) noexcept {
+        w->prev = tail_;
+        w->next = nullptr;
+        (tail_ ? tail_->next : head_) = w;
+        tail_ = w;
+        ++size_;
+    }
+
+    void erase(Waiter* w) noexcept {
+        (w->prev ? w->prev->next : head_) = w->next;
+        (w->next ? w->next->prev : tail_) = w->prev;
+        w->prev = w->next = nullptr;
+        --size_;
+    }
+
+private:
+    Waiter* head_ = nullptr;
+    Waiter* tail_ = nullptr;
+    std::size_t size_ = 0;
+};
+
+/// Min-heap of waiters by deadline; each waiter knows its index so removal is O(log n).
+class DeadlineHeap {
+public:
+    bool empty() const noexcept { return heap_.empty(); }
+    Waiter* top() const noexcept { return heap_.front(); }
+    void reserve(std::size_t n) { heap_.reserve(n); }
+
+    void push(Waiter* w) {
+        w->heap_index = heap_.size();
+        heap_.push_back(w);
+        sift_up(w->heap_index);
+    }
+
+    void erase(Waiter* w) noexcept {
+        const std::size_t index = w->heap_index;
+        if (index == Waiter::not_in_heap) return;
+        const std::size_t last = heap_.size() - 1;
+        if (index != last) {
+            place(index, heap_[last]);
+            heap_.pop_back();
+            sift_down(index);
+            sift_up(index);
+        } else {
+            heap_.pop_back();
+        }
+        w->heap_index = Waiter::not_in_heap;
+    }
+
+private:
+    void place(std::size_t index, Waiter* w) noexcept {
+        heap_[index] = w;
+        w->heap_index = index;
+    }
+    void sift_up(std::size_t index) noexcept {
+        while (index > 0) {
+            const std::size_t parent = (index - 1) / 2;
+            if (!(heap_[index]->deadline < heap_[parent]->deadline)) break;
+            Waiter* child = heap_[index];
+            place(index, heap_[parent]);
+            place(parent, child);
+            index = parent;
+        }
+    }
+    void sift_down(std::size_t index) noexcept {
+        const std::size_t size = heap_.size();
+        for (;;) {
+            std::size_t smallest = index;
+            const std::size_t left = 2 * index + 1;
+            const std::size_t right = left + 1;
+            if (left < size && heap_[left]->deadline < heap_[smallest]->deadline) smallest = left;
+            if (right < size && heap_[right]->deadline < heap_[smallest]->deadline) smallest = right;
+            if (smallest == index) return;
+            Waiter* w = heap_[index];
+            place(index, heap_[smallest]);
+            place(smallest, w);
+            index = smallest;
+        }
+    }
+
+    std::vector<Waiter*> heap_;
+};
+
+}  // namespace creditguard::detail

@@ -1,0 +1,86 @@
+// CreditGuard: admission control for paid API calls.
+#pragma once
+
+#include "creditguard/balance_source.hpp"
+#include "creditguard/config.hpp"
+#include "creditguard/detail/guard_core.hpp"
+#include "creditguard/detail/reserve_op.hpp"
+#include "creditguard/error.hpp"
+#include "creditguard/reservation.hpp"
+#include "creditguard/stats.hpp"
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/system/result.hpp>
+
+#include <memory>
+#include <type_traits>
+#include <utility>
+
+namespace creditguard {
+
+/// Guards one provider account. Every paid submission asks it first:
+///
+///     Reservation r = co_await guard.reserve(cost);   // throws system_error on refusal
+///     auto task = co_await submit(...);               // the paid call
+///     r.commit();                                     // submitted
+///     ...                                             // poll
+///     r.settle(actual);   // or r.refund() if the provider failed the task
+///
+/// Threads: every member function may be called concurrently from any thread of any executor
+/// (one mutex guards the state; the fast path takes it once and does not allocate or post).
+/// Completions run on the handler's associated executor (the guard's executor if it has none),
+/// never inline inside the initiating call. Per-operation cancellation (the handler's cancellation slot:
+/// terminal, partial or total) removes a parked waiter and completes it with errc::cancelled; as with
+/// Asio's own operations, emit the signal from the executor the operation completes on.
+class CreditGuard {
+public:
+    using executor_type = boost::asio::any_io_executor;
+
+    CreditGuard(executor_type executor, std::shared_ptr<BalanceSource> source, GuardConfig config = {});
+    /// Shuts down (waiters complete with errc::shutdown). Live reservations may still end afterwards.
+    ~CreditGuard();
+    CreditGuard(CreditGuard&&) noexcept = default;
+    CreditGuard& operator=(CreditGuard&&) noexcept = delete;
+    CreditGuard(const CreditGuard&) = delete;
+    CreditGuard& operator=(const CreditGuard&) = delete;
+
+    executor_type get_executor() const noexcept { return core_->executor(); }
+
+    /// For coroutines: completes at once, without a post, when the estimate covers `cost` and nobody is
+    /// queued; otherwise waits per policy. Throws boost::system::system_error (category creditguard)
+    /// on refusal. For a non-throwing form use async_reserve with as_tuple(use_awaitable).
+    boost::asio::awaitable<Reservation> reserve(Credits cost, ReserveOptions options = {});
+
+    /// Completion-token form; signature void(boost::system::error_code, Reservation).
+    /// Errors: insufficient_credits, queue_full, timeout, cancelled, shutdown, balance_unknown,
+    /// invalid_cost, cost_exceeds_limit.
+    /// Cost 0 is granted at once (even while the balance is unknown or others wait): it cannot overspend.
+    /// A cost above GuardConfig::max_reservation fails at once with cost_exceeds_limit; a cost above the
+    /// current balance is insufficient (reject) or waits for a top-up until its deadline (queue).
+    template <typename CompletionToken>
+    auto async_reserve(Credits cost, ReserveOptions options, CompletionToken&& token) {
+        return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, Reservation)>(
+            detail::ReserveInitiation{core_.get()}, token, cost, std::move(options));
+    }
+    template <typename CompletionToken>
+    auto async_reserve(Credits cost, CompletionToken&& token) {
+        return async_reserve(cost, ReserveOptions{}, std::forward<CompletionToken>(token));
+    }
+
+    /// Never waits. Fails with insufficient_credits, balance_unknown, would_block (earlier waiters come
+    /// first), shutdown, invalid_cost or cost_exceeds_limit. Starts a background refresh when useful.
+    boost::system::result<Reservation> try_reserve(Credits cost) { return core_->try_reserve(cost); }
+
+    /// Asks for a balance read now (single-flight, and never closer than refresh.min_interval).
+    void refresh() { core_->request_refresh(); }
+    /// Completes every waiter with errc::shutdown; later reservations fail with it. Idempotent.
+    void shutdown() { core_->shutdown(); }
+    GuardStats stats() const { return core_->stats(); }
+
+private:
+    std::shared_ptr<detail::GuardCore> core_;
+};
+
+}  // namespace creditguard

@@ -1,0 +1,121 @@
+// The accounting model behind the guard: what "available" means and how balance reads reconcile
+// with jobs in flight. docs/design.md and shared/accounting.md work it through.
+#pragma once
+
+#include "creditguard/types.hpp"
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+namespace creditguard {
+
+/// Names one committed job inside a ledger (an index, reused once the job is fully accounted for).
+using JobHandle = std::uint32_t;
+
+/// A balance read is matched to the events before it by this number, taken when the read is sent.
+using RefreshTicket = std::uint64_t;
+
+/// A consistent snapshot of the quantities the accounting model works with.
+struct LedgerTotals {
+    bool balance_known = false;    ///< a balance was read and not forgotten since
+    Credits observed_balance = 0;  ///< B: the balance at the last successful read (0 if none yet)
+    Credits held = 0;              ///< reserved, not submitted: the provider has not seen these
+    Credits pending = 0;           ///< submitted, not yet visible in B
+    Credits available = 0;         ///< what admission may still grant (may be negative)
+    bool zeroed = false;           ///< the provider said "insufficient": available is capped at 0 until a read
+};
+
+/// The accounting interface. Implementations are I/O-free and not thread-safe: the guard serialises
+/// every call under its own lock. The in-process LocalLedger is the default; a shared ledger (Redis)
+/// implements the same contract.
+class Ledger {
+public:
+    virtual ~Ledger() = default;
+
+    /// available = B − held − pending (or allowance − held − pending while the balance is unknown).
+    virtual Credits available() const noexcept = 0;
+    virtual bool balance_known() const noexcept = 0;
+
+    /// Holds `cost` if available() ≥ cost (cost 0 always succeeds). Returns whether it was held.
+    virtual bool try_hold(Credits cost) noexcept = 0;
+    /// Holds `cost` unconditionally (admission already decided). Used when granting waiters.
+    virtual void hold(Credits cost) noexcept = 0;
+    /// A held reservation that was never submitted goes away: held −= cost at once.
+    virtual void release_hold(Credits cost) noexcept = 0;
+    /// A held reservation was submitted: it moves from held to pending.
+    virtual JobHandle commit(Credits cost) = 0;
+    /// The job finished and cost `actual` (may exceed what was reserved).
+    virtual void settle(JobHandle job, Credits actual) noexcept = 0;
+    /// The job failed and the provider refunds (or never charged) it.
+    virtual void refund(JobHandle job) noexcept = 0;
+
+    /// A balance read is being sent now; pass the ticket back with its answer.
+    virtual RefreshTicket refresh_sent() noexcept = 0;
+    /// The answer to the read sent with `ticket`: B := balance; drop pending jobs the read reflects.
+    virtual void refresh_received(RefreshTicket ticket, Credits balance) noexcept = 0;
+    /// The provider answered "insufficient credits" to a job the guard admitted: available := 0 until
+    /// a balance read sent after this moment.
+    virtual void provider_reported_insufficient() noexcept = 0;
+    /// The last good read is too old to trust (the source has been failing): the balance is unknown again.
+    virtual void forget_balance() noexcept = 0;
+
+    virtual LedgerTotals totals() const noexcept = 0;
+};
+
+/// The in-process ledger: exact integer accounting with event numbering (see accounting.md).
+class LocalLedger final : public Ledger {
+public:
+    /// `fail_open_allowance`: credits that may be granted while the balance is unknown (0 = fail closed).
+    explicit LocalLedger(DeductionTiming timing = DeductionTiming::unknown, Credits fail_open_allowance = 0);
+
+    Credits available() const noexcept override;
+    bool balance_known() const noexcept override { return known_; }
+    bool try_hold(Credits cost) noexcept override;
+    void hold(Credits cost) noexcept override { held_ += cost; }
+    void release_hold(Credits cost) noexcept override { held_ -= cost; }
+    JobHandle commit(Credits cost) override;
+    void settle(JobHandle job, Credits actual) noexcept override;
+    void refund(JobHandle job) noexcept override;
+    RefreshTicket refresh_sent() noexcept override { return ++sequence_; }
+    void refresh_received(RefreshTicket ticket, Credits balance) noexcept override;
+    void provider_reported_insufficient() noexcept override;
+    void forget_balance() noexcept override { known_ = false; }
+    LedgerTotals totals() const noexcept override;
+
+    /// Pending entries still tracked (for tests and stats).
+    std::size_t pending_jobs() const noexcept { return counted_entries_; }
+
+private:
+    // One submitted job, or one late extra charge of a job settled above its reservation.
+    struct Entry {
+        Credits amount = 0;              // what this entry still adds to `pending`
+        Credits reserved = 0;            // what the job reserved (submit rule: charged at submit)
+        std::uint64_t visible_after = 0; // a read sent after this event reflects it; 0 = not yet
+        bool counted = false;            // part of `pending` now
+        bool open = false;               // its Reservation has not settled or refunded yet
+        bool listed = false;             // its handle is in pending_list_
+    };
+
+    bool charges_at_submit() const noexcept { return timing_ == DeductionTiming::at_submit; }
+    JobHandle allocate(const Entry& entry);
+    void uncount(Entry& entry) noexcept;
+    void free_if_done(JobHandle job) noexcept;
+
+    DeductionTiming timing_;
+    Credits allowance_;
+    bool known_ = false;
+    Credits balance_ = 0;
+    Credits held_ = 0;
+    Credits pending_ = 0;
+    bool zeroed_ = false;
+    std::uint64_t zeroed_at_ = 0;
+    std::uint64_t sequence_ = 0;
+    RefreshTicket last_applied_ = 0;
+    std::vector<Entry> entries_;
+    std::vector<JobHandle> free_;
+    std::size_t counted_entries_ = 0;
+    std::vector<JobHandle> pending_list_;  // every counted entry, plus uncounted ones not yet swept
+};
+
+}  // namespace creditguard

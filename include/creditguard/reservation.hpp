@@ -1,0 +1,69 @@
+// Reservation: the move-only lease a job holds on credits.
+#pragma once
+
+#include "creditguard/ledger.hpp"
+#include "creditguard/types.hpp"
+
+#include <boost/system/error_code.hpp>
+
+#include <cstdint>
+
+namespace creditguard {
+
+namespace detail {
+class GuardCore;
+}
+
+/// A lease on `cost()` credits, granted by a CreditGuard.
+///
+/// Lifecycle (every transition happens at most once; a disallowed one returns errc::invalid_transition
+/// and changes nothing):
+///
+///     held ──commit()──▶ committed ──settle(actual)──▶ ended
+///       │                     └──────refund()──────▶ ended
+///       └──release()──▶ ended
+///
+/// - commit(): the create-task call returned (or its outcome is ambiguous): credits are spent but the
+///   provider's balance may not show it yet. Call it after the provider accepted the job, not before.
+/// - settle(actual): the job finished; `actual` may exceed cost() (the estimate may then go negative and
+///   admission stops until a refresh shows the truth).
+/// - refund(): the provider failed the job and returns (or never charged) its credits.
+/// - release(): the job was never submitted.
+/// Destroying a held reservation releases it; destroying a committed one settles it at cost().
+/// A reservation may outlive its CreditGuard; ending it then changes nothing but the reservation.
+class Reservation {
+public:
+    enum class State : std::uint8_t { empty, held, committed, ended };
+
+    Reservation() noexcept = default;
+    Reservation(Reservation&& other) noexcept;
+    Reservation& operator=(Reservation&& other) noexcept;
+    Reservation(const Reservation&) = delete;
+    Reservation& operator=(const Reservation&) = delete;
+    ~Reservation();
+
+    Credits cost() const noexcept { return cost_; }
+    State state() const noexcept { return state_; }
+    bool held() const noexcept { return state_ == State::held; }
+    bool committed() const noexcept { return state_ == State::committed; }
+    /// True while the reservation still has to end (held or committed).
+    explicit operator bool() const noexcept { return state_ == State::held || state_ == State::committed; }
+
+    boost::system::error_code commit() noexcept;
+    boost::system::error_code settle(Credits actual) noexcept;
+    boost::system::error_code refund() noexcept;
+    boost::system::error_code release() noexcept;
+
+private:
+    friend class detail::GuardCore;
+    Reservation(detail::GuardCore* core, Credits cost) noexcept
+        : core_(core), cost_(cost), state_(State::held) {}
+    void end_now() noexcept;
+
+    detail::GuardCore* core_ = nullptr;
+    Credits cost_ = 0;
+    JobHandle job_ = 0;
+    State state_ = State::empty;
+};
+
+}  // namespace creditguard

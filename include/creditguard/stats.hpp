@@ -1,0 +1,45 @@
+// A snapshot of what the guard knows and has done.
+#pragma once
+
+#include "creditguard/types.hpp"
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+
+namespace creditguard {
+
+struct GuardStats {
+    // The estimate (see ledger.hpp for the model).
+    bool balance_known = false;
+    Credits observed_balance = 0;
+    Credits available = 0;
+    Credits held = 0;
+    Credits committed_unreflected = 0;
+    std::size_t waiters = 0;
+    std::uint64_t live_reservations = 0;  ///< granted and not yet ended
+
+    // Admission outcomes.
+    std::uint64_t granted = 0;
+    std::uint64_t rejected_insufficient = 0;
+    std::uint64_t rejected_queue_full = 0;
+    std::uint64_t rejected_balance_unknown = 0;
+    std::uint64_t rejected_invalid = 0;  ///< invalid_cost and cost_exceeds_limit
+    std::uint64_t rejected_shutdown = 0;
+    std::uint64_t timed_out = 0;
+    std::uint64_t cancelled = 0;
+
+    // Reservation endings; granted == released + settled + refunded + live_reservations.
+    std::uint64_t committed = 0;
+    std::uint64_t released = 0;
+    std::uint64_t settled = 0;
+    std::uint64_t refunded = 0;
+
+    // Balance reads.
+    std::uint64_t refreshes_ok = 0;
+    std::uint64_t refreshes_failed = 0;
+    std::uint64_t low_balance_alerts = 0;
+    std::optional<Duration> last_refresh_age;  ///< since the last successful read was answered
+};
+
+}  // namespace creditguard

@@ -1,0 +1,572 @@
+// CreditGuard and its core. One mutex protects the ledger, the waiter queue and refresh scheduling;
+// anything that runs user code (completions, the balance source, callbacks) happens after unlocking.
+#include "creditguard/guard.hpp"
+
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/system/system_error.hpp>
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace creditguard {
+namespace detail {
+namespace {
+
+TimePoint saturating_add(TimePoint t, Duration d) noexcept {
+    return d >= TimePoint::max() - t ? TimePoint::max() : t + d;
+}
+
+}  // namespace
+
+GuardCore::GuardCore(boost::asio::any_io_executor executor, std::shared_ptr<BalanceSource> source,
+                     GuardConfig config)
+    : executor_(std::move(executor)),
+      source_(std::move(source)),
+      config_(std::move(config)),
+      clock_(config_.clock ? config_.clock : steady_clock()),
+      alarm_(clock_->make_alarm(executor_)),
+      ledger_(config_.ledger ? std::move(config_.ledger)
+                             : std::make_unique<LocalLedger>(config_.deduction, config_.fail_open_allowance)),
+      random_(config_.random_seed != 0 ? config_.random_seed : std::random_device{}()) {
+    if (!source_) throw std::invalid_argument("creditguard: a CreditGuard needs a balance source");
+    if (config_.max_reservation < 0 || config_.fail_open_allowance < 0 || config_.low_watermark_hysteresis < 0)
+        throw std::invalid_argument("creditguard: negative max_reservation, fail_open_allowance or hysteresis");
+    if (config_.refresh.jitter < 0.0 || config_.refresh.jitter >= 1.0)
+        throw std::invalid_argument("creditguard: refresh.jitter must be in [0, 1)");
+}
+
+GuardCore::~GuardCore() { alarm_->disarm(); }
+
+void GuardCore::start() {
+    DeferredWork work;
+    Lock lock(mutex_);
+    schedule_locked(clock_->now(), work);
+    run(lock, work);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admission
+
+GuardCore::Admission GuardCore::admit_locked(Credits cost, errc& why) noexcept {
+    if (shut_down_) {
+        why = errc::shutdown;
+        ++counters_.rejected_shutdown;
+        return Admission::failed;
+    }
+    if (cost < 0 || cost > config_.max_reservation) {
+        why = cost < 0 ? errc::invalid_cost : errc::cost_exceeds_limit;
+        ++counters_.rejected_invalid;
+        return Admission::failed;
+    }
+    if (cost == 0) {  // cannot overspend: granted even while others wait or the balance is unknown
+        ledger_->hold(0);
+        return Admission::granted;
+    }
+    if (fifo_.empty() && ledger_->try_hold(cost)) return Admission::granted;
+    return Admission::must_wait;
+}
+
+errc GuardCore::shortfall_reason_locked() const noexcept {
+    return ledger_->balance_known() ? errc::insufficient_credits : errc::balance_unknown;
+}
+
+Reservation GuardCore::grant_locked(Credits cost) noexcept {
+    ++counters_.granted;
+    ++counters_.live_reservations;
+    return Reservation(this, cost);
+}
+
+GuardCore::Admission GuardCore::try_admit(Credits cost, Reservation& granted, errc& why) noexcept {
+    Lock lock(mutex_);
+    const Admission admission = admit_locked(cost, why);
+    if (admission != Admission::granted) return admission;
+    granted = grant_locked(cost);
+    if (low_alert_armed_ && ledger_->balance_known() && ledger_->available() < config_.low_watermark) {
+        // Rare: this grant crossed the watermark. Alert and refresh early (off the fast path).
+        try {
+            DeferredWork work;
+            after_change_locked(clock_->now(), work);
+            run(lock, work);
+        } catch (...) {  // allocation failure while scheduling: the grant itself stands
+        }
+    }
+    return admission;
+}
+
+boost::system::result<Reservation> GuardCore::try_reserve(Credits cost) {
+    DeferredWork work;
+    Lock lock(mutex_);
+    errc why{};
+    switch (admit_locked(cost, why)) {
+    case Admission::granted: {
+        Reservation granted = grant_locked(cost);
+        after_change_locked(clock_->now(), work);
+        run(lock, work);
+        return granted;
+    }
+    case Admission::failed:
+        return make_error_code(why);
+    case Admission::must_wait:
+        break;
+    }
+    const bool owed_to_waiters = !fifo_.empty() && ledger_->available() >= cost;
+    why = owed_to_waiters ? errc::would_block : shortfall_reason_locked();
+    ++(why == errc::balance_unknown ? counters_.rejected_balance_unknown : counters_.rejected_insufficient);
+    const TimePoint now = clock_->now();
+    if (!ledger_->balance_known() || now - last_ok_ >= config_.refresh.recheck_before_reject)
+        refresh_requested_ = true;  // the next try may succeed on a fresher balance
+    schedule_locked(now, work);
+    run(lock, work);
+    return make_error_code(why);
+}
+
+void GuardCore::park(Waiter* waiter, Credits cost, const ReserveOptions& options) {
+    DeferredWork work;
+    Lock lock(mutex_);
+    const TimePoint now = clock_->now();
+    waiter->cost = cost;
+    errc why{};
+    switch (admit_locked(cost, why)) {
+    case Admission::granted:
+        work.completions.push_back({waiter, {}, grant_locked(cost)});
+        after_change_locked(now, work);
+        return run(lock, work);
+    case Admission::failed:
+        work.completions.push_back({waiter, make_error_code(why), {}});
+        return run(lock, work);
+    case Admission::must_wait:
+        break;
+    }
+
+    if (policy_for(options) == AdmissionPolicy::queue) {
+        if (fifo_.size() >= config_.max_queue) {
+            ++counters_.rejected_queue_full;
+            work.completions.push_back({waiter, make_error_code(errc::queue_full), {}});
+            return run(lock, work);
+        }
+    } else {
+        // Policy reject: wait only for one fresh read, and only when the estimate may be out of date.
+        const bool can_read = read_in_flight_ || consecutive_failures_ == 0 || now >= backoff_until_;
+        const bool out_of_date = !ledger_->balance_known() || ledger_->totals().zeroed ||
+                                 now - last_ok_ >= config_.refresh.recheck_before_reject;
+        if (!(can_read && (out_of_date || read_in_flight_))) {
+            why = shortfall_reason_locked();
+            ++(why == errc::balance_unknown ? counters_.rejected_balance_unknown : counters_.rejected_insufficient);
+            work.completions.push_back({waiter, make_error_code(why), {}});
+            return run(lock, work);
+        }
+        waiter->recheck_only = true;
+        waiter->decide_after_round = rounds_completed_ + 1;
+        ++recheck_waiters_;
+    }
+
+    waiter->queued = true;
+    waiter->deadline = saturating_add(now, options.max_wait.value_or(config_.default_max_wait));
+    fifo_.push_back(waiter);
+    deadlines_.push(waiter);
+    schedule_locked(now, work);
+    run(lock, work);
+}
+
+void GuardCore::cancel(Waiter* waiter) noexcept {
+    try {
+        DeferredWork work;
+        Lock lock(mutex_);
+        if (!waiter->queued) return;  // already granted, timed out or shut down
+        unpark_locked(waiter);
+        ++counters_.cancelled;
+        work.completions.push_back({waiter, make_error_code(errc::cancelled), {}});
+        drain_locked(work);  // it may have been the head blocking others
+        after_change_locked(clock_->now(), work);
+        run(lock, work);
+    } catch (...) {  // only allocation can throw here; the waiter then simply stays until its deadline
+    }
+}
+
+void GuardCore::unpark_locked(Waiter* waiter) noexcept {
+    fifo_.erase(waiter);
+    deadlines_.erase(waiter);
+    waiter->queued = false;
+    if (waiter->recheck_only) --recheck_waiters_;
+}
+
+// Grants in FIFO order while the head fits; decides reject-policy waiters whose read has come back.
+void GuardCore::drain_locked(DeferredWork& work) {
+    bool blocked = false;
+    for (Waiter* waiter = fifo_.front(); waiter != nullptr;) {
+        Waiter* next = waiter->next;
+        if (!blocked && ledger_->try_hold(waiter->cost)) {
+            unpark_locked(waiter);
+            work.completions.push_back({waiter, {}, grant_locked(waiter->cost)});
+        } else if (waiter->recheck_only && rounds_completed_ >= waiter->decide_after_round) {
+            unpark_locked(waiter);
+            const errc why = shortfall_reason_locked();
+            ++(why == errc::balance_unknown ? counters_.rejected_balance_unknown : counters_.rejected_insufficient);
+            work.completions.push_back({waiter, make_error_code(why), {}});
+        } else {
+            blocked = true;  // no barging: nobody behind an unserved waiter is granted
+            if (recheck_waiters_ == 0) break;
+        }
+        waiter = next;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Watermark and refresh scheduling
+
+void GuardCore::after_change_locked(TimePoint now, DeferredWork& work) {
+    check_watermark_locked(work);
+    schedule_locked(now, work);
+}
+
+void GuardCore::check_watermark_locked(DeferredWork& work) noexcept {
+    if (!ledger_->balance_known()) return;
+    const Credits available = ledger_->available();
+    if (low_alert_armed_ && available < config_.low_watermark) {
+        low_alert_armed_ = false;
+        ++counters_.low_balance_alerts;
+        work.low_balance_alert = true;
+        work.low_balance_value = available;
+    } else if (!low_alert_armed_ && available > config_.low_watermark + config_.low_watermark_hysteresis) {
+        low_alert_armed_ = true;
+    }
+}
+
+bool GuardCore::starved_locked() const noexcept {
+    const bool queue_blocked = fifo_.size() > recheck_waiters_;
+    const bool low = ledger_->balance_known() && ledger_->available() < config_.low_watermark;
+    return queue_blocked || low;
+}
+
+void GuardCore::schedule_locked(TimePoint now, DeferredWork& work) {
+    if (shut_down_) return;
+    const RefreshConfig& rc = config_.refresh;
+    if (rc.max_balance_age > Duration::zero() && consecutive_failures_ > 0 && ledger_->balance_known() &&
+        now - last_ok_ >= rc.max_balance_age)
+        ledger_->forget_balance();
+
+    std::optional<TimePoint> read_at;
+    if (!read_in_flight_) {
+        std::optional<TimePoint> wanted;
+        const auto consider = [&wanted](TimePoint t) {
+            if (!wanted || t < *wanted) wanted = t;
+        };
+        if (!ledger_->balance_known() || refresh_requested_ || recheck_waiters_ > 0 || ledger_->totals().zeroed)
+            consider(now);
+        if (starved_locked()) consider(ever_sent_ ? saturating_add(last_sent_, rc.starved_interval) : now);
+        if (ever_ok_ && rc.interval > Duration::zero()) consider(next_periodic_);
+        if (wanted) {
+            TimePoint earliest = ever_sent_ ? saturating_add(last_sent_, rc.min_interval) : now;
+            if (consecutive_failures_ > 0) earliest = std::max(earliest, backoff_until_);
+            read_at = std::max(*wanted, earliest);
+        }
+    }
+    if (read_at && *read_at <= now) {
+        read_in_flight_ = true;
+        refresh_requested_ = false;
+        ever_sent_ = true;
+        last_sent_ = now;
+        work.start_read = true;
+        work.ticket = ledger_->refresh_sent();
+        read_at.reset();
+    }
+
+    std::optional<TimePoint> wake = read_at;
+    if (!deadlines_.empty() && (!wake || deadlines_.top()->deadline < *wake)) wake = deadlines_.top()->deadline;
+    if (wake) {
+        if (!alarm_armed_ || *wake != alarm_at_) {
+            alarm_->arm(*wake, [weak = weak_from_this()] {
+                if (auto core = weak.lock()) core->on_alarm();
+            });
+            alarm_armed_ = true;
+            alarm_at_ = *wake;
+        }
+    } else if (alarm_armed_) {
+        alarm_->disarm();
+        alarm_armed_ = false;
+    }
+}
+
+void GuardCore::on_alarm() {
+    DeferredWork work;
+    Lock lock(mutex_);
+    alarm_armed_ = false;
+    if (shut_down_) return;
+    const TimePoint now = clock_->now();
+    bool expired = false;
+    while (!deadlines_.empty() && deadlines_.top()->deadline <= now) {
+        Waiter* waiter = deadlines_.top();
+        unpark_locked(waiter);
+        ++counters_.timed_out;
+        work.completions.push_back({waiter, make_error_code(errc::timeout), {}});
+        expired = true;
+    }
+    if (expired) drain_locked(work);
+    after_change_locked(now, work);
+    run(lock, work);
+}
+
+Duration GuardCore::backoff_locked() {
+    const RefreshConfig& rc = config_.refresh;
+    Duration base = rc.backoff_initial;
+    for (unsigned i = 1; i < consecutive_failures_ && base < rc.backoff_max; ++i) base *= 2;
+    base = std::min(base, rc.backoff_max);
+    // "Equal jitter": half fixed, half random, so retries from many guards spread out.
+    std::uniform_int_distribution<Duration::rep> spread(0, base.count() / 2);
+    return base - Duration(spread(random_));
+}
+
+void GuardCore::on_read_done(RefreshTicket ticket, boost::system::error_code ec, Credits balance) {
+    DeferredWork work;
+    Lock lock(mutex_);
+    read_in_flight_ = false;
+    ++rounds_completed_;
+    if (shut_down_) return;
+    const TimePoint now = clock_->now();
+    if (!ec) {
+        ledger_->refresh_received(ticket, balance);
+        ever_ok_ = true;
+        last_ok_ = now;
+        consecutive_failures_ = 0;
+        ++counters_.refreshes_ok;
+        const RefreshConfig& rc = config_.refresh;
+        std::uniform_real_distribution<double> spread(-rc.jitter, rc.jitter);
+        const auto jittered = std::chrono::duration_cast<Duration>(rc.interval * (1.0 + spread(random_)));
+        next_periodic_ = saturating_add(now, jittered);
+    } else {
+        ++counters_.refreshes_failed;
+        ++consecutive_failures_;
+        backoff_until_ = saturating_add(now, backoff_locked());
+    }
+    drain_locked(work);
+    after_change_locked(now, work);
+    run(lock, work);
+}
+
+void GuardCore::request_refresh() {
+    DeferredWork work;
+    Lock lock(mutex_);
+    refresh_requested_ = true;
+    schedule_locked(clock_->now(), work);
+    run(lock, work);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Carrying out deferred work, outside the lock
+
+void GuardCore::run(Lock& lock, DeferredWork& work) {
+    lock.unlock();
+    for (auto& completion : work.completions)
+        completion.waiter->finish(completion.waiter, completion.ec, std::move(completion.reservation));
+    if (work.start_read) {
+        source_->read_balance([self = shared_from_this(), ticket = work.ticket](boost::system::error_code ec,
+                                                                                 Credits balance) {
+            self->on_read_done(ticket, ec, balance);
+        });
+    }
+    if (work.low_balance_alert && config_.on_low_balance) {
+        boost::asio::post(executor_, [callback = config_.on_low_balance, value = work.low_balance_value] {
+            callback(value);
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reservation transitions
+
+void GuardCore::finish_transition(Lock& lock, bool availability_rose) {
+    const bool wakes = availability_rose && !fifo_.empty();
+    const Credits available = ledger_->available();
+    const bool watermark_changes =
+        ledger_->balance_known() &&
+        (low_alert_armed_ ? available < config_.low_watermark
+                          : available > config_.low_watermark + config_.low_watermark_hysteresis);
+    const bool last_after_owner = owner_gone_ && counters_.live_reservations == 0;
+    if (!wakes && !watermark_changes && !last_after_owner) return;  // the common case: nothing to do
+
+    DeferredWork work;
+    if (wakes) drain_locked(work);
+    after_change_locked(clock_->now(), work);
+    if (last_after_owner) work.keep_alive_until_done = std::move(keep_alive_);
+    run(lock, work);
+    // `work` (and possibly the last reference to this core) goes away after the lock was released.
+}
+
+void GuardCore::on_release(Credits cost) noexcept {
+    try {
+        Lock lock(mutex_);
+        ledger_->release_hold(cost);
+        ++counters_.released;
+        --counters_.live_reservations;
+        finish_transition(lock, true);
+    } catch (...) {  // allocation failure while waking waiters: they wake at the next event or deadline
+    }
+}
+
+JobHandle GuardCore::on_commit(Credits cost) noexcept {
+    Lock lock(mutex_);
+    ++counters_.committed;
+    try {
+        return ledger_->commit(cost);
+    } catch (...) {
+        // Out of memory for the job record: the credits stay held for good rather than be lost track
+        // of (conservative), and settle/refund will not touch the ledger for this handle.
+        return invalid_job;
+    }
+}
+
+void GuardCore::on_settle(JobHandle job, Credits actual) noexcept {
+    try {
+        Lock lock(mutex_);
+        if (job != invalid_job) ledger_->settle(job, actual);
+        ++counters_.settled;
+        --counters_.live_reservations;
+        finish_transition(lock, true);
+    } catch (...) {
+    }
+}
+
+void GuardCore::on_refund(JobHandle job) noexcept {
+    try {
+        Lock lock(mutex_);
+        if (job != invalid_job) ledger_->refund(job);
+        ++counters_.refunded;
+        --counters_.live_reservations;
+        finish_transition(lock, true);
+    } catch (...) {
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shutdown, ownership, stats
+
+void GuardCore::shutdown() {
+    DeferredWork work;
+    Lock lock(mutex_);
+    if (shut_down_) return;
+    shut_down_ = true;
+    while (!fifo_.empty()) {
+        Waiter* waiter = fifo_.front();
+        unpark_locked(waiter);
+        ++counters_.rejected_shutdown;
+        work.completions.push_back({waiter, make_error_code(errc::shutdown), {}});
+    }
+    if (alarm_armed_) {
+        alarm_->disarm();
+        alarm_armed_ = false;
+    }
+    const bool cancel_read = read_in_flight_;
+    run(lock, work);
+    if (cancel_read) source_->cancel();
+}
+
+void GuardCore::detach_owner() {
+    shutdown();
+    Lock lock(mutex_);
+    owner_gone_ = true;
+    if (counters_.live_reservations > 0) keep_alive_ = shared_from_this();
+}
+
+GuardStats GuardCore::stats() const {
+    Lock lock(mutex_);
+    GuardStats stats = counters_;
+    const LedgerTotals totals = ledger_->totals();
+    stats.balance_known = totals.balance_known;
+    stats.observed_balance = totals.observed_balance;
+    stats.available = totals.available;
+    stats.held = totals.held;
+    stats.committed_unreflected = totals.pending;
+    stats.waiters = fifo_.size();
+    if (ever_ok_) stats.last_refresh_age = clock_->now() - last_ok_;
+    return stats;
+}
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------------------------
+// Reservation
+
+Reservation::Reservation(Reservation&& other) noexcept
+    : core_(std::exchange(other.core_, nullptr)),
+      cost_(other.cost_),
+      job_(other.job_),
+      state_(std::exchange(other.state_, State::empty)) {}
+
+Reservation& Reservation::operator=(Reservation&& other) noexcept {
+    if (this != &other) {
+        end_now();
+        core_ = std::exchange(other.core_, nullptr);
+        cost_ = other.cost_;
+        job_ = other.job_;
+        state_ = std::exchange(other.state_, State::empty);
+    }
+    return *this;
+}
+
+Reservation::~Reservation() { end_now(); }
+
+void Reservation::end_now() noexcept {
+    if (state_ == State::held) {
+        release();
+    } else if (state_ == State::committed) {
+        settle(cost_);  // submitted, outcome never reported: count it at what was reserved
+    }
+}
+
+boost::system::error_code Reservation::commit() noexcept {
+    if (state_ != State::held) return make_error_code(errc::invalid_transition);
+    job_ = core_->on_commit(cost_);
+    state_ = State::committed;
+    return {};
+}
+
+boost::system::error_code Reservation::settle(Credits actual) noexcept {
+    if (state_ != State::committed) return make_error_code(errc::invalid_transition);
+    if (actual < 0) return make_error_code(errc::invalid_cost);
+    core_->on_settle(job_, actual);
+    state_ = State::ended;
+    return {};
+}
+
+boost::system::error_code Reservation::refund() noexcept {
+    if (state_ != State::committed) return make_error_code(errc::invalid_transition);
+    core_->on_refund(job_);
+    state_ = State::ended;
+    return {};
+}
+
+boost::system::error_code Reservation::release() noexcept {
+    if (state_ != State::held) return make_error_code(errc::invalid_transition);
+    core_->on_release(cost_);
+    state_ = State::ended;
+    return {};
+}
+
+// ---------------------------------------------------------------------------------------------
+// CreditGuard
+
+CreditGuard::CreditGuard(executor_type executor, std::shared_ptr<BalanceSource> source, GuardConfig config)
+    : core_(std::make_shared<detail::GuardCore>(std::move(executor), std::move(source), std::move(config))) {
+    core_->start();
+}
+
+CreditGuard::~CreditGuard() {
+    if (core_) core_->detach_owner();
+}
+
+boost::asio::awaitable<Reservation> CreditGuard::reserve(Credits cost, ReserveOptions options) {
+    Reservation granted;
+    errc why{};
+    switch (core_->try_admit(cost, granted, why)) {
+    case detail::GuardCore::Admission::granted:
+        co_return granted;
+    case detail::GuardCore::Admission::failed:
+        throw boost::system::system_error(make_error_code(why));
+    case detail::GuardCore::Admission::must_wait:
+        break;
+    }
+    Reservation waited = co_await async_reserve(cost, std::move(options), boost::asio::use_awaitable);
+    co_return waited;
+}
+
+}  // namespace creditguard

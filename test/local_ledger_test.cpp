@@ -1,0 +1,210 @@
+// The accounting model on its own: no I/O, no guard, every case from accounting.md.
+#include <creditguard/ledger.hpp>
+
+#include <boost/test/unit_test.hpp>
+
+using creditguard::Credits;
+using creditguard::DeductionTiming;
+using creditguard::LocalLedger;
+
+BOOST_AUTO_TEST_SUITE(local_ledger)
+
+BOOST_AUTO_TEST_CASE(unknown_balance_grants_nothing_by_default) {
+    LocalLedger ledger;
+    BOOST_TEST(!ledger.balance_known());
+    BOOST_TEST(ledger.available() == 0);
+    BOOST_TEST(!ledger.try_hold(1));
+    BOOST_TEST(ledger.try_hold(0));  // zero always fits
+}
+
+BOOST_AUTO_TEST_CASE(fail_open_allowance_is_consumed_then_replaced_by_the_real_balance) {
+    LocalLedger ledger(DeductionTiming::unknown, 30);
+    BOOST_TEST(ledger.try_hold(20));
+    BOOST_TEST(!ledger.try_hold(20));
+    BOOST_TEST(ledger.available() == 10);
+    const auto job = ledger.commit(20);
+    (void)job;
+    const auto ticket = ledger.refresh_sent();
+    ledger.refresh_received(ticket, 100);  // the job has not completed, so the read cannot show it
+    BOOST_TEST(ledger.balance_known());
+    BOOST_TEST(ledger.available() == 80);
+}
+
+BOOST_AUTO_TEST_CASE(available_is_balance_minus_held_minus_pending) {
+    LocalLedger ledger(DeductionTiming::at_completion);
+    ledger.refresh_received(ledger.refresh_sent(), 100);
+    BOOST_TEST(ledger.try_hold(30));
+    BOOST_TEST(ledger.try_hold(20));
+    ledger.commit(20);
+    const auto t = ledger.totals();
+    BOOST_TEST(t.held == 30);
+    BOOST_TEST(t.pending == 20);
+    BOOST_TEST(t.available == 50);
+    BOOST_TEST(!ledger.try_hold(51));
+    BOOST_TEST(ledger.try_hold(50));
+    BOOST_TEST(ledger.available() == 0);
+    ledger.release_hold(30);
+    BOOST_TEST(ledger.available() == 30);
+}
+
+BOOST_AUTO_TEST_CASE(at_submit_job_is_dropped_by_a_read_sent_after_its_commit) {
+    LocalLedger ledger(DeductionTiming::at_submit);
+    ledger.refresh_received(ledger.refresh_sent(), 100);
+    ledger.try_hold(10);
+    const auto early = ledger.refresh_sent();  // sent before the commit: cannot reflect it
+    const auto job = ledger.commit(10);
+    ledger.refresh_received(early, 100);
+    BOOST_TEST(ledger.totals().pending == 10);
+    BOOST_TEST(ledger.available() == 90);
+    const auto late = ledger.refresh_sent();  // the provider deducted at submit: 90 left
+    ledger.refresh_received(late, 90);
+    BOOST_TEST(ledger.totals().pending == 0);
+    BOOST_TEST(ledger.available() == 90);
+    ledger.settle(job, 10);  // same as charged: nothing changes
+    BOOST_TEST(ledger.available() == 90);
+    BOOST_TEST(ledger.pending_jobs() == 0);
+}
+
+BOOST_AUTO_TEST_CASE(at_completion_job_stays_pending_until_a_read_after_it_settled) {
+    LocalLedger ledger(DeductionTiming::at_completion);
+    ledger.refresh_received(ledger.refresh_sent(), 100);
+    ledger.try_hold(10);
+    const auto job = ledger.commit(10);
+    ledger.refresh_received(ledger.refresh_sent(), 100);  // still running: not charged yet
+    BOOST_TEST(ledger.available() == 90);
+    const auto before_settle = ledger.refresh_sent();
+    ledger.settle(job, 12);  // cost more than reserved
+    BOOST_TEST(ledger.available() == 88);
+    ledger.refresh_received(before_settle, 100);  // lagging read: must not drop the job
+    BOOST_TEST(ledger.available() == 88);
+    ledger.refresh_received(ledger.refresh_sent(), 88);
+    BOOST_TEST(ledger.totals().pending == 0);
+    BOOST_TEST(ledger.available() == 88);
+}
+
+BOOST_AUTO_TEST_CASE(unknown_timing_double_counts_at_submit_providers_but_never_overspends) {
+    // The provider really deducts at submit; the ledger assumes completion.
+    LocalLedger ledger(DeductionTiming::unknown);
+    ledger.refresh_received(ledger.refresh_sent(), 100);
+    ledger.try_hold(40);
+    const auto job = ledger.commit(40);
+    ledger.refresh_received(ledger.refresh_sent(), 60);  // provider already took 40
+    BOOST_TEST(ledger.available() == 20);  // 60 - 40 still pending: too low by 40, never too high
+    ledger.settle(job, 40);
+    ledger.refresh_received(ledger.refresh_sent(), 60);
+    BOOST_TEST(ledger.available() == 60);
+}
+
+BOOST_AUTO_TEST_CASE(refund_under_completion_rule_drops_the_job_at_once) {
+    LocalLedger ledger(DeductionTiming::at_completion);
+    ledger.refresh_received(ledger.refresh_sent(), 50);
+    ledger.try_hold(50);
+    const auto job = ledger.commit(50);
+    BOOST_TEST(ledger.available() == 0);
+    ledger.refund(job);
+    BOOST_TEST(ledger.available() == 50);
+    BOOST_TEST(ledger.pending_jobs() == 0);
+}
+
+BOOST_AUTO_TEST_CASE(refund_under_submit_rule_waits_for_a_read) {
+    LocalLedger ledger(DeductionTiming::at_submit);
+    ledger.refresh_received(ledger.refresh_sent(), 50);
+    ledger.try_hold(50);
+    const auto job = ledger.commit(50);
+    ledger.refund(job);
+    BOOST_TEST(ledger.available() == 0);  // never added early
+    ledger.refresh_received(ledger.refresh_sent(), 50);  // provider gave it back
+    BOOST_TEST(ledger.available() == 50);
+}
+
+BOOST_AUTO_TEST_CASE(refund_after_the_charge_was_seen_waits_for_the_read_that_shows_it) {
+    LocalLedger ledger(DeductionTiming::at_submit);
+    ledger.refresh_received(ledger.refresh_sent(), 50);
+    ledger.try_hold(50);
+    const auto job = ledger.commit(50);
+    ledger.refresh_received(ledger.refresh_sent(), 0);
+    BOOST_TEST(ledger.available() == 0);
+    ledger.refund(job);
+    BOOST_TEST(ledger.available() == 0);
+    ledger.refresh_received(ledger.refresh_sent(), 50);
+    BOOST_TEST(ledger.available() == 50);
+}
+
+BOOST_AUTO_TEST_CASE(settle_above_reservation_at_submit_keeps_the_excess_until_a_later_read) {
+    LocalLedger ledger(DeductionTiming::at_submit);
+    ledger.refresh_received(ledger.refresh_sent(), 100);
+    ledger.try_hold(10);
+    const auto job = ledger.commit(10);
+    ledger.refresh_received(ledger.refresh_sent(), 90);  // charge of 10 seen
+    BOOST_TEST(ledger.available() == 90);
+    const auto lagging = ledger.refresh_sent();
+    ledger.settle(job, 25);  // 15 more charged at completion
+    BOOST_TEST(ledger.available() == 75);
+    ledger.refresh_received(lagging, 90);
+    BOOST_TEST(ledger.available() == 75);
+    ledger.refresh_received(ledger.refresh_sent(), 75);
+    BOOST_TEST(ledger.available() == 75);
+    BOOST_TEST(ledger.pending_jobs() == 0);
+}
+
+BOOST_AUTO_TEST_CASE(settle_above_reservation_can_make_available_negative) {
+    LocalLedger ledger(DeductionTiming::at_completion);
+    ledger.refresh_received(ledger.refresh_sent(), 10);
+    ledger.try_hold(10);
+    const auto job = ledger.commit(10);
+    ledger.settle(job, 14);
+    BOOST_TEST(ledger.available() == -4);
+    BOOST_TEST(!ledger.try_hold(1));
+    BOOST_TEST(ledger.try_hold(0));
+}
+
+BOOST_AUTO_TEST_CASE(insufficient_from_provider_zeroes_until_a_read_sent_after_it) {
+    LocalLedger ledger(DeductionTiming::at_completion);
+    ledger.refresh_received(ledger.refresh_sent(), 100);
+    const auto before = ledger.refresh_sent();
+    ledger.provider_reported_insufficient();
+    BOOST_TEST(ledger.available() == 0);
+    BOOST_TEST(ledger.totals().zeroed);
+    ledger.refresh_received(before, 100);  // sent before the signal: not proof
+    BOOST_TEST(ledger.available() == 0);
+    ledger.refresh_received(ledger.refresh_sent(), 30);
+    BOOST_TEST(!ledger.totals().zeroed);
+    BOOST_TEST(ledger.available() == 30);
+}
+
+BOOST_AUTO_TEST_CASE(an_older_read_answering_late_never_overrides_a_newer_one) {
+    LocalLedger ledger;
+    const auto old_ticket = ledger.refresh_sent();
+    const auto new_ticket = ledger.refresh_sent();
+    ledger.refresh_received(new_ticket, 10);
+    ledger.refresh_received(old_ticket, 1000);
+    BOOST_TEST(ledger.available() == 10);
+}
+
+BOOST_AUTO_TEST_CASE(forgetting_the_balance_falls_back_to_the_allowance) {
+    LocalLedger ledger(DeductionTiming::unknown, 5);
+    ledger.refresh_received(ledger.refresh_sent(), 100);
+    ledger.try_hold(3);
+    ledger.forget_balance();
+    BOOST_TEST(!ledger.balance_known());
+    BOOST_TEST(ledger.available() == 2);
+}
+
+BOOST_AUTO_TEST_CASE(job_slots_are_reused_without_leaking_pending_entries) {
+    LocalLedger ledger(DeductionTiming::at_completion);
+    ledger.refresh_received(ledger.refresh_sent(), 1'000'000);
+    for (int round = 0; round < 100; ++round) {
+        for (int i = 0; i < 50; ++i) {
+            ledger.try_hold(3);
+            const auto job = ledger.commit(3);
+            if (i % 2 == 0) ledger.refund(job); else ledger.settle(job, 3);
+        }
+        const auto totals = ledger.totals();
+        ledger.refresh_received(ledger.refresh_sent(), totals.observed_balance - totals.pending);
+        BOOST_TEST(ledger.pending_jobs() == 0u);
+        BOOST_TEST(ledger.totals().pending == 0);
+    }
+    BOOST_TEST(ledger.available() == 1'000'000 - 100 * 25 * 3);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
