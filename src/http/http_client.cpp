@@ -1,0 +1,469 @@
+// HTTP/1.1 client over Beast: keep-alive pool, TLS with verification, timeouts, size caps.
+#include "creditguard/http_client.hpp"
+
+#include "creditguard/error.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <boost/url/parse.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <map>
+#include <mutex>
+#include <set>
+
+namespace creditguard {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace ssl = asio::ssl;
+using tcp = asio::ip::tcp;
+using boost::system::error_code;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+bool iequals(std::string_view a, std::string_view b) noexcept {
+    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+               return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+           });
+}
+
+struct Target {
+    bool tls = false;
+    std::string host;         // for resolving / SNI / verification (no brackets)
+    std::string port;
+    std::string target;       // path + query
+    std::string host_header;  // Host: value
+    std::string key;          // pool key
+};
+
+error_code parse_target(const std::string& url, Target& t) {
+    auto parsed = boost::urls::parse_uri(url);
+    if (!parsed) return errc::invalid_url;
+    const auto& u = *parsed;
+    const auto scheme = u.scheme();
+    if (iequals(scheme, "https")) t.tls = true;
+    else if (iequals(scheme, "http")) t.tls = false;
+    else return errc::invalid_url;
+    if (!u.has_authority() || u.has_userinfo()) return errc::invalid_url;
+    bool bracket = false;
+    switch (u.host_type()) {
+    case boost::urls::host_type::ipv6:
+        t.host = u.host_ipv6_address().to_string();
+        bracket = true;
+        break;
+    case boost::urls::host_type::name:
+    case boost::urls::host_type::ipv4:
+        t.host = u.host();
+        break;
+    default: return errc::invalid_url;
+    }
+    if (t.host.empty()) return errc::invalid_url;
+    if (t.host.find_first_of("\r\n\0 /", 0, 5) != std::string::npos) return errc::invalid_url;
+    if (u.has_port()) {
+        if (u.port().empty() || u.port_number() == 0) return errc::invalid_url;
+        t.port = std::to_string(u.port_number());
+    } else {
+        t.port = t.tls ? "443" : "80";
+    }
+    t.target = std::string(u.encoded_path());
+    if (t.target.empty()) t.target = "/";
+    if (u.has_query()) {
+        t.target += '?';
+        t.target += std::string(u.encoded_query());
+    }
+    const bool default_port = t.port == (t.tls ? "443" : "80");
+    t.host_header = bracket ? "[" + t.host + "]" : t.host;
+    if (!default_port) t.host_header += ":" + t.port;
+    t.key = (t.tls ? "https://" : "http://") + t.host_header;
+    return {};
+}
+
+bool valid_header_name(std::string_view name) noexcept {
+    if (name.empty()) return false;
+    for (unsigned char c : name) {
+        if (c <= 32 || c >= 127 || c == ':' || c == '(' || c == ')' || c == ',' || c == ';' || c == '"' ||
+            c == '/' || c == '[' || c == ']' || c == '?' || c == '=' || c == '{' || c == '}' || c == '\\' ||
+            c == '<' || c == '>' || c == '@')
+            return false;
+    }
+    return true;
+}
+
+bool valid_header_value(std::string_view value) noexcept {
+    return value.find_first_of(std::string_view("\r\n\0", 3)) == std::string_view::npos;
+}
+
+http::verb to_verb(HttpMethod m) noexcept {
+    switch (m) {
+    case HttpMethod::get: return http::verb::get;
+    case HttpMethod::post: return http::verb::post;
+    case HttpMethod::put: return http::verb::put;
+    case HttpMethod::delete_: return http::verb::delete_;
+    case HttpMethod::head: return http::verb::head;
+    }
+    return http::verb::get;
+}
+
+struct Connection {
+    template <class Executor>
+    Connection(const Executor& ex, ssl::context& ctx) : stream(ex, ctx) {}
+
+    tcp::socket& socket() { return beast::get_lowest_layer(stream).socket(); }
+    void close() {
+        error_code ignored;
+        beast::get_lowest_layer(stream).cancel();
+        socket().shutdown(tcp::socket::shutdown_both, ignored);
+        socket().close(ignored);
+    }
+
+    std::string key;
+    bool tls = false;
+    beast::ssl_stream<beast::tcp_stream> stream;
+    beast::flat_buffer buffer;
+    Clock::time_point idle_since{};
+};
+using ConnPtr = std::shared_ptr<Connection>;
+
+/// What happened during one write/read exchange; decides whether a retry is safe.
+struct Exchange {
+    std::size_t written = 0;
+    bool write_failed = false;
+    bool got_some = false;
+    bool keep_alive = false;
+};
+
+bool is_disconnect(const error_code& ec) noexcept {
+    return ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||
+           ec == asio::error::broken_pipe || ec == asio::error::connection_aborted || ec == ssl::error::stream_truncated;
+}
+
+}  // namespace
+
+struct HttpClient::Impl {
+    Impl(asio::any_io_executor ex, HttpClientConfig cfg)
+        : executor(std::move(ex)), strand(asio::make_strand(executor)), config(std::move(cfg)),
+          tls(ssl::context::tls_client) {
+        tls.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
+                        ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
+        if (config.verify_peer) {
+            tls.set_verify_mode(ssl::verify_peer);
+            if (config.ca_file.empty()) tls.set_default_verify_paths();
+            else tls.load_verify_file(config.ca_file);
+        } else {
+            tls.set_verify_mode(ssl::verify_none);
+        }
+    }
+
+    void log(const std::string& line) const {
+        if (config.logger) config.logger(line);
+    }
+
+    template <class F>
+    void update_stats(F&& f) {
+        std::lock_guard lock(stats_mutex);
+        f(stats);
+    }
+
+    // --- strand only ---
+    ConnPtr take_idle(const std::string& key) {
+        auto it = idle.find(key);
+        if (it == idle.end()) return nullptr;
+        ConnPtr c = std::move(it->second);
+        idle.erase(it);
+        if (!usable(*c)) {
+            c->close();
+            return nullptr;
+        }
+        return c;
+    }
+
+    void put_idle(ConnPtr c) {
+        c->idle_since = Clock::now();
+        auto& slot = idle[c->key];
+        if (slot) slot->close();
+        slot = std::move(c);
+    }
+
+    /// An idle connection is usable only if nothing at all is waiting on it: no data, no EOF, no error.
+    bool usable(Connection& c) const {
+        if (Clock::now() - c.idle_since > config.max_idle) return false;
+        if (c.buffer.size() != 0) return false;
+        auto& s = c.socket();
+        if (!s.is_open()) return false;
+        error_code ec;
+        s.non_blocking(true, ec);
+        if (ec) return false;
+        char byte = 0;
+        s.receive(asio::buffer(&byte, 1), tcp::socket::message_peek, ec);
+        error_code ignored;
+        s.non_blocking(false, ignored);
+        return ec == asio::error::would_block || ec == asio::error::try_again;
+    }
+
+    asio::any_io_executor executor;
+    asio::strand<asio::any_io_executor> strand;
+    HttpClientConfig config;
+    ssl::context tls;
+    std::map<std::string, ConnPtr> idle;
+    std::set<ConnPtr> active;
+    std::atomic<std::uint64_t> generation{0};  // bumped by cancel(); ops started before it fail
+
+    mutable std::mutex stats_mutex;
+    HttpClientStats stats;
+};
+
+namespace {
+
+using Impl = HttpClient::Impl;
+using Result = std::pair<error_code, HttpResponse>;
+
+asio::awaitable<error_code> open_connection(std::shared_ptr<Impl> impl, ConnPtr conn, const Target& t,
+                                            Clock::time_point deadline) {
+    error_code ec;
+    tcp::resolver resolver(impl->strand);
+    auto results = co_await resolver.async_resolve(t.host, t.port, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+        impl->log("creditguard http: cannot resolve " + t.host_header + ": " + ec.message());
+        co_return errc::connection_failed;
+    }
+    auto& lowest = beast::get_lowest_layer(conn->stream);
+    const auto connect_deadline = std::min(Clock::now() + impl->config.connect_timeout, deadline);
+    lowest.expires_at(connect_deadline);
+    co_await lowest.async_connect(results, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+        impl->log("creditguard http: connect to " + t.host_header + " failed: " + ec.message());
+        if (ec == beast::error::timeout)
+            co_return connect_deadline < deadline ? errc::connect_timeout : errc::request_timeout;
+        co_return errc::connection_failed;
+    }
+    impl->update_stats([](HttpClientStats& s) { ++s.connections_opened; });
+    impl->log("creditguard http: connected to " + t.host_header + (t.tls ? " (tls)" : ""));
+    if (!t.tls) co_return error_code{};
+
+    error_code addr_ec;
+    (void)asio::ip::make_address(t.host, addr_ec);
+    if (addr_ec) {  // SNI only for names, never for IP literals (RFC 6066)
+        if (!SSL_set_tlsext_host_name(conn->stream.native_handle(), t.host.c_str())) co_return errc::tls_error;
+    }
+    if (impl->config.verify_peer) conn->stream.set_verify_callback(ssl::host_name_verification(t.host));
+    const auto handshake_deadline = std::min(Clock::now() + impl->config.handshake_timeout, deadline);
+    lowest.expires_at(handshake_deadline);
+    co_await conn->stream.async_handshake(ssl::stream_base::client, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+        impl->log("creditguard http: TLS handshake with " + t.host_header + " failed: " + ec.message());
+        if (ec == beast::error::timeout)
+            co_return handshake_deadline < deadline ? errc::handshake_timeout : errc::request_timeout;
+        co_return errc::tls_error;
+    }
+    co_return error_code{};
+}
+
+template <class Stream>
+asio::awaitable<error_code> exchange_on(Stream& stream, beast::tcp_stream& lowest, beast::flat_buffer& buffer,
+                                        http::request<http::string_body>& msg, Clock::time_point deadline,
+                                        const HttpClientConfig& cfg, Exchange& x, HttpResponse& out) {
+    error_code ec;
+    lowest.expires_at(deadline);
+    x.written = co_await http::async_write(stream, msg, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+        x.write_failed = true;
+        co_return ec;
+    }
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(cfg.max_body_bytes);
+    parser.header_limit(static_cast<std::uint32_t>(std::min<std::size_t>(cfg.max_header_bytes, UINT32_MAX)));
+    if (msg.method() == http::verb::head) parser.skip(true);
+    co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+    x.got_some = parser.got_some();
+    if (ec) co_return ec;
+    lowest.expires_never();
+    auto& res = parser.get();
+    out.status = res.result_int();
+    out.headers.clear();
+    for (const auto& field : res) out.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
+    out.body = std::move(res.body());
+    x.keep_alive = res.keep_alive() && parser.is_done();
+    co_return ec;
+}
+
+error_code map_exchange_error(const error_code& ec, bool idempotent, const Exchange& x) {
+    if (!idempotent && !(x.write_failed && x.written == 0)) return errc::ambiguous_outcome;
+    if (ec == beast::error::timeout) return errc::request_timeout;
+    if (ec == http::error::body_limit || ec == http::error::header_limit || ec == http::error::buffer_overflow)
+        return errc::response_too_large;
+    if (x.got_some) return errc::malformed_response;  // truncated or unparsable response
+    if (ec.category() == http::make_error_code(http::error::bad_version).category())
+        return errc::malformed_response;
+    if (ec.category() == asio::error::get_ssl_category() || ec == ssl::error::stream_truncated)
+        return errc::tls_error;
+    return errc::connection_failed;
+}
+
+asio::awaitable<Result> run_request(std::shared_ptr<Impl> impl, HttpRequest req, std::uint64_t generation) {
+    Result out;
+    if (impl->generation.load() != generation) {
+        out.first = errc::cancelled;
+        co_return out;
+    }
+    Target t;
+    if (auto ec = parse_target(req.url, t)) {
+        out.first = ec;
+        co_return out;
+    }
+    if (!t.tls && !impl->config.allow_insecure_http && !is_loopback_host(t.host)) {
+        out.first = errc::insecure_transport;
+        co_return out;
+    }
+    for (const auto& [name, value] : req.headers) {
+        if (!valid_header_name(name) || !valid_header_value(value)) {
+            out.first = errc::invalid_header;
+            co_return out;
+        }
+    }
+    for (const auto& [name, value] : req.secret_headers) {
+        if (!valid_header_name(name) || !valid_header_value(value.reveal())) {
+            out.first = errc::invalid_header;
+            co_return out;
+        }
+    }
+
+    http::request<http::string_body> msg{to_verb(req.method), t.target, 11};
+    msg.set(http::field::host, t.host_header);
+    if (!impl->config.user_agent.empty() && valid_header_value(impl->config.user_agent))
+        msg.set(http::field::user_agent, impl->config.user_agent);
+    for (const auto& [name, value] : req.headers) msg.insert(name, value);
+    for (const auto& [name, value] : req.secret_headers) msg.insert(name, value.reveal());
+    msg.body() = std::move(req.body);
+    if (!msg.body().empty() || req.method == HttpMethod::post || req.method == HttpMethod::put) msg.prepare_payload();
+    msg.keep_alive(true);
+
+    const bool idempotent = req.method != HttpMethod::post;
+    const auto deadline = Clock::now() + impl->config.request_timeout;
+    const std::string what = std::string(http::to_string(msg.method())) + " " + t.key + std::string(t.target.substr(0, t.target.find('?')));
+
+    for (int attempt = 0;; ++attempt) {
+        ConnPtr conn = impl->take_idle(t.key);
+        const bool reused = conn != nullptr;
+        if (!conn) {
+            conn = std::make_shared<Connection>(impl->strand, impl->tls);
+            conn->key = t.key;
+            conn->tls = t.tls;
+            impl->active.insert(conn);
+            error_code ec = co_await open_connection(impl, conn, t, deadline);
+            impl->active.erase(conn);
+            if (impl->generation != generation) ec = errc::cancelled;
+            if (ec) {
+                conn->close();
+                out.first = ec;
+                co_return out;
+            }
+        } else {
+            impl->update_stats([](HttpClientStats& s) { ++s.connections_reused; });
+        }
+
+        Exchange x;
+        impl->active.insert(conn);
+        error_code ec;
+        if (conn->tls)
+            ec = co_await exchange_on(conn->stream, beast::get_lowest_layer(conn->stream), conn->buffer, msg, deadline,
+                                      impl->config, x, out.second);
+        else
+            ec = co_await exchange_on(conn->stream.next_layer(), beast::get_lowest_layer(conn->stream), conn->buffer,
+                                      msg, deadline, impl->config, x, out.second);
+        impl->active.erase(conn);
+
+        if (impl->generation != generation) {
+            conn->close();
+            out.first = idempotent ? errc::cancelled : errc::ambiguous_outcome;
+            co_return out;
+        }
+        if (!ec) {
+            if (x.keep_alive) impl->put_idle(std::move(conn));
+            else conn->close();
+            if (out.second.status >= 300 && out.second.status < 400) out.first = errc::redirect_not_followed;
+            co_return out;
+        }
+        conn->close();
+        const bool nothing_reached_us = !x.got_some;
+        const bool nothing_sent = x.write_failed && x.written == 0;
+        if (reused && attempt == 0 && nothing_reached_us && is_disconnect(ec) && (idempotent || nothing_sent)) {
+            impl->update_stats([](HttpClientStats& s) { ++s.retries; });
+            impl->log("creditguard http: " + what + ": keep-alive connection was closed by the server, reconnecting");
+            continue;
+        }
+        out.first = map_exchange_error(ec, idempotent, x);
+        impl->log("creditguard http: " + what + " failed: " + ec.message());
+        co_return out;
+    }
+}
+
+}  // namespace
+
+std::optional<std::string_view> HttpResponse::header(std::string_view name) const {
+    for (const auto& [n, v] : headers)
+        if (iequals(n, name)) return std::string_view(v);
+    return std::nullopt;
+}
+
+bool is_loopback_host(std::string_view host) noexcept {
+    if (iequals(host, "localhost")) return true;
+    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+    error_code ec;
+    const auto addr = asio::ip::make_address(std::string(host), ec);
+    return !ec && addr.is_loopback();
+}
+
+HttpClient::HttpClient(asio::any_io_executor executor, HttpClientConfig config)
+    : impl_(std::make_shared<Impl>(std::move(executor), std::move(config))) {}
+
+asio::any_io_executor HttpClient::get_executor() const noexcept { return impl_->executor; }
+
+const HttpClientConfig& HttpClient::config() const noexcept { return impl_->config; }
+
+HttpClientStats HttpClient::stats() const {
+    std::lock_guard lock(impl_->stats_mutex);
+    return impl_->stats;
+}
+
+void HttpClient::cancel() {
+    ++impl_->generation;
+    asio::post(impl_->strand, [impl = impl_] {
+        for (const auto& c : impl->active) c->close();
+        for (auto& [key, c] : impl->idle) c->close();
+        impl->idle.clear();
+    });
+}
+
+void HttpClient::start(std::shared_ptr<Impl> impl, HttpRequest request, Handler handler) {
+    auto strand = impl->strand;
+    const std::uint64_t generation = impl->generation.load();
+    asio::co_spawn(strand, run_request(impl, std::move(request), generation),
+                   [impl, h = std::move(handler)](std::exception_ptr ep, Result r) mutable {
+                       if (ep) {
+                           impl->log("creditguard http: internal error");
+                           r = Result{errc::connection_failed, {}};
+                       }
+                       const bool failed = r.first && r.first != errc::redirect_not_followed;
+                       impl->update_stats([&](HttpClientStats& s) { ++(failed ? s.failures : s.requests); });
+                       auto ex = asio::get_associated_executor(h, impl->executor);
+                       asio::dispatch(ex, [h = std::move(h), r = std::move(r)]() mutable {
+                           std::move(h)(r.first, std::move(r.second));
+                       });
+                   });
+}
+
+}  // namespace creditguard

@@ -1,0 +1,671 @@
+// The mock provider: a small Beast server that imitates sunoapi.org, kie.ai, udioapi.pro and crun.ai.
+#include "creditguard/mock_provider.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/url/parse.hpp>
+
+#include <deque>
+#include <future>
+#include <map>
+#include <mutex>
+#include <random>
+#include <set>
+
+namespace creditguard {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace json = boost::json;
+namespace ssl = asio::ssl;
+using tcp = asio::ip::tcp;
+using boost::system::error_code;
+
+namespace {
+
+enum class Flavor { sunoapi, kie, udioapi, crun };
+enum class Endpoint { balance, create, status, unknown };
+enum class TaskPhase { pending, running, success, failed };
+
+struct Task {
+    std::string id;
+    Flavor flavor = Flavor::sunoapi;
+    int polls = 0;
+    bool will_fail = false;
+    bool charged = false;
+    Credits charged_amount = 0;
+    TaskPhase phase = TaskPhase::pending;
+    std::string fail_reason;
+};
+
+const char* msg_key(Flavor f) { return (f == Flavor::sunoapi || f == Flavor::kie) ? "msg" : "message"; }
+int insufficient_code(Flavor f) { return f == Flavor::sunoapi ? 429 : 402; }
+int rate_code(Flavor f) { return f == Flavor::sunoapi ? 430 : 429; }
+int maintenance_code(Flavor f) { return f == Flavor::udioapi ? 503 : 455; }
+
+using Response = http::response<http::string_body>;
+
+/// What the session does with one request.
+struct Action {
+    enum Kind { respond, reset, truncate } kind = respond;
+    Response response;
+    std::chrono::milliseconds delay{0};
+};
+
+struct SessionHandle {
+    beast::tcp_stream* lowest = nullptr;
+    asio::steady_timer* timer = nullptr;
+    bool idle = true;
+};
+
+}  // namespace
+
+struct MockProvider::Impl : std::enable_shared_from_this<MockProvider::Impl> {
+    Impl(asio::any_io_executor ex, MockConfig cfg)
+        : strand(asio::make_strand(ex)), acceptor(strand), config(std::move(cfg)), rng(config.seed) {
+        if (!config.tls_cert_file.empty() && !config.tls_key_file.empty()) {
+            tls.emplace(ssl::context::tls_server);
+            tls->use_certificate_chain_file(config.tls_cert_file);
+            tls->use_private_key_file(config.tls_key_file, ssl::context::pem);
+        }
+        const tcp::endpoint ep(asio::ip::make_address(config.address), config.port);
+        acceptor.open(ep.protocol());
+        acceptor.set_option(tcp::acceptor::reuse_address(true));
+        acceptor.bind(ep);
+        acceptor.listen();
+        port = acceptor.local_endpoint().port();
+        credits = config.credits;
+    }
+
+    // ---- request handling (under the mutex) ----
+
+    Response make(unsigned status, std::string body, const http::request<http::string_body>& req,
+                  std::string_view content_type = "application/json") const {
+        Response res{static_cast<http::status>(status), req.version()};
+        res.result(status);
+        res.reason(status == 200 ? "OK" : "Error");
+        res.set(http::field::server, "creditguard-mock");
+        res.set(http::field::content_type, content_type);
+        res.body() = std::move(body);
+        res.keep_alive(req.keep_alive());
+        res.prepare_payload();
+        return res;
+    }
+
+    Response error(Flavor f, int code, std::string_view message, const http::request<http::string_body>& req) const {
+        json::object body;
+        if (style != ErrorStyle::status_only) body["code"] = code;
+        body[msg_key(f)] = message;
+        if (style != ErrorStyle::status_only) body["data"] = nullptr;
+        return make(style == ErrorStyle::body_code ? 200u : static_cast<unsigned>(code), json::serialize(body), req);
+    }
+
+    Response ok(Flavor f, json::object extra, const http::request<http::string_body>& req) const {
+        json::object body;
+        body["code"] = 200;
+        body[msg_key(f)] = "success";
+        for (auto& kv : extra) body[kv.key()] = std::move(kv.value());
+        return make(200, json::serialize(body), req);
+    }
+
+    static bool route(std::string_view path, const std::string& v1, Flavor& f, Endpoint& e) {
+        const Flavor v1f = v1 == "kie" ? Flavor::kie : Flavor::sunoapi;
+        struct Row {
+            std::string_view path;
+            int flavor;  // -1: v1 flavor
+            Endpoint e;
+        };
+        static constexpr Row rows[] = {
+            {"/api/v1/generate/credit", static_cast<int>(Flavor::sunoapi), Endpoint::balance},
+            {"/api/v1/chat/credit", static_cast<int>(Flavor::kie), Endpoint::balance},
+            {"/api/v1/generate", -1, Endpoint::create},
+            {"/api/v1/generate/record-info", -1, Endpoint::status},
+            {"/api/v2/credits", static_cast<int>(Flavor::udioapi), Endpoint::balance},
+            {"/api/v2/generate", static_cast<int>(Flavor::udioapi), Endpoint::create},
+            {"/api/v2/feed", static_cast<int>(Flavor::udioapi), Endpoint::status},
+            {"/api/v1/client/account/balance", static_cast<int>(Flavor::crun), Endpoint::balance},
+            {"/api/v1/client/job/CreateTask", static_cast<int>(Flavor::crun), Endpoint::create},
+            {"/api/v1/client/job/TaskInfo", static_cast<int>(Flavor::crun), Endpoint::status},
+        };
+        for (const auto& r : rows) {
+            if (r.path == path) {
+                f = r.flavor < 0 ? v1f : static_cast<Flavor>(r.flavor);
+                e = r.e;
+                return true;
+            }
+        }
+        f = v1f;
+        e = Endpoint::unknown;
+        return false;
+    }
+
+    bool authorized(Flavor f, const http::request<http::string_body>& req) const {
+        if (f == Flavor::crun) {
+            auto it = req.find("x-api-key");
+            return it != req.end() && key.equals(it->value());
+        }
+        auto it = req.find(http::field::authorization);
+        if (it == req.end()) return false;
+        std::string_view v = it->value();
+        if (v.substr(0, 7) != "Bearer ") return false;
+        return key.equals(v.substr(7));
+    }
+
+    Action handle(const http::request<http::string_body>& req) {
+        std::lock_guard lock(mutex);
+        Action a;
+        a.delay = delay;
+        ++counters.requests;
+
+        auto url = boost::urls::parse_origin_form(req.target());
+        std::string path = url ? std::string(url->path()) : std::string(req.target());
+        Flavor f;
+        Endpoint e;
+        route(path, config.v1_flavor, f, e);
+        if (e == Endpoint::balance) ++counters.balance_requests;
+        if (e == Endpoint::create) ++counters.creates;
+        if (e == Endpoint::status) ++counters.polls;
+
+        if (reset_n > 0) {
+            --reset_n;
+            a.kind = Action::reset;
+            return a;
+        }
+        if (truncate_n > 0) {
+            --truncate_n;
+            a.kind = Action::truncate;
+            a.response = make(200, "{\"code\":200,\"msg\":\"success\",\"data\":{\"balance\":1000,\"padding\":\"xxxxxxxx\"}}", req);
+            return a;
+        }
+        if (!injected.empty()) {
+            auto& [n, canned] = injected.front();
+            a.response = make(canned.status, canned.body, req, canned.content_type);
+            for (const auto& [k, v] : canned.headers) a.response.set(k, v);
+            if (--n <= 0) injected.pop_front();
+            return a;
+        }
+        if (http500_n > 0) {
+            --http500_n;
+            json::object body{{"code", 500}, {msg_key(f), "internal server error"}, {"data", nullptr}};
+            a.response = make(500, json::serialize(body), req);
+            return a;
+        }
+        if (malformed_n > 0) {
+            --malformed_n;
+            a.response = make(200, "{\"code\":200,\"msg\":\"success\",\"data\":{\"credits\":12", req);
+            return a;
+        }
+        if (maintenance == MaintenanceMode::html_page) {
+            a.response = make(503,
+                              "<!DOCTYPE html><html><head><title>Maintenance</title></head>"
+                              "<body><h1>We'll be back soon</h1><p>Scheduled maintenance.</p></body></html>",
+                              req, "text/html");
+            return a;
+        }
+        if (maintenance == MaintenanceMode::code) {
+            a.response = error(f, maintenance_code(f), "The system is under maintenance, please try again later", req);
+            return a;
+        }
+        if (rate_max > 0) {
+            const auto now = std::chrono::steady_clock::now();
+            if (rate_count == 0 || now - rate_window_start >= rate_window) {
+                rate_window_start = now;
+                rate_count = 0;
+            }
+            if (++rate_count > rate_max) {
+                ++counters.rate_limited_answers;
+                a.response = error(f,
+                                   rate_code(f),
+                                   f == Flavor::sunoapi ? "Your call frequency is too high. Please try again later."
+                                                        : "Rate limit exceeded. Please try again later.",
+                                   req);
+                if (rate_retry_after) a.response.set(http::field::retry_after, *rate_retry_after);
+                return a;
+            }
+        }
+        if (code_n > 0) {
+            --code_n;
+            a.response = error(f, injected_code, injected_message, req);
+            return a;
+        }
+        if (e == Endpoint::unknown) {
+            a.response = error(f, 404, "Invalid request method or path", req);
+            return a;
+        }
+        if (!authorized(f, req)) {
+            ++counters.unauthorized_answers;
+            a.response = error(f, 401, "Unauthorized: invalid API key", req);
+            return a;
+        }
+        switch (e) {
+        case Endpoint::balance: a.response = balance(f, req); break;
+        case Endpoint::create: a.response = create(f, req); break;
+        case Endpoint::status: {
+            const char* param = f == Flavor::udioapi ? "workId" : f == Flavor::crun ? "task_id" : "taskId";
+            std::string id;
+            if (url)
+                for (auto p : url->params())
+                    if (p.key == param) id = p.value;
+            a.response = status(f, req, id);
+            break;
+        }
+        case Endpoint::unknown: break;
+        }
+        return a;
+    }
+
+    Response balance(Flavor f, const http::request<http::string_body>& req) {
+        switch (f) {
+        case Flavor::sunoapi:
+        case Flavor::kie: return ok(f, {{"data", credits}}, req);
+        case Flavor::udioapi:
+            return ok(f, {{"data", json::object{{"credits", credits}, {"used_credits", used}}}}, req);
+        case Flavor::crun: return ok(f, {{"data", json::object{{"balance", credits}}}}, req);
+        }
+        return error(f, 500, "unreachable", req);
+    }
+
+    Response create(Flavor f, const http::request<http::string_body>& req) {
+        if (req.method() != http::verb::post) return error(f, 404, "Invalid request method or path", req);
+        error_code ec;
+        auto body = json::parse(req.body(), ec);
+        if (ec || !body.is_object())
+            return error(f, f == Flavor::crun ? 422 : 400, "Invalid parameters: a JSON object is required", req);
+        if (credits < config.cost) {
+            ++counters.insufficient_answers;
+            return error(f, insufficient_code(f), "Insufficient credits, please top up your balance", req);
+        }
+        Task t;
+        t.id = "task-" + std::to_string(++task_seq);
+        t.flavor = f;
+        if (fail_tasks_n > 0) {
+            --fail_tasks_n;
+            t.will_fail = true;
+        } else if (failure_rate > 0) {
+            t.will_fail = std::uniform_real_distribution<double>(0.0, 1.0)(rng) < failure_rate;
+        }
+        if (config.deduct == DeductionTiming::at_submit) {
+            credits -= config.cost;
+            used += config.cost;
+            t.charged = true;
+            t.charged_amount = config.cost;
+        }
+        ++counters.tasks_created;
+        const std::string id = t.id;
+        tasks.emplace(id, std::move(t));
+        switch (f) {
+        case Flavor::sunoapi:
+        case Flavor::kie: return ok(f, {{"data", json::object{{"taskId", id}}}}, req);
+        case Flavor::udioapi: return ok(f, {{"workId", id}, {"data", json::object{{"task_id", id}}}}, req);
+        case Flavor::crun: return ok(f, {{"data", json::object{{"task_id", id}}}}, req);
+        }
+        return error(f, 500, "unreachable", req);
+    }
+
+    void finish(Task& t) {
+        const Credits price = config.actual_cost.value_or(config.cost);
+        if (t.will_fail) {
+            t.phase = TaskPhase::failed;
+            t.fail_reason = "generation failed, your credits have been refunded";
+            if (t.charged && config.refund_failed) {
+                credits += t.charged_amount;
+                used -= t.charged_amount;
+                t.charged_amount = 0;
+            }
+            return;
+        }
+        if (t.charged) {  // charged `cost` at submit; settle the difference to the actual price
+            credits -= price - t.charged_amount;
+            used += price - t.charged_amount;
+            t.charged_amount = price;
+        } else if (credits >= price) {
+            credits -= price;
+            used += price;
+            t.charged = true;
+            t.charged_amount = price;
+        } else {
+            ++counters.insufficient_answers;
+            t.phase = TaskPhase::failed;
+            t.fail_reason = "insufficient credits";
+            return;
+        }
+        t.phase = TaskPhase::success;
+    }
+
+    Response status(Flavor f, const http::request<http::string_body>& req, const std::string& id) {
+        auto it = tasks.find(id);
+        if (it == tasks.end() || it->second.flavor != f) return error(f, 404, "Task not found", req);
+        Task& t = it->second;
+        if (t.phase == TaskPhase::pending || t.phase == TaskPhase::running) {
+            ++t.polls;
+            if (t.polls >= config.polls_to_complete) finish(t);
+            else t.phase = t.polls == 1 ? TaskPhase::pending : TaskPhase::running;
+        }
+        const bool done = t.phase == TaskPhase::success || t.phase == TaskPhase::failed;
+        switch (f) {
+        case Flavor::sunoapi:
+        case Flavor::kie: {
+            const char* s = t.phase == TaskPhase::pending   ? "PENDING"
+                            : t.phase == TaskPhase::running ? "TEXT_SUCCESS"
+                            : t.phase == TaskPhase::success ? "SUCCESS"
+                                                            : "GENERATE_AUDIO_FAILED";
+            json::array songs;
+            if (t.phase == TaskPhase::success)
+                for (int i = 0; i < 2; ++i)
+                    songs.push_back(json::object{{"id", t.id + "-" + std::to_string(i)},
+                                                 {"audioUrl", "https://cdn.invalid/" + t.id + ".mp3"}});
+            json::object data{{"taskId", t.id},
+                              {"status", s},
+                              {"response", json::object{{"sunoData", std::move(songs)}}},
+                              {"errorCode", t.phase == TaskPhase::failed ? json::value(531) : json::value(nullptr)},
+                              {"errorMessage", t.phase == TaskPhase::failed ? json::value(t.fail_reason) : json::value(nullptr)}};
+            return ok(f, {{"data", std::move(data)}}, req);
+        }
+        case Flavor::udioapi: {
+            const char* type = t.phase == TaskPhase::pending   ? "PENDING"
+                               : t.phase == TaskPhase::running ? "IN_PROGRESS"
+                               : t.phase == TaskPhase::success ? "SUCCESS"
+                                                               : "FAILED";
+            json::object item{{"id", t.id},
+                              {"audio_url", t.phase == TaskPhase::success ? "https://cdn.invalid/" + t.id + ".mp3" : ""},
+                              {"status", done ? "complete" : (t.phase == TaskPhase::pending ? "text" : "first")},
+                              {"fail_message", t.phase == TaskPhase::failed ? t.fail_reason : ""},
+                              {"error_message", ""}};
+            return ok(f, {{"data", json::object{{"type", type}, {"response_data", json::array{std::move(item)}}}}}, req);
+        }
+        case Flavor::crun: {
+            const char* s = t.phase == TaskPhase::pending   ? "pending"
+                            : t.phase == TaskPhase::running ? "running"
+                            : t.phase == TaskPhase::success ? "success"
+                                                            : "failed";
+            json::object data{{"task_id", t.id}, {"status", s}};
+            data["result"] = t.phase == TaskPhase::success
+                                 ? json::value(json::object{{"audio_url", "https://cdn.invalid/" + t.id + ".mp3"}})
+                                 : json::value(nullptr);
+            if (done) data["credits"] = t.charged_amount;
+            if (t.phase == TaskPhase::failed) data["error"] = t.fail_reason;
+            return ok(f, {{"data", std::move(data)}}, req);
+        }
+        }
+        return error(f, 500, "unreachable", req);
+    }
+
+    // ---- strand only ----
+    void close_session(SessionHandle& h, bool reset) {
+        if (h.timer) h.timer->cancel();
+        if (!h.lowest) return;
+        error_code ignored;
+        auto& s = h.lowest->socket();
+        if (reset) s.set_option(tcp::socket::linger(true, 0), ignored);
+        else s.shutdown(tcp::socket::shutdown_both, ignored);
+        s.close(ignored);
+    }
+
+    void shutdown_all() {
+        stopped = true;
+        error_code ignored;
+        acceptor.close(ignored);
+        for (const auto& h : sessions) close_session(*h, false);
+    }
+
+    void close_idle() {
+        for (const auto& h : sessions)
+            if (h->idle) close_session(*h, false);
+    }
+
+    asio::strand<asio::any_io_executor> strand;
+    tcp::acceptor acceptor;
+    std::optional<ssl::context> tls;
+    unsigned short port = 0;
+    bool stopped = false;                                 // strand
+    std::set<std::shared_ptr<SessionHandle>> sessions;    // strand
+
+    mutable std::mutex mutex;
+    MockConfig config;
+    SecretString key{config.key};
+    Credits credits = 0;
+    Credits used = 0;
+    MockCounters counters;
+    std::map<std::string, Task> tasks;
+    std::uint64_t task_seq = 0;
+    std::mt19937 rng;
+    ErrorStyle style = ErrorStyle::body_code;
+    MaintenanceMode maintenance = MaintenanceMode::off;
+    int rate_max = 0;
+    std::chrono::milliseconds rate_window{0};
+    std::optional<std::string> rate_retry_after;
+    std::chrono::steady_clock::time_point rate_window_start{};
+    int rate_count = 0;
+    int http500_n = 0, malformed_n = 0, truncate_n = 0, reset_n = 0, code_n = 0, fail_tasks_n = 0;
+    int injected_code = 0;
+    std::string injected_message;
+    std::deque<std::pair<int, CannedResponse>> injected;
+    std::chrono::milliseconds delay{0};
+    double failure_rate = config.failure_rate;
+};
+
+namespace {
+
+using Impl = MockProvider::Impl;
+
+template <class Stream>
+asio::awaitable<void> serve(std::shared_ptr<Impl> impl, Stream& stream, std::shared_ptr<SessionHandle> h) {
+    beast::flat_buffer buffer;
+    auto& lowest = beast::get_lowest_layer(stream);
+    for (;;) {
+        h->idle = true;
+        http::request_parser<http::string_body> parser;
+        parser.body_limit(1 << 20);
+        error_code ec;
+        co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+        if (ec || impl->stopped) co_return;
+        h->idle = false;
+        Action a = impl->handle(parser.get());
+        if (a.delay.count() > 0) {
+            asio::steady_timer timer(impl->strand);
+            h->timer = &timer;
+            timer.expires_after(a.delay);
+            co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+            h->timer = nullptr;
+            if (impl->stopped || !lowest.socket().is_open()) co_return;
+        }
+        if (a.kind == Action::reset) {
+            impl->close_session(*h, true);
+            co_return;
+        }
+        if (a.kind == Action::truncate) {
+            const std::string& body = a.response.body();
+            std::string raw = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
+                              std::to_string(body.size()) + "\r\n\r\n" + body.substr(0, body.size() / 2);
+            co_await asio::async_write(stream, asio::buffer(raw), asio::redirect_error(asio::use_awaitable, ec));
+            impl->close_session(*h, false);
+            co_return;
+        }
+        const bool keep = a.response.keep_alive();
+        co_await http::async_write(stream, a.response, asio::redirect_error(asio::use_awaitable, ec));
+        if (ec || !keep) co_return;
+    }
+}
+
+asio::awaitable<void> session(std::shared_ptr<Impl> impl, tcp::socket socket) {
+    auto h = std::make_shared<SessionHandle>();
+    impl->sessions.insert(h);
+    if (impl->tls) {
+        beast::ssl_stream<beast::tcp_stream> stream(beast::tcp_stream(std::move(socket)), *impl->tls);
+        h->lowest = &beast::get_lowest_layer(stream);
+        h->lowest->expires_after(std::chrono::seconds(30));
+        error_code ec;
+        co_await stream.async_handshake(ssl::stream_base::server, asio::redirect_error(asio::use_awaitable, ec));
+        h->lowest->expires_never();
+        if (!ec && !impl->stopped) co_await serve(impl, stream, h);
+        impl->close_session(*h, false);
+        h->lowest = nullptr;
+    } else {
+        beast::tcp_stream stream(std::move(socket));
+        h->lowest = &stream;
+        co_await serve(impl, stream, h);
+        impl->close_session(*h, false);
+        h->lowest = nullptr;
+    }
+    impl->sessions.erase(h);
+}
+
+asio::awaitable<void> accept_loop(std::shared_ptr<Impl> impl) {
+    for (;;) {
+        error_code ec;
+        tcp::socket socket = co_await impl->acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
+        if (impl->stopped || !impl->acceptor.is_open()) co_return;
+        if (ec) continue;
+        {
+            std::lock_guard lock(impl->mutex);
+            ++impl->counters.connections_accepted;
+        }
+        asio::co_spawn(impl->strand, session(impl, std::move(socket)), asio::detached);
+    }
+}
+
+}  // namespace
+
+MockProvider::MockProvider(MockConfig config) : own_(std::make_unique<asio::io_context>(1)) {
+    impl_ = std::make_shared<Impl>(own_->get_executor(), std::move(config));
+    asio::co_spawn(impl_->strand, accept_loop(impl_), asio::detached);
+    thread_ = std::thread([ctx = own_.get()] { ctx->run(); });
+}
+
+MockProvider::MockProvider(asio::any_io_executor executor, MockConfig config)
+    : impl_(std::make_shared<Impl>(std::move(executor), std::move(config))) {
+    asio::co_spawn(impl_->strand, accept_loop(impl_), asio::detached);
+}
+
+MockProvider::~MockProvider() { stop(); }
+
+void MockProvider::stop() {
+    if (impl_->strand.running_in_this_thread()) {
+        impl_->shutdown_all();
+    } else {
+        asio::post(impl_->strand, [impl = impl_] { impl->shutdown_all(); });
+    }
+    if (thread_.joinable()) thread_.join();  // run() returns once every session has ended
+}
+
+unsigned short MockProvider::port() const noexcept { return impl_->port; }
+
+std::string MockProvider::base_url() const {
+    return std::string(impl_->tls ? "https://" : "http://") + impl_->config.address + ":" + std::to_string(impl_->port);
+}
+
+Credits MockProvider::credits() const {
+    std::lock_guard lock(impl_->mutex);
+    return impl_->credits;
+}
+void MockProvider::add_credits(Credits amount) {
+    std::lock_guard lock(impl_->mutex);
+    impl_->credits += amount;
+}
+void MockProvider::set_credits(Credits amount) {
+    std::lock_guard lock(impl_->mutex);
+    impl_->credits = amount;
+}
+MockCounters MockProvider::counters() const {
+    std::lock_guard lock(impl_->mutex);
+    return impl_->counters;
+}
+std::size_t MockProvider::tasks_in_flight() const {
+    std::lock_guard lock(impl_->mutex);
+    std::size_t n = 0;
+    for (const auto& [id, t] : impl_->tasks) n += (t.phase == TaskPhase::pending || t.phase == TaskPhase::running);
+    return n;
+}
+void MockProvider::set_error_style(ErrorStyle style) {
+    std::lock_guard lock(impl_->mutex);
+    impl_->style = style;
+}
+void MockProvider::set_rate_limit(int max_requests, std::chrono::milliseconds window,
+                                  std::optional<std::string> retry_after) {
+    std::lock_guard lock(impl_->mutex);
+    impl_->rate_max = max_requests;
+    impl_->rate_window = window;
+    impl_->rate_retry_after = std::move(retry_after);
+    impl_->rate_count = 0;
+}
+void MockProvider::set_maintenance(MaintenanceMode mode) {
+    std::lock_guard lock(impl_->mutex);
+    impl_->maintenance = mode;
+}
+void MockProvider::fail_next_with_http_500(int n) {
+    std::lock_guard lock(impl_->mutex);
+    impl_->http500_n = n;
+}
+void MockProvider::respond_next_with_code(int n, int code, std::string message) {
+    std::lock_guard lock(impl_->mutex);
+    impl_->code_n = n;
+    impl_->injected_code = code;
+    impl_->injected_message = std::move(message);
+}
+void MockProvider::inject_next(int n, CannedResponse response) {
+    std::lock_guard lock(impl_->mutex);
+    if (n > 0) impl_->injected.emplace_back(n, std::move(response));
+}
+void MockProvider::malformed_next(int n) {
+    std::lock_guard lock(impl_->mutex);
+    impl_->malformed_n = n;
+}
+void MockProvider::truncate_next(int n) {
+    std::lock_guard lock(impl_->mutex);
+    impl_->truncate_n = n;
+}
+void MockProvider::reset_next(int n) {
+    std::lock_guard lock(impl_->mutex);
+    impl_->reset_n = n;
+}
+void MockProvider::set_delay(std::chrono::milliseconds delay) {
+    std::lock_guard lock(impl_->mutex);
+    impl_->delay = delay;
+}
+void MockProvider::set_key(SecretString key) {
+    std::lock_guard lock(impl_->mutex);
+    impl_->key = std::move(key);
+}
+void MockProvider::fail_next_tasks(int n) {
+    std::lock_guard lock(impl_->mutex);
+    impl_->fail_tasks_n = n;
+}
+void MockProvider::set_failure_rate(double rate) {
+    std::lock_guard lock(impl_->mutex);
+    impl_->failure_rate = rate;
+}
+
+void MockProvider::close_idle_connections() {
+    if (impl_->strand.running_in_this_thread()) {
+        impl_->close_idle();
+        return;
+    }
+    if (!thread_.joinable()) {  // executor mode, called from elsewhere: the caller runs the executor
+        asio::post(impl_->strand, [impl = impl_] { impl->close_idle(); });
+        return;
+    }
+    std::promise<void> done;
+    auto f = done.get_future();
+    asio::post(impl_->strand, [impl = impl_, &done] {
+        impl->close_idle();
+        done.set_value();
+    });
+    f.wait();
+}
+
+}  // namespace creditguard

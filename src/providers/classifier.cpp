@@ -1,0 +1,307 @@
+// Response classification, Retry-After parsing and balance extraction. Pure functions, no I/O.
+#include "creditguard/provider.hpp"
+
+#include <boost/json/parse.hpp>
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+
+namespace creditguard {
+
+namespace json = boost::json;
+using boost::system::error_code;
+
+const char* to_string(Outcome o) noexcept {
+    switch (o) {
+    case Outcome::ok: return "ok";
+    case Outcome::insufficient_credits: return "insufficient_credits";
+    case Outcome::rate_limited: return "rate_limited";
+    case Outcome::maintenance: return "maintenance";
+    case Outcome::unauthorized: return "unauthorized";
+    case Outcome::invalid_request: return "invalid_request";
+    case Outcome::not_found: return "not_found";
+    case Outcome::server_error: return "server_error";
+    case Outcome::generation_failed: return "generation_failed";
+    case Outcome::feature_disabled: return "feature_disabled";
+    case Outcome::malformed: return "malformed";
+    }
+    return "unknown";
+}
+
+const char* to_string(TaskState s) noexcept {
+    switch (s) {
+    case TaskState::pending: return "pending";
+    case TaskState::running: return "running";
+    case TaskState::success: return "success";
+    case TaskState::failed: return "failed";
+    case TaskState::unknown: return "unknown";
+    }
+    return "unknown";
+}
+
+error_code to_error_code(Outcome o) noexcept {
+    switch (o) {
+    case Outcome::ok: return {};
+    case Outcome::insufficient_credits: return errc::insufficient_credits;
+    case Outcome::rate_limited: return errc::rate_limited;
+    case Outcome::maintenance: return errc::maintenance;
+    case Outcome::unauthorized: return errc::unauthorized;
+    case Outcome::invalid_request: return errc::invalid_request;
+    case Outcome::not_found: return errc::not_found;
+    case Outcome::server_error: return errc::server_error;
+    case Outcome::generation_failed: return errc::generation_failed;
+    case Outcome::feature_disabled: return errc::feature_disabled;
+    case Outcome::malformed: return errc::malformed_response;
+    }
+    return errc::malformed_response;
+}
+
+namespace {
+
+constexpr std::size_t kMaxMessage = 256;
+
+std::string lower(std::string_view s) {
+    std::string out(s);
+    for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return out;
+}
+
+bool contains(std::string_view hay, std::string_view needle) { return hay.find(needle) != std::string_view::npos; }
+
+/// The outcome a message implies, when it clearly implies one.
+std::optional<Outcome> from_message(std::string_view message) {
+    const std::string m = lower(message);
+    if (contains(m, "frequency") || contains(m, "rate limit") || contains(m, "rate-limit") ||
+        contains(m, "ratelimit") || contains(m, "too many request") || contains(m, "throttl"))
+        return Outcome::rate_limited;
+    if ((contains(m, "credit") || contains(m, "balance")) && !contains(m, "refund")) return Outcome::insufficient_credits;
+    return std::nullopt;
+}
+
+Outcome default_for(long long code) {
+    if (code >= 200 && code < 300) return Outcome::ok;
+    switch (code) {
+    case 401:
+    case 403: return Outcome::unauthorized;
+    case 402: return Outcome::insufficient_credits;
+    case 404: return Outcome::not_found;
+    case 429: return Outcome::rate_limited;
+    case 503: return Outcome::maintenance;
+    default: break;
+    }
+    if (code >= 400 && code < 500) return Outcome::invalid_request;
+    if (code >= 500 && code < 600) return Outcome::server_error;
+    return Outcome::malformed;
+}
+
+Outcome lookup(const ProviderConfig& cfg, long long code, std::string_view message) {
+    const auto it = std::find_if(cfg.codes.begin(), cfg.codes.end(), [&](const CodeRule& r) { return r.code == code; });
+    const bool known = it != cfg.codes.end();
+    if (known && !it->message_decides) return it->outcome;
+    if (auto m = from_message(message)) return *m;
+    return known ? it->outcome : default_for(code);
+}
+
+enum class CodeField { absent, valid, invalid };
+
+CodeField code_at(const json::value& doc, const std::string& pointer, long long& code) {
+    if (pointer.empty()) return CodeField::absent;
+    error_code ec;
+    const json::value* v = doc.find_pointer(pointer, ec);
+    if (!v || v->is_null()) return CodeField::absent;
+    if (v->is_int64()) {
+        code = v->get_int64();
+        return CodeField::valid;
+    }
+    if (v->is_uint64()) return CodeField::invalid;
+    if (v->is_double()) {
+        const double d = v->get_double();
+        if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 1e9) {
+            code = static_cast<long long>(d);
+            return CodeField::valid;
+        }
+        return CodeField::invalid;
+    }
+    if (v->is_string()) {
+        const auto& s = v->get_string();
+        long long out = 0;
+        auto [p, e] = std::from_chars(s.data(), s.data() + s.size(), out);
+        if (e == std::errc{} && p == s.data() + s.size() && !s.empty()) {
+            code = out;
+            return CodeField::valid;
+        }
+    }
+    return CodeField::invalid;
+}
+
+std::string message_at(const json::value& doc, const std::vector<std::string>& pointers) {
+    for (const auto& p : pointers) {
+        error_code ec;
+        const json::value* v = doc.find_pointer(p, ec);
+        if (v && v->is_string()) {
+            std::string_view s = v->get_string();
+            return std::string(s.substr(0, kMaxMessage));
+        }
+    }
+    return {};
+}
+
+int month_from(std::string_view m) {
+    static constexpr std::string_view names[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                                 "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    for (int i = 0; i < 12; ++i)
+        if (m == names[i]) return i + 1;
+    return 0;
+}
+
+}  // namespace
+
+std::optional<std::chrono::seconds> parse_retry_after(std::string_view value, std::chrono::system_clock::time_point now) {
+    while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+    while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+    if (value.empty() || value.size() > 64) return std::nullopt;
+    if (std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+        if (value.size() > 9) return std::chrono::seconds(999'999'999);  // absurd but valid: cap it
+        long long s = 0;
+        std::from_chars(value.data(), value.data() + value.size(), s);
+        return std::chrono::seconds(s);
+    }
+    const std::string text(value);
+    int day = 0, year = 0, hh = 0, mm = 0, ss = 0;
+    char mon[4] = {};
+    char tail[4] = {};
+    int consumed = 0;
+    bool parsed = false;
+    // IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT
+    if (std::sscanf(text.c_str(), "%*3[A-Za-z], %2d %3[A-Za-z] %4d %2d:%2d:%2d %3s%n", &day, mon, &year, &hh, &mm, &ss,
+                    tail, &consumed) == 7 &&
+        consumed == static_cast<int>(text.size()) && std::string_view(tail) == "GMT") {
+        parsed = true;
+    } else if (consumed = 0; std::sscanf(text.c_str(), "%*[A-Za-z], %2d-%3[A-Za-z]-%2d %2d:%2d:%2d %3s%n", &day, mon,
+                                         &year, &hh, &mm, &ss, tail, &consumed) == 7 &&
+               consumed == static_cast<int>(text.size()) && std::string_view(tail) == "GMT") {
+        // RFC 850: two-digit year
+        year += year < 70 ? 2000 : 1900;
+        parsed = true;
+    } else if (consumed = 0; std::sscanf(text.c_str(), "%*3[A-Za-z] %3[A-Za-z] %2d %2d:%2d:%2d %4d%n", mon, &day, &hh,
+                                         &mm, &ss, &year, &consumed) == 6 &&
+               consumed == static_cast<int>(text.size())) {
+        parsed = true;  // asctime
+    }
+    if (!parsed) return std::nullopt;
+    const int month = month_from(mon);
+    using namespace std::chrono;
+    const year_month_day ymd{std::chrono::year{year}, std::chrono::month{static_cast<unsigned>(month)},
+                             std::chrono::day{static_cast<unsigned>(day)}};
+    if (month == 0 || !ymd.ok() || hh > 23 || mm > 59 || ss > 60) return std::nullopt;
+    const auto at = sys_days{ymd} + hours{hh} + minutes{mm} + seconds{ss};
+    const auto delta = duration_cast<seconds>(at - now);
+    return delta.count() < 0 ? seconds{0} : delta;
+}
+
+Classification classify(const ProviderConfig& cfg, unsigned http_status, const HttpResponse& response,
+                        std::chrono::system_clock::time_point now) {
+    Classification c;
+    c.http_status = http_status;
+    const bool http_ok = http_status >= 200 && http_status < 300;
+
+    error_code ec;
+    json::parse_options opts;
+    opts.max_depth = 64;
+    json::value doc = json::parse(response.body, ec, {}, opts);
+    const bool json_ok = !ec;
+
+    long long body_code = 0;
+    CodeField field = CodeField::absent;
+    if (json_ok) {
+        field = code_at(doc, cfg.code_pointer, body_code);
+        if (field == CodeField::valid) c.provider_code = body_code;
+        c.message = message_at(doc, cfg.message_pointers);
+    }
+
+    long long code = 0;
+    if (field == CodeField::valid && body_code != cfg.success_code) {
+        code = body_code;
+    } else if (!http_ok) {
+        code = http_status;
+    } else if (!json_ok || field == CodeField::invalid) {
+        c.outcome = Outcome::malformed;
+        return c;
+    } else {
+        c.outcome = Outcome::ok;
+        return c;
+    }
+    c.outcome = lookup(cfg, code, c.message);
+    if (c.outcome == Outcome::ok && !http_ok) c.outcome = default_for(http_status);
+    if (c.outcome == Outcome::rate_limited || c.outcome == Outcome::maintenance) {
+        if (auto ra = response.header("Retry-After")) c.retry_after = parse_retry_after(*ra, now);
+    }
+    return c;
+}
+
+boost::system::result<Credits> balance_from_json(const json::value& v) noexcept {
+    constexpr long long kMax = 1LL << 53;
+    const error_code bad = errc::malformed_response;
+    if (v.is_int64()) {
+        const auto x = v.get_int64();
+        if (x > kMax || x < -kMax) return bad;
+        return Credits{x};
+    }
+    if (v.is_uint64()) {
+        const auto x = v.get_uint64();
+        if (x > static_cast<std::uint64_t>(kMax)) return bad;
+        return static_cast<Credits>(x);
+    }
+    if (v.is_double()) {
+        const double d = v.get_double();
+        if (!std::isfinite(d)) return bad;
+        const double f = std::floor(d);
+        if (std::fabs(f) > static_cast<double>(kMax)) return bad;
+        return static_cast<Credits>(f);
+    }
+    if (v.is_string()) {
+        std::string_view s = v.get_string();
+        if (s.empty() || s.size() > 40) return bad;
+        bool negative = false;
+        if (s.front() == '-') {
+            negative = true;
+            s.remove_prefix(1);
+        }
+        const auto dot = s.find('.');
+        const std::string_view whole = s.substr(0, dot);
+        const std::string_view frac = dot == std::string_view::npos ? std::string_view{} : s.substr(dot + 1);
+        const auto digits = [](std::string_view d) {
+            return !d.empty() && std::all_of(d.begin(), d.end(), [](char c) { return c >= '0' && c <= '9'; });
+        };
+        if (!digits(whole) || (dot != std::string_view::npos && !digits(frac))) return bad;
+        if (whole.size() > 17) return bad;
+        long long x = 0;
+        std::from_chars(whole.data(), whole.data() + whole.size(), x);
+        if (x > kMax) return bad;
+        const bool has_fraction = std::any_of(frac.begin(), frac.end(), [](char c) { return c != '0'; });
+        if (negative) x = has_fraction ? -x - 1 : -x;
+        if (x < -kMax) return bad;
+        return Credits{x};
+    }
+    return bad;
+}
+
+boost::system::result<Credits> parse_balance(const ProviderConfig& cfg, std::string_view body) noexcept {
+    try {
+        error_code ec;
+        json::parse_options opts;
+        opts.max_depth = 64;
+        json::value doc = json::parse(body, ec, {}, opts);
+        if (ec) return error_code(errc::malformed_response);
+        const json::value* v = doc.find_pointer(cfg.balance_pointer, ec);
+        if (!v) return error_code(errc::malformed_response);
+        return balance_from_json(*v);
+    } catch (...) {  // allocation failure while parsing
+        return error_code(errc::malformed_response);
+    }
+}
+
+}  // namespace creditguard

@@ -1,0 +1,416 @@
+// Built-in provider presets and the generic adapter (balance, create task, task status).
+#include "creditguard/provider.hpp"
+
+#include <boost/asio/dispatch.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/url/parse.hpp>
+
+#include <stdexcept>
+
+namespace creditguard {
+
+namespace asio = boost::asio;
+namespace json = boost::json;
+using boost::system::error_code;
+
+namespace {
+
+std::vector<CodeRule> crun_table() {
+    return {
+        {400, Outcome::invalid_request},
+        {401, Outcome::unauthorized},
+        {402, Outcome::insufficient_credits},
+        {403, Outcome::unauthorized},
+        {404, Outcome::not_found},
+        {413, Outcome::invalid_request},
+        {422, Outcome::invalid_request},
+        {429, Outcome::rate_limited, true},
+        {455, Outcome::maintenance},
+        {500, Outcome::server_error},
+        {501, Outcome::generation_failed},
+        {505, Outcome::feature_disabled},
+        {531, Outcome::generation_failed},  // kie.ai callback: "generation failed, credits refunded"
+    };
+}
+
+std::vector<StatusRule> sunoapi_statuses() {
+    return {
+        {"PENDING", TaskState::pending},
+        {"TEXT_SUCCESS", TaskState::running},
+        {"FIRST_SUCCESS", TaskState::running},
+        {"SUCCESS", TaskState::success},
+        {"CREATE_TASK_FAILED", TaskState::failed},
+        {"GENERATE_AUDIO_FAILED", TaskState::failed},
+        {"CALLBACK_EXCEPTION", TaskState::failed},
+        {"SENSITIVE_WORD_ERROR", TaskState::failed},
+    };
+}
+
+ProviderConfig sunoapi_like(std::string id, std::string base, std::string balance_path) {
+    ProviderConfig c;
+    c.id = std::move(id);
+    c.base_url = std::move(base);
+    c.balance_path = std::move(balance_path);
+    c.balance_pointer = "/data";
+    c.message_pointers = {"/msg", "/message"};
+    c.create_path = "/api/v1/generate";
+    c.task_id_pointers = {"/data/taskId"};
+    c.create_template = json::object{{"customMode", false}, {"instrumental", false}, {"model", "V4_5"},
+                                     {"callBackUrl", "https://localhost.invalid/creditguard-callback"}};
+    c.prompt_pointer = "/prompt";
+    c.status_path = "/api/v1/generate/record-info";
+    c.status_query = "taskId";
+    c.status_pointer = "/data/status";
+    c.statuses = sunoapi_statuses();
+    c.fail_reason_pointer = "/data/errorMessage";
+    return c;
+}
+
+std::string trim_slash(std::string_view s) {
+    while (!s.empty() && s.back() == '/') s.remove_suffix(1);
+    return std::string(s);
+}
+
+std::string percent_encode(std::string_view s) {
+    static constexpr char hex[] = "0123456789ABCDEF";
+    std::string out;
+    for (unsigned char c : s) {
+        if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+            out += static_cast<char>(c);
+        } else {
+            out += '%';
+            out += hex[c >> 4];
+            out += hex[c & 15];
+        }
+    }
+    return out;
+}
+
+/// Writes `v` at a JSON pointer, creating objects on the way. Returns false if the path crosses a non-object.
+bool set_at(json::value& root, std::string_view pointer, json::value v) {
+    if (pointer.empty()) {
+        root = std::move(v);
+        return true;
+    }
+    if (pointer.front() != '/') return false;
+    json::value* cur = &root;
+    while (!pointer.empty()) {
+        pointer.remove_prefix(1);
+        const auto next = pointer.find('/');
+        std::string token(pointer.substr(0, next));
+        pointer = next == std::string_view::npos ? std::string_view{} : pointer.substr(next);
+        for (std::size_t p = 0; (p = token.find('~', p)) != std::string::npos; ++p) {
+            if (p + 1 < token.size() && token[p + 1] == '1') token.replace(p, 2, "/");
+            else if (p + 1 < token.size() && token[p + 1] == '0') token.replace(p, 2, "~");
+        }
+        if (cur->is_null()) *cur = json::object{};
+        if (!cur->is_object()) return false;
+        cur = &cur->as_object()[token];
+    }
+    *cur = std::move(v);
+    return true;
+}
+
+const json::value* at(const json::value& doc, const std::string& pointer) {
+    if (pointer.empty()) return nullptr;
+    error_code ec;
+    const json::value* v = doc.find_pointer(pointer, ec);
+    return (v && !v->is_null()) ? v : nullptr;
+}
+
+template <class T>
+void complete(Provider::Handler<T>& h, const asio::any_io_executor& fallback, error_code ec, T value) {
+    auto ex = asio::get_associated_executor(h, fallback);
+    asio::dispatch(ex, [h = std::move(h), ec, v = std::move(value)]() mutable { std::move(h)(ec, std::move(v)); });
+}
+
+/// A transport failure: the classification says there was no answer.
+Classification no_answer() {
+    Classification c;
+    c.outcome = Outcome::malformed;
+    c.http_status = 0;
+    return c;
+}
+
+}  // namespace
+
+std::optional<ProviderConfig> builtin_provider(std::string_view id, std::string_view base_url) {
+    const auto base = [&](std::string_view def) { return trim_slash(base_url.empty() ? def : base_url); };
+    if (id == "sunoapi") {
+        auto c = sunoapi_like("sunoapi", base("https://api.sunoapi.org"), "/api/v1/generate/credit");
+        c.codes = {
+            {400, Outcome::invalid_request},
+            {401, Outcome::unauthorized},
+            {403, Outcome::unauthorized},
+            {404, Outcome::not_found},
+            {405, Outcome::rate_limited},
+            {413, Outcome::invalid_request},
+            {429, Outcome::insufficient_credits, true},  // documented: insufficient credits (not a rate limit)
+            {430, Outcome::rate_limited},
+            {455, Outcome::maintenance},
+            {500, Outcome::server_error},
+            {531, Outcome::generation_failed},
+        };
+        return c;
+    }
+    if (id == "kie") {
+        auto c = sunoapi_like("kie", base("https://api.kie.ai"), "/api/v1/chat/credit");
+        c.codes = crun_table();
+        return c;
+    }
+    if (id == "udioapi") {
+        ProviderConfig c;
+        c.id = "udioapi";
+        c.base_url = base("https://udioapi.pro");
+        c.balance_path = "/api/v2/credits";
+        c.balance_pointer = "/data/credits";
+        c.message_pointers = {"/message", "/msg"};
+        c.codes = {
+            {400, Outcome::invalid_request},
+            {401, Outcome::unauthorized},
+            {402, Outcome::insufficient_credits},        // inferred: undocumented
+            {403, Outcome::unauthorized, true},          // "Forbidden": a credits message means insufficient
+            {404, Outcome::not_found},
+            {429, Outcome::rate_limited, true},
+            {500, Outcome::server_error},
+        };
+        c.create_path = "/api/v2/generate";
+        c.task_id_pointers = {"/workId", "/data/task_id"};
+        c.create_template = json::object{{"make_instrumental", false}};
+        c.prompt_pointer = "/gpt_description_prompt";
+        c.status_path = "/api/v2/feed";
+        c.status_query = "workId";
+        c.status_pointer = "/data/type";
+        c.statuses = {{"SUCCESS", TaskState::success},     {"FAILED", TaskState::failed},
+                      {"ERROR", TaskState::failed},        {"PENDING", TaskState::pending},
+                      {"IN_PROGRESS", TaskState::running}, {"PROCESSING", TaskState::running},
+                      {"TEXT_SUCCESS", TaskState::running}, {"FIRST_SUCCESS", TaskState::running}};
+        c.fail_reason_pointer = "/data/response_data/0/fail_message";
+        return c;
+    }
+    if (id == "crun") {
+        ProviderConfig c;
+        c.id = "crun";
+        c.base_url = base("https://api.crun.ai");
+        c.auth_style = AuthStyle::header;
+        c.auth_header = "x-api-key";
+        c.balance_path = "/api/v1/client/account/balance";
+        c.balance_pointer = "/data/balance";
+        c.message_pointers = {"/message", "/msg"};
+        c.codes = crun_table();
+        c.create_path = "/api/v1/client/job/CreateTask";
+        c.task_id_pointers = {"/data/task_id"};
+        c.create_template = json::object{{"model", "suno/music-generate"}, {"input", json::object{}}};
+        c.prompt_pointer = "/input/prompt";
+        c.status_path = "/api/v1/client/job/TaskInfo";
+        c.status_query = "task_id";
+        c.status_pointer = "/data/status";
+        c.statuses = {{"pending", TaskState::pending},
+                      {"running", TaskState::running},
+                      {"success", TaskState::success},
+                      {"failed", TaskState::failed}};
+        c.actual_credits_pointer = "/data/credits";
+        c.fail_reason_pointer = "/data/error";
+        return c;
+    }
+    return std::nullopt;
+}
+
+ProviderConfig generic_provider(std::string id, std::string base_url, std::string balance_path,
+                                std::string balance_pointer, AuthStyle auth, std::string auth_header) {
+    ProviderConfig c;
+    c.id = std::move(id);
+    c.base_url = trim_slash(base_url);
+    c.balance_path = std::move(balance_path);
+    c.balance_pointer = std::move(balance_pointer);
+    c.auth_style = auth;
+    c.auth_header = std::move(auth_header);
+    return c;
+}
+
+struct Provider::State {
+    ProviderConfig config;
+    SecretString key;
+    mutable HttpClient http;
+
+    HttpRequest request(HttpMethod method, const std::string& path_and_query, std::string body = {}) const {
+        HttpRequest r;
+        r.method = method;
+        r.url = config.base_url + path_and_query;
+        r.headers.emplace_back("Accept", "application/json");
+        if (method == HttpMethod::post) r.headers.emplace_back("Content-Type", "application/json");
+        if (config.auth_style == AuthStyle::bearer)
+            r.secret_headers.emplace_back("Authorization", SecretString("Bearer " + key.reveal()));
+        else
+            r.secret_headers.emplace_back(config.auth_header, key);
+        r.body = std::move(body);
+        return r;
+    }
+
+    Classification classify(const HttpResponse& resp) const {
+        Classification c = creditguard::classify(config, resp);
+        c.message = redact(std::move(c.message), key);
+        return c;
+    }
+};
+
+Provider::Provider(HttpClient http, ProviderConfig config, SecretString api_key) {
+    const auto fail = [&](const std::string& what) {
+        throw std::invalid_argument("creditguard: provider '" + config.id + "': " + what);
+    };
+    config.base_url = trim_slash(config.base_url);
+    auto u = boost::urls::parse_uri(config.base_url);
+    if (!u || (u->scheme() != "http" && u->scheme() != "https") || !u->has_authority())
+        fail("base_url must be an absolute http:// or https:// URL");
+    if (config.balance_path.empty() || config.balance_path.front() != '/') fail("balance_path must start with '/'");
+    if (config.auth_style == AuthStyle::header && config.auth_header.empty()) fail("auth_header is empty");
+    if (api_key.empty()) fail("the API key is empty");
+    state_ = std::make_shared<const State>(State{std::move(config), std::move(api_key), std::move(http)});
+}
+
+const ProviderConfig& Provider::config() const noexcept { return state_->config; }
+HttpClient& Provider::http() const noexcept { return state_->http; }
+Classification Provider::classify(const HttpResponse& response) const { return state_->classify(response); }
+
+json::value Provider::make_create_body(std::string_view prompt) const {
+    json::value body = state_->config.create_template;
+    if (!body.is_object()) body = json::object{};
+    set_at(body, state_->config.prompt_pointer, json::string(prompt));
+    return body;
+}
+
+void Provider::start_balance(std::shared_ptr<const State> s, Handler<BalanceReply> h) {
+    HttpRequest req = s->request(HttpMethod::get, s->config.balance_path);
+    auto& http = s->http;
+    http.async_request(std::move(req), [s, h = std::move(h)](error_code ec, HttpResponse resp) mutable {
+        const auto ex = s->http.get_executor();
+        BalanceReply r;
+        if (ec && ec != errc::redirect_not_followed) {
+            r.cls = no_answer();
+            return complete(h, ex, ec, std::move(r));
+        }
+        r.cls = s->classify(resp);
+        if (ec) return complete(h, ex, ec, std::move(r));
+        if (r.cls.outcome != Outcome::ok) return complete(h, ex, to_error_code(r.cls.outcome), std::move(r));
+        auto b = parse_balance(s->config, resp.body);
+        if (!b) {
+            r.cls.outcome = Outcome::malformed;
+            return complete(h, ex, b.error(), std::move(r));
+        }
+        r.balance = *b;
+        complete(h, ex, error_code{}, std::move(r));
+    });
+}
+
+void Provider::start_create(std::shared_ptr<const State> s, json::value body, Handler<TaskCreated> h) {
+    if (s->config.create_path.empty()) {
+        TaskCreated r;
+        r.cls = no_answer();
+        return complete(h, s->http.get_executor(), error_code(errc::invalid_request), std::move(r));
+    }
+    HttpRequest req = s->request(HttpMethod::post, s->config.create_path, json::serialize(body));
+    auto& http = s->http;
+    http.async_request(std::move(req), [s, h = std::move(h)](error_code ec, HttpResponse resp) mutable {
+        const auto ex = s->http.get_executor();
+        TaskCreated r;
+        if (ec && ec != errc::redirect_not_followed) {
+            r.cls = no_answer();
+            return complete(h, ex, ec, std::move(r));
+        }
+        r.cls = s->classify(resp);
+        if (ec) return complete(h, ex, ec, std::move(r));
+        if (r.cls.outcome == Outcome::malformed)  // an answer we cannot read: the task may exist
+            return complete(h, ex, error_code(errc::ambiguous_outcome), std::move(r));
+        if (r.cls.outcome != Outcome::ok) return complete(h, ex, to_error_code(r.cls.outcome), std::move(r));
+        error_code pec;
+        json::value doc = json::parse(resp.body, pec);
+        for (const auto& p : s->config.task_id_pointers) {
+            if (pec) break;
+            const json::value* v = at(doc, p);
+            if (v && v->is_string() && !v->get_string().empty()) {
+                r.task_id = std::string(v->get_string());
+                break;
+            }
+            if (v && v->is_int64()) {
+                r.task_id = std::to_string(v->get_int64());
+                break;
+            }
+        }
+        if (r.task_id.empty()) {
+            r.cls.outcome = Outcome::malformed;
+            return complete(h, ex, error_code(errc::ambiguous_outcome), std::move(r));
+        }
+        complete(h, ex, error_code{}, std::move(r));
+    });
+}
+
+void Provider::start_status(std::shared_ptr<const State> s, std::string id, Handler<TaskStatus> h) {
+    if (s->config.status_path.empty() || id.empty()) {
+        TaskStatus r;
+        r.cls = no_answer();
+        return complete(h, s->http.get_executor(), error_code(errc::invalid_request), std::move(r));
+    }
+    HttpRequest req =
+        s->request(HttpMethod::get, s->config.status_path + "?" + s->config.status_query + "=" + percent_encode(id));
+    auto& http = s->http;
+    http.async_request(std::move(req), [s, h = std::move(h)](error_code ec, HttpResponse resp) mutable {
+        const auto ex = s->http.get_executor();
+        TaskStatus r;
+        if (ec && ec != errc::redirect_not_followed) {
+            r.cls = no_answer();
+            return complete(h, ex, ec, std::move(r));
+        }
+        r.cls = s->classify(resp);
+        if (ec) return complete(h, ex, ec, std::move(r));
+        if (r.cls.outcome != Outcome::ok) return complete(h, ex, to_error_code(r.cls.outcome), std::move(r));
+        error_code pec;
+        json::value doc = json::parse(resp.body, pec);
+        const json::value* st = pec ? nullptr : at(doc, s->config.status_pointer);
+        if (!st || !st->is_string()) {
+            r.cls.outcome = Outcome::malformed;
+            return complete(h, ex, error_code(errc::malformed_response), std::move(r));
+        }
+        r.raw_status = std::string(st->get_string());
+        for (const auto& rule : s->config.statuses)
+            if (rule.value == r.raw_status) r.state = rule.state;
+        if (const json::value* c = at(doc, s->config.actual_credits_pointer)) {
+            auto credits = balance_from_json(*c);
+            if (!credits) {
+                r.cls.outcome = Outcome::malformed;
+                return complete(h, ex, credits.error(), std::move(r));
+            }
+            r.actual_credits = *credits;
+        }
+        if (const json::value* f = at(doc, s->config.fail_reason_pointer); f && f->is_string())
+            r.fail_reason = redact(std::string(f->get_string().subview(0, 256)), s->key);
+        complete(h, ex, error_code{}, std::move(r));
+    });
+}
+
+namespace {
+
+class ProviderBalanceSource final : public BalanceSource {
+public:
+    explicit ProviderBalanceSource(Provider p) : provider_(std::move(p)) {}
+
+    void read_balance(BalanceCallback done) override {
+        provider_.async_balance([done = std::move(done)](error_code ec, BalanceReply r) {
+            done(ec, ec ? Credits{0} : r.balance);
+        });
+    }
+
+    void cancel() override { provider_.http().cancel(); }
+
+private:
+    Provider provider_;
+};
+
+}  // namespace
+
+std::shared_ptr<BalanceSource> Provider::balance_source() const {
+    Provider own(HttpClient(state_->http.get_executor(), state_->http.config()), state_->config, state_->key);
+    return std::make_shared<ProviderBalanceSource>(std::move(own));
+}
+
+}  // namespace creditguard
