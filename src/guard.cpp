@@ -359,9 +359,11 @@ void GuardCore::run(Lock& lock, DeferredWork& work) {
     for (auto& completion : work.completions)
         completion.waiter->finish(completion.waiter, completion.ec, std::move(completion.reservation));
     if (work.start_read) {
-        source_->read_balance([self = shared_from_this(), ticket = work.ticket](boost::system::error_code ec,
-                                                                                 Credits balance) {
-            self->on_read_done(ticket, ec, balance);
+        // A weak reference: a read that never completes must not keep the guard alive (no cycle
+        // through the source), and a reply arriving after the guard is gone is dropped.
+        source_->read_balance([weak = weak_from_this(), ticket = work.ticket](boost::system::error_code ec,
+                                                                              Credits balance) {
+            if (auto core = weak.lock()) core->on_read_done(ticket, ec, balance);
         });
     }
     if (work.low_balance_alert && config_.on_low_balance) {

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what creditguard needs from Debian 12 packages, only if something is missing.
+# Safe to run repeatedly; needs root (or sudo) only when it has to install.
+set -euo pipefail
+
+packages=(
+  cmake ninja-build g++ clang-14 ccache pkg-config git
+  libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev libboost-test1.81-dev
+  libssl-dev openssl ca-certificates
+  libbenchmark-dev gnuplot-nox
+  redis-server libhiredis-dev
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+echo "setup: installing ${missing[*]}" >&2
+sudo_cmd=()
+if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo_cmd[@]}" apt-get update -qq
+"${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
