@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <charconv>
 #include <map>
 #include <mutex>
 #include <set>
@@ -74,8 +75,12 @@ error_code parse_target(const std::string& url, Target& t) {
     if (t.host.empty()) return errc::invalid_url;
     if (t.host.find_first_of("\r\n\0 /", 0, 5) != std::string::npos) return errc::invalid_url;
     if (u.has_port()) {
-        if (u.port().empty() || u.port_number() == 0) return errc::invalid_url;
-        t.port = std::to_string(u.port_number());
+        const auto port = u.port();
+        unsigned long number = 0;
+        const auto [end, perr] = std::from_chars(port.data(), port.data() + port.size(), number);
+        if (port.empty() || perr != std::errc{} || end != port.data() + port.size() || number == 0 || number > 65535)
+            return errc::invalid_url;
+        t.port = std::to_string(number);
     } else {
         t.port = t.tls ? "443" : "80";
     }
