@@ -53,6 +53,11 @@ GuardCore::Admission GuardCore::admit_locked(Credits cost, errc& why) noexcept {
         ++counters_.rejected_shutdown;
         return Admission::failed;
     }
+    if (terminal_) {
+        why = *terminal_;
+        ++counters_.rejected_terminal;
+        return Admission::failed;
+    }
     if (cost < 0 || cost > config_.max_reservation) {
         why = cost < 0 ? errc::invalid_cost : errc::cost_exceeds_limit;
         ++counters_.rejected_invalid;
@@ -62,7 +67,7 @@ GuardCore::Admission GuardCore::admit_locked(Credits cost, errc& why) noexcept {
         ledger_->hold(0);
         return Admission::granted;
     }
-    if (fifo_.empty() && ledger_->try_hold(cost)) return Admission::granted;
+    if (!paused_ && fifo_.empty() && ledger_->try_hold(cost)) return Admission::granted;
     return Admission::must_wait;
 }
 
@@ -109,6 +114,10 @@ boost::system::result<Reservation> GuardCore::try_reserve(Credits cost) {
     case Admission::must_wait:
         break;
     }
+    if (paused_) {
+        ++counters_.rejected_paused;
+        return make_error_code(pause_reason_);
+    }
     const bool owed_to_waiters = !fifo_.empty() && ledger_->available() >= cost;
     why = owed_to_waiters ? errc::would_block : shortfall_reason_locked();
     ++(why == errc::balance_unknown ? counters_.rejected_balance_unknown : counters_.rejected_insufficient);
@@ -144,6 +153,10 @@ void GuardCore::park(Waiter* waiter, Credits cost, const ReserveOptions& options
             work.completions.push_back({waiter, make_error_code(errc::queue_full), {}});
             return run(lock, work);
         }
+    } else if (paused_) {
+        ++counters_.rejected_paused;
+        work.completions.push_back({waiter, make_error_code(pause_reason_), {}});
+        return run(lock, work);
     } else {
         // Policy reject: wait only for one fresh read, and only when the estimate may be out of date.
         const bool can_read = read_in_flight_ || consecutive_failures_ == 0 || now >= backoff_until_;
@@ -173,6 +186,13 @@ void GuardCore::cancel(Waiter* waiter) noexcept {
         DeferredWork work;
         Lock lock(mutex_);
         if (!waiter->queued) return;  // already granted, timed out or shut down
+        if (waiter->ready_only) {
+            ready_waiters_.erase(waiter);
+            waiter->queued = false;
+            ++counters_.cancelled;
+            work.completions.push_back({waiter, make_error_code(errc::cancelled), {}});
+            return run(lock, work);
+        }
         unpark_locked(waiter);
         ++counters_.cancelled;
         work.completions.push_back({waiter, make_error_code(errc::cancelled), {}});
@@ -192,6 +212,19 @@ void GuardCore::unpark_locked(Waiter* waiter) noexcept {
 
 // Grants in FIFO order while the head fits; decides reject-policy waiters whose read has come back.
 void GuardCore::drain_locked(DeferredWork& work) {
+    if (paused_) {
+        // Nothing is granted while paused; reject-policy waiters get the reason now instead of waiting.
+        for (Waiter* waiter = fifo_.front(); waiter != nullptr && recheck_waiters_ > 0;) {
+            Waiter* next = waiter->next;
+            if (waiter->recheck_only) {
+                unpark_locked(waiter);
+                ++counters_.rejected_paused;
+                work.completions.push_back({waiter, make_error_code(pause_reason_), {}});
+            }
+            waiter = next;
+        }
+        return;
+    }
     bool blocked = false;
     for (Waiter* waiter = fifo_.front(); waiter != nullptr;) {
         Waiter* next = waiter->next;
@@ -255,9 +288,15 @@ void GuardCore::schedule_locked(TimePoint now, DeferredWork& work) {
             consider(now);
         if (starved_locked()) consider(ever_sent_ ? saturating_add(last_sent_, rc.starved_interval) : now);
         if (ever_ok_ && rc.interval > Duration::zero()) consider(next_periodic_);
+        const bool in_maintenance = paused_ && pause_reason_ == errc::maintenance;
+        if (in_maintenance) consider(next_probe_);  // probing is how maintenance ends
+        if (terminal_) wanted.reset();              // the key is refused: stop calling the provider
         if (wanted) {
             TimePoint earliest = ever_sent_ ? saturating_add(last_sent_, rc.min_interval) : now;
             if (consecutive_failures_ > 0) earliest = std::max(earliest, backoff_until_);
+            // Balance calls count against the provider's rate limit: they pause too.
+            if (paused_ && pause_reason_ == errc::rate_limited) earliest = std::max(earliest, paused_until_);
+            if (in_maintenance) earliest = std::max(earliest, next_probe_);
             read_at = std::max(*wanted, earliest);
         }
     }
@@ -272,6 +311,7 @@ void GuardCore::schedule_locked(TimePoint now, DeferredWork& work) {
     }
 
     std::optional<TimePoint> wake = read_at;
+    if (paused_ && pause_reason_ == errc::rate_limited && (!wake || paused_until_ < *wake)) wake = paused_until_;
     if (!deadlines_.empty() && (!wake || deadlines_.top()->deadline < *wake)) wake = deadlines_.top()->deadline;
     if (wake) {
         if (!alarm_armed_ || *wake != alarm_at_) {
@@ -293,6 +333,7 @@ void GuardCore::on_alarm() {
     alarm_armed_ = false;
     if (shut_down_) return;
     const TimePoint now = clock_->now();
+    if (paused_ && pause_reason_ == errc::rate_limited && now >= paused_until_) unpause_locked(work);
     bool expired = false;
     while (!deadlines_.empty() && deadlines_.top()->deadline <= now) {
         Waiter* waiter = deadlines_.top();
@@ -307,11 +348,15 @@ void GuardCore::on_alarm() {
 }
 
 Duration GuardCore::backoff_locked() {
-    const RefreshConfig& rc = config_.refresh;
-    Duration base = rc.backoff_initial;
-    for (unsigned i = 1; i < consecutive_failures_ && base < rc.backoff_max; ++i) base *= 2;
-    base = std::min(base, rc.backoff_max);
-    // "Equal jitter": half fixed, half random, so retries from many guards spread out.
+    return jittered_backoff(config_.refresh.backoff_initial, config_.refresh.backoff_max, consecutive_failures_);
+}
+
+// min(max, initial * 2^(attempt-1)) with "equal jitter": half fixed, half random, so that retries from
+// many guards spread out.
+Duration GuardCore::jittered_backoff(Duration initial, Duration max, unsigned attempt) {
+    Duration base = initial;
+    for (unsigned i = 1; i < attempt && base < max; ++i) base *= 2;
+    base = std::min(base, max);
     std::uniform_int_distribution<Duration::rep> spread(0, base.count() / 2);
     return base - Duration(spread(random_));
 }
@@ -328,11 +373,17 @@ void GuardCore::on_read_done(RefreshTicket ticket, boost::system::error_code ec,
         ever_ok_ = true;
         last_ok_ = now;
         consecutive_failures_ = 0;
+        rate_limit_streak_ = 0;
         ++counters_.refreshes_ok;
+        if (paused_ && pause_reason_ == errc::maintenance) unpause_locked(work);  // the probe got through
         const RefreshConfig& rc = config_.refresh;
         std::uniform_real_distribution<double> spread(-rc.jitter, rc.jitter);
         const auto jittered = std::chrono::duration_cast<Duration>(rc.interval * (1.0 + spread(random_)));
         next_periodic_ = saturating_add(now, jittered);
+    } else if (ec == errc::rate_limited || ec == errc::maintenance || ec == errc::unauthorized) {
+        // The balance endpoint speaks for the whole provider: the same signals as a create call.
+        ++counters_.refreshes_failed;
+        report_locked(static_cast<errc>(ec.value()), std::nullopt, now, work);
     } else {
         ++counters_.refreshes_failed;
         ++consecutive_failures_;
@@ -408,6 +459,7 @@ void GuardCore::on_release(Credits cost) noexcept {
 JobHandle GuardCore::on_commit(Credits cost) noexcept {
     Lock lock(mutex_);
     ++counters_.committed;
+    rate_limit_streak_ = 0;  // the provider accepted a create call
     try {
         return ledger_->commit(cost);
     } catch (...) {
@@ -440,6 +492,122 @@ void GuardCore::on_refund(JobHandle job) noexcept {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Provider signals
+
+void GuardCore::on_refused(Credits cost, errc what, std::optional<Duration> retry_after) noexcept {
+    try {
+        DeferredWork work;
+        Lock lock(mutex_);
+        ledger_->release_hold(cost);  // the create call was refused: nothing was charged
+        ++counters_.released;
+        --counters_.live_reservations;
+        const TimePoint now = clock_->now();
+        report_locked(what, retry_after, now, work);
+        drain_locked(work);  // the released credits may serve a waiter
+        after_change_locked(now, work);
+        if (owner_gone_ && counters_.live_reservations == 0) work.keep_alive_until_done = std::move(keep_alive_);
+        run(lock, work);
+    } catch (...) {
+    }
+}
+
+void GuardCore::report(errc what, std::optional<Duration> retry_after) {
+    DeferredWork work;
+    Lock lock(mutex_);
+    if (shut_down_) return;
+    report_locked(what, retry_after, clock_->now(), work);
+    run(lock, work);
+}
+
+void GuardCore::report_locked(errc what, std::optional<Duration> retry_after, TimePoint now, DeferredWork& work) {
+    const SignalConfig& sc = config_.signals;
+    switch (what) {
+    case errc::insufficient_credits:
+        // Someone else spent, or prices changed: trust nothing until a read sent after this moment.
+        ++counters_.insufficient_signals;
+        ledger_->provider_reported_insufficient();
+        break;
+    case errc::rate_limited: {
+        ++counters_.rate_limited_signals;
+        ++rate_limit_streak_;
+        const Duration pause = retry_after ? std::min(*retry_after, sc.max_retry_after)
+                                           : jittered_backoff(sc.rate_limit_backoff_initial,
+                                                              sc.rate_limit_backoff_max, rate_limit_streak_);
+        const TimePoint until = saturating_add(now, std::max(pause, Duration::zero()));
+        if (paused_ && pause_reason_ == errc::maintenance) {
+            next_probe_ = std::max(next_probe_, until);  // stay in maintenance, probe after the limit
+        } else {
+            paused_until_ = paused_ ? std::max(paused_until_, until) : until;
+            paused_ = true;
+            pause_reason_ = errc::rate_limited;
+        }
+        break;
+    }
+    case errc::maintenance:
+        ++counters_.maintenance_signals;
+        if (paused_ && pause_reason_ == errc::maintenance) {
+            ++maintenance_probes_;  // a probe failed too
+        } else {
+            paused_ = true;
+            pause_reason_ = errc::maintenance;
+            maintenance_probes_ = 1;
+        }
+        next_probe_ = saturating_add(
+            now, jittered_backoff(sc.maintenance_probe_initial, sc.maintenance_probe_max, maintenance_probes_));
+        break;
+    case errc::unauthorized:
+        terminal_ = errc::unauthorized;
+        fail_all_locked(errc::unauthorized, work);
+        break;
+    default:
+        return;  // other answers (invalid request, server error, ...) say nothing about the account
+    }
+    drain_locked(work);
+    after_change_locked(now, work);
+}
+
+void GuardCore::unpause_locked(DeferredWork& work) {
+    paused_ = false;
+    while (!ready_waiters_.empty()) {
+        Waiter* waiter = ready_waiters_.front();
+        ready_waiters_.erase(waiter);
+        waiter->queued = false;
+        work.completions.push_back({waiter, {}, {}});
+    }
+    drain_locked(work);
+}
+
+void GuardCore::fail_all_locked(errc why, DeferredWork& work) {
+    while (!fifo_.empty()) {
+        Waiter* waiter = fifo_.front();
+        unpark_locked(waiter);
+        ++(why == errc::shutdown ? counters_.rejected_shutdown : counters_.rejected_terminal);
+        work.completions.push_back({waiter, make_error_code(why), {}});
+    }
+    while (!ready_waiters_.empty()) {
+        Waiter* waiter = ready_waiters_.front();
+        ready_waiters_.erase(waiter);
+        waiter->queued = false;
+        work.completions.push_back({waiter, make_error_code(why), {}});
+    }
+}
+
+void GuardCore::park_ready(Waiter* waiter) {
+    DeferredWork work;
+    Lock lock(mutex_);
+    waiter->ready_only = true;
+    if (shut_down_ || terminal_) {
+        work.completions.push_back({waiter, make_error_code(shut_down_ ? errc::shutdown : *terminal_), {}});
+    } else if (!paused_) {
+        work.completions.push_back({waiter, {}, {}});
+    } else {
+        waiter->queued = true;
+        ready_waiters_.push_back(waiter);
+    }
+    run(lock, work);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Shutdown, ownership, stats
 
 void GuardCore::shutdown() {
@@ -447,12 +615,7 @@ void GuardCore::shutdown() {
     Lock lock(mutex_);
     if (shut_down_) return;
     shut_down_ = true;
-    while (!fifo_.empty()) {
-        Waiter* waiter = fifo_.front();
-        unpark_locked(waiter);
-        ++counters_.rejected_shutdown;
-        work.completions.push_back({waiter, make_error_code(errc::shutdown), {}});
-    }
+    fail_all_locked(errc::shutdown, work);
     if (alarm_armed_) {
         alarm_->disarm();
         alarm_armed_ = false;
@@ -478,7 +641,9 @@ GuardStats GuardCore::stats() const {
     stats.available = totals.available;
     stats.held = totals.held;
     stats.committed_unreflected = totals.pending;
-    stats.waiters = fifo_.size();
+    stats.waiters = fifo_.size() + ready_waiters_.size();
+    stats.paused = paused_;
+    stats.terminal = terminal_.has_value();
     if (ever_ok_) stats.last_refresh_age = clock_->now() - last_ok_;
     return stats;
 }
@@ -533,6 +698,14 @@ boost::system::error_code Reservation::settle(Credits actual) noexcept {
 boost::system::error_code Reservation::refund() noexcept {
     if (state_ != State::committed) return make_error_code(errc::invalid_transition);
     core_->on_refund(job_);
+    state_ = State::ended;
+    return {};
+}
+
+boost::system::error_code Reservation::provider_refused(errc what, std::optional<Duration> retry_after) noexcept {
+    if (what == errc::ambiguous_outcome) return commit();  // a lost reply may still be a charged job
+    if (state_ != State::held) return make_error_code(errc::invalid_transition);
+    core_->on_refused(cost_, what, retry_after);
     state_ = State::ended;
     return {};
 }

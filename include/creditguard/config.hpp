@@ -37,6 +37,18 @@ struct RefreshConfig {
     Duration max_balance_age = 10min;
 };
 
+/// How the guard reacts to what providers answer (see CreditGuard::report).
+struct SignalConfig {
+    /// A rate-limit answer without Retry-After pauses admissions for an exponential back-off with jitter.
+    Duration rate_limit_backoff_initial = 1s;
+    Duration rate_limit_backoff_max = 60s;
+    /// A Retry-After longer than this is capped (a broken header must not stall a run for hours).
+    Duration max_retry_after = 10min;
+    /// During maintenance the balance endpoint is probed, backing off from initial to max.
+    Duration maintenance_probe_initial = 2s;
+    Duration maintenance_probe_max = 60s;
+};
+
 /// Everything a CreditGuard is configured with.
 struct GuardConfig {
     /// What to do when the estimate cannot cover a reservation.
@@ -58,6 +70,7 @@ struct GuardConfig {
     /// Called (posted to the guard's executor) with the estimate at each downward crossing.
     std::function<void(Credits available)> on_low_balance;
     RefreshConfig refresh;
+    SignalConfig signals;
     /// Time source; null means the steady clock. Tests pass a ManualClock.
     std::shared_ptr<Clock> clock;
     /// Seed for the refresh jitter; 0 picks a random one.

@@ -73,6 +73,27 @@ public:
     /// first), shutdown, invalid_cost or cost_exceeds_limit. Starts a background refresh when useful.
     boost::system::result<Reservation> try_reserve(Credits cost) { return core_->try_reserve(cost); }
 
+    /// Completes when the provider may be called: at once unless admissions are paused by a rate limit
+    /// or maintenance. Signature void(error_code); errors: unauthorized, shutdown, cancelled.
+    /// Job code awaits it before task-status polls, which count against the provider's rate limit too.
+    template <typename CompletionToken>
+    auto async_wait_ready(CompletionToken&& token) {
+        return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
+            detail::ReadyInitiation{core_.get()}, token);
+    }
+
+    /// What a provider answered to any call (create, status poll, balance):
+    /// - insufficient_credits: the estimate drops to 0 until a balance read sent after now; a read is
+    ///   scheduled; queued waiters stay queued;
+    /// - rate_limited: admissions (and balance reads) pause for `retry_after` (capped by
+    ///   signals.max_retry_after) or an exponential back-off with jitter; the estimate is untouched;
+    /// - maintenance: admissions pause; the balance endpoint is probed on a back-off and the first
+    ///   successful read resumes; queued waiters keep waiting within their deadlines, reject-policy
+    ///   callers get errc::maintenance;
+    /// - unauthorized: terminal; every waiter and every later reservation fails with errc::unauthorized.
+    /// Other codes are ignored. For a create-task answer use Reservation::provider_refused instead.
+    void report(errc what, std::optional<Duration> retry_after = std::nullopt) { core_->report(what, retry_after); }
+
     /// Asks for a balance read now (single-flight, and never closer than refresh.min_interval).
     void refresh() { core_->request_refresh(); }
     /// Completes every waiter with errc::shutdown; later reservations fail with it. Idempotent.

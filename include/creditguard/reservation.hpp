@@ -1,12 +1,14 @@
 // Reservation: the move-only lease a job holds on credits.
 #pragma once
 
+#include "creditguard/error.hpp"
 #include "creditguard/ledger.hpp"
 #include "creditguard/types.hpp"
 
 #include <boost/system/error_code.hpp>
 
 #include <cstdint>
+#include <optional>
 
 namespace creditguard {
 
@@ -53,6 +55,12 @@ public:
     boost::system::error_code settle(Credits actual) noexcept;
     boost::system::error_code refund() noexcept;
     boost::system::error_code release() noexcept;
+
+    /// The create-task call was answered with a refusal: insufficient_credits, rate_limited, maintenance,
+    /// unauthorized (anything else is just released). The hold is released (a refused create was not
+    /// charged) and the guard reacts to the signal (CreditGuard::report). For errc::ambiguous_outcome
+    /// (timeout after sending, reset mid-response) this commits instead: a lost reply may be a charged job.
+    boost::system::error_code provider_refused(errc what, std::optional<Duration> retry_after = std::nullopt) noexcept;
 
 private:
     friend class detail::GuardCore;

@@ -35,6 +35,15 @@ struct GuardStats {
     std::uint64_t settled = 0;
     std::uint64_t refunded = 0;
 
+    // What providers said (CreditGuard::report, Reservation::provider_refused, balance reads).
+    bool paused = false;              ///< admissions paused (rate limit or maintenance)
+    bool terminal = false;            ///< unauthorized: nothing will be granted again
+    std::uint64_t insufficient_signals = 0;
+    std::uint64_t rate_limited_signals = 0;
+    std::uint64_t maintenance_signals = 0;
+    std::uint64_t rejected_paused = 0;  ///< policy reject while paused
+    std::uint64_t rejected_terminal = 0;
+
     // Balance reads.
     std::uint64_t refreshes_ok = 0;
     std::uint64_t refreshes_failed = 0;

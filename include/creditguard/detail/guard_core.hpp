@@ -16,6 +16,7 @@
 
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <vector>
 
@@ -66,6 +67,11 @@ public:
     /// Per-operation cancellation: removes the waiter if it is still parked.
     void cancel(Waiter* waiter) noexcept;
 
+    /// Parks a readiness waiter (async_wait_ready) or finishes it at once.
+    void park_ready(Waiter* waiter);
+    /// What a provider answered (see CreditGuard::report).
+    void report(errc what, std::optional<Duration> retry_after);
+
     void request_refresh();
     void shutdown();
     /// The CreditGuard handle is going away; live reservations keep this core alive until they end.
@@ -77,6 +83,7 @@ public:
     JobHandle on_commit(Credits cost) noexcept;
     void on_settle(JobHandle job, Credits actual) noexcept;
     void on_refund(JobHandle job) noexcept;
+    void on_refused(Credits cost, errc what, std::optional<Duration> retry_after) noexcept;
 
 private:
     using Lock = std::unique_lock<std::mutex>;
@@ -91,6 +98,10 @@ private:
     void schedule_locked(TimePoint now, DeferredWork& work);
     bool starved_locked() const noexcept;
     void on_alarm();
+    void report_locked(errc what, std::optional<Duration> retry_after, TimePoint now, DeferredWork& work);
+    void unpause_locked(DeferredWork& work);
+    void fail_all_locked(errc why, DeferredWork& work);
+    Duration jittered_backoff(Duration initial, Duration max, unsigned attempt);
     void on_read_done(RefreshTicket ticket, boost::system::error_code ec, Credits balance);
     Duration backoff_locked();
     void finish_transition(Lock& lock, bool availability_rose);
@@ -107,6 +118,7 @@ private:
 
     mutable std::mutex mutex_;
     WaiterList fifo_;
+    WaiterList ready_waiters_;
     DeadlineHeap deadlines_;
     std::size_t recheck_waiters_ = 0;
     bool shut_down_ = false;
@@ -127,6 +139,15 @@ private:
     bool alarm_armed_ = false;
     TimePoint alarm_at_{};
     bool low_alert_armed_ = true;
+
+    // Provider signals.
+    bool paused_ = false;             // admissions stop; checked on the fast path
+    errc pause_reason_ = errc::rate_limited;
+    TimePoint paused_until_{};        // rate limit: when admissions resume
+    unsigned rate_limit_streak_ = 0;  // consecutive rate-limit answers (reset by a success)
+    unsigned maintenance_probes_ = 0;
+    TimePoint next_probe_{};
+    std::optional<errc> terminal_;    // unauthorized
     std::mt19937_64 random_;
 
     // Counters (see GuardStats).

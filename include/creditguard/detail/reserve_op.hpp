@@ -31,7 +31,8 @@ struct ReserveCancelHandler {
     }
 };
 
-template <typename Handler>
+// WithReservation: the handler takes (error_code, Reservation); otherwise (error_code) (async_wait_ready).
+template <typename Handler, bool WithReservation = true>
 struct ReserveWaitOp final : Waiter {
     using handler_executor = boost::asio::associated_executor_t<Handler, boost::asio::any_io_executor>;
 
@@ -53,7 +54,11 @@ struct ReserveWaitOp final : Waiter {
         boost::asio::post(executor, [op = std::move(op), ec, r = std::move(reservation)]() mutable {
             Handler h = std::move(op->handler);
             op.reset();
-            std::move(h)(ec, std::move(r));
+            if constexpr (WithReservation) {
+                std::move(h)(ec, std::move(r));
+            } else {
+                std::move(h)(ec);
+            }
         });
     }
 
@@ -89,6 +94,19 @@ struct ReserveInitiation {
     void complete_now(Handler&& handler, boost::system::error_code ec, Reservation&& r) const {
         auto executor = boost::asio::get_associated_executor(handler, core->executor());
         boost::asio::post(executor, boost::asio::append(std::forward<Handler>(handler), ec, std::move(r)));
+    }
+};
+
+struct ReadyInitiation {
+    GuardCore* core;
+
+    template <typename Handler>
+    void operator()(Handler&& handler) const {
+        using Decayed = std::decay_t<Handler>;
+        auto op = std::make_unique<ReserveWaitOp<Decayed, false>>(std::forward<Handler>(handler), core->executor());
+        if (op->slot.is_connected())
+            op->slot.template emplace<ReserveCancelHandler>(ReserveCancelHandler{core->weak_from_this(), op.get()});
+        core->park_ready(op.release());
     }
 };
 

@@ -29,6 +29,8 @@ struct Waiter {
     Credits cost = 0;
     // Policy reject: the caller waits only for one fresh balance read, then is granted or rejected.
     bool recheck_only = false;
+    // async_wait_ready: waits for a pause to end, holds no credits, lives in its own list.
+    bool ready_only = false;
     bool queued = false;
     std::uint64_t decide_after_round = 0;
     FinishFn finish;
