@@ -1,0 +1,62 @@
+// The guarded job runner: one paid generation job through the guard, from reservation to settlement.
+#pragma once
+
+#include "creditguard/config.hpp"
+#include "creditguard/guard.hpp"
+#include "creditguard/provider.hpp"
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/json/value.hpp>
+
+#include <string>
+
+namespace creditguard {
+
+struct RunnerConfig {
+    /// Admission for each job (policy, longest wait).
+    ReserveOptions reserve;
+    /// Status polls start after poll_initial and grow by poll_growth up to poll_max.
+    Duration poll_initial = 2s;
+    double poll_growth = 1.5;
+    Duration poll_max = 15s;
+    /// After this long without a final status the job stops polling; its credits stay counted as spent.
+    Duration max_job_time = 30min;
+    /// Creates refused for insufficient credits, rate limits or maintenance are retried (after the guard
+    /// allows it again) up to this many attempts in all.
+    int max_submit_attempts = 5;
+};
+
+enum class JobStatus {
+    completed,     ///< the provider finished the task; settled at its actual cost
+    failed,        ///< the provider failed the task; refunded
+    rejected,      ///< the guard did not admit it (insufficient credits, timeout, queue full, ...)
+    unauthorized,  ///< the provider refused the key
+    ambiguous,     ///< the create call's outcome is unknown: counted as spent at the reserved cost, not retried
+    error,         ///< any other failure (invalid request, transport error before sending, polling timeout)
+};
+
+const char* to_string(JobStatus s) noexcept;
+
+struct JobResult {
+    JobStatus status = JobStatus::error;
+    boost::system::error_code error;  ///< why, unless completed
+    std::string task_id;
+    Credits charged = 0;  ///< what the job was settled at (0 when refunded or never submitted)
+    int submit_attempts = 0;
+    int polls = 0;
+    // What the provider answered along the way.
+    int insufficient_answers = 0;
+    int rate_limited_answers = 0;
+    int maintenance_answers = 0;
+};
+
+/// Runs one job: reserve `cost` → create the task with `create_body` → classify → commit, or release and
+/// report the refusal to the guard (and retry when waiting can fix it) → poll the task with back-off,
+/// waiting while the guard is paused → settle with the provider's actual cost (when it reports one) or
+/// refund a failed task. Never resends a create whose outcome is ambiguous.
+/// The guard and the provider must outlive the coroutine.
+boost::asio::awaitable<JobResult> run_guarded_job(CreditGuard& guard, const Provider& provider,
+                                                  boost::json::value create_body, Credits cost,
+                                                  RunnerConfig config = {});
+
+}  // namespace creditguard

@@ -1,0 +1,42 @@
+// Command-line options of the creditguard tool.
+#pragma once
+
+#include <creditguard/config.hpp>
+#include <creditguard/http_client.hpp>
+#include <creditguard/mock_provider.hpp>
+#include <creditguard/runner.hpp>
+#include <creditguard/secret.hpp>
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace cg_cli {
+
+struct Options {
+    std::string provider;
+    std::string base_url;      ///< scheme://host[:port] only: the paths are the provider's own
+    std::string api_key_file;  ///< the key is never taken from an argument
+    int jobs = 24;
+    int concurrency = 4;
+    creditguard::Credits cost = 12;
+    creditguard::AdmissionPolicy policy = creditguard::AdmissionPolicy::queue;
+    creditguard::Duration max_wait = std::chrono::seconds(30);
+    bool json = false;
+    std::optional<creditguard::DeductionTiming> deduct;
+    creditguard::RunnerConfig runner;
+    bool poll_interval_set = false;
+    creditguard::HttpClientConfig http;
+    creditguard::MockConfig mock;  ///< the embedded mock provider (run without --base-url)
+};
+
+/// Parses argv[1..argc) (argv[0] is the command). On failure says why.
+bool parse(int argc, char** argv, Options& options, std::string& why);
+
+/// Prints the usage to stderr (after `why`, when not empty) and returns the usage exit code (2).
+int usage(std::string_view why);
+
+/// The API key from --api-key-file or CREDITGUARD_API_KEY; nullopt (and why) when there is none.
+std::optional<creditguard::SecretString> load_api_key(const Options& options, std::string& why);
+
+}  // namespace cg_cli
