@@ -1,0 +1,260 @@
+// End to end: the guarded runner against the mock provider over real loopback sockets, for every
+// provider and deduction mode, through insufficient balances, top-ups, maintenance and rate limits.
+#include <creditguard/creditguard.hpp>
+#include <creditguard/mock_provider.hpp>
+#include <creditguard/provider.hpp>
+#include <creditguard/runner.hpp>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/test/unit_test.hpp>
+
+#include <memory>
+#include <vector>
+
+namespace {
+
+namespace asio = boost::asio;
+namespace cg = creditguard;
+using namespace std::chrono_literals;
+
+const char* const kProviders[] = {"sunoapi", "kie", "udioapi", "crun"};
+const std::string kKey = "sk-e2e-9f3b1d77aa";
+
+cg::MockConfig mock_config(std::string_view provider, cg::Credits credits, cg::DeductionTiming deduct) {
+    cg::MockConfig c;
+    c.key = cg::SecretString(kKey);
+    c.credits = credits;
+    c.cost = 12;
+    c.deduct = deduct;
+    c.polls_to_complete = 2;
+    c.v1_flavor = provider == "kie" ? "kie" : "sunoapi";
+    return c;
+}
+
+// Short intervals so that a run takes milliseconds; the logic is the same as with real ones.
+cg::GuardConfig fast_guard(cg::AdmissionPolicy policy) {
+    cg::GuardConfig c;
+    c.policy = policy;
+    c.default_max_wait = 30s;
+    c.refresh.min_interval = 5ms;
+    c.refresh.recheck_before_reject = 20ms;
+    c.refresh.starved_interval = 20ms;
+    c.refresh.backoff_initial = 10ms;
+    c.refresh.backoff_max = 100ms;
+    c.signals.rate_limit_backoff_initial = 10ms;
+    c.signals.rate_limit_backoff_max = 100ms;
+    c.signals.maintenance_probe_initial = 10ms;
+    c.signals.maintenance_probe_max = 50ms;
+    return c;
+}
+
+cg::RunnerConfig fast_runner() {
+    cg::RunnerConfig r;
+    r.poll_initial = 2ms;
+    r.poll_max = 10ms;
+    r.max_submit_attempts = 100;
+    return r;
+}
+
+struct Totals {
+    int completed = 0, rejected = 0, failed = 0, ambiguous = 0, unauthorized = 0, errors = 0;
+    int insufficient = 0, rate_limited = 0, maintenance = 0;
+    cg::Credits charged = 0;
+};
+
+struct Pipeline {
+    Pipeline(std::string_view provider_id, cg::MockConfig mock_config, cg::GuardConfig guard_config,
+             std::string key = kKey)
+        : mock(std::move(mock_config)),
+          provider(cg::HttpClient(ioc.get_executor()), *cg::builtin_provider(provider_id, mock.base_url()),
+                   cg::SecretString(std::move(key))),
+          guard(ioc.get_executor(), provider.balance_source(), std::move(guard_config)) {}
+
+    Totals run(int jobs, int concurrency, cg::RunnerConfig runner = fast_runner()) {
+        jobs_left = jobs;
+        workers_left = concurrency;
+        for (int i = 0; i < concurrency; ++i) asio::co_spawn(ioc, worker(this, runner), asio::detached);
+        ioc.run();
+        return totals;
+    }
+
+    static asio::awaitable<void> worker(Pipeline* self, cg::RunnerConfig runner) {
+        while (self->jobs_left > 0) {
+            --self->jobs_left;
+            auto body = self->provider.make_create_body("a calm piano piece");
+            cg::JobResult r = co_await cg::run_guarded_job(self->guard, self->provider, std::move(body), 12, runner);
+            self->record(r);
+        }
+        if (--self->workers_left == 0) self->guard.shutdown();
+    }
+
+    void record(const cg::JobResult& r) {
+        switch (r.status) {
+        case cg::JobStatus::completed: ++totals.completed; break;
+        case cg::JobStatus::rejected: ++totals.rejected; break;
+        case cg::JobStatus::failed: ++totals.failed; break;
+        case cg::JobStatus::ambiguous: ++totals.ambiguous; break;
+        case cg::JobStatus::unauthorized: ++totals.unauthorized; break;
+        case cg::JobStatus::error: ++totals.errors; break;
+        }
+        if (r.status == cg::JobStatus::error) BOOST_TEST_MESSAGE("job error: " << r.error.message());
+        totals.insufficient += r.insufficient_answers;
+        totals.rate_limited += r.rate_limited_answers;
+        totals.maintenance += r.maintenance_answers;
+        totals.charged += r.charged;
+    }
+
+    asio::io_context ioc;
+    cg::MockProvider mock;
+    cg::Provider provider;
+    cg::CreditGuard guard;
+    int jobs_left = 0;
+    int workers_left = 0;
+    Totals totals;
+};
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(end_to_end)
+
+BOOST_AUTO_TEST_CASE(every_provider_and_deduction_mode_completes_without_an_insufficient_answer) {
+    for (const char* id : kProviders) {
+        for (auto deduct : {cg::DeductionTiming::at_submit, cg::DeductionTiming::at_completion}) {
+            BOOST_TEST_CONTEXT("provider " << id << " deducts at " << (deduct == cg::DeductionTiming::at_submit ? "submit" : "completion")) {
+                // Enough for all 40 jobs, with 20 credits to spare: the guard must never overshoot.
+                Pipeline p(id, mock_config(id, 40 * 12 + 20, deduct), fast_guard(cg::AdmissionPolicy::queue));
+                const Totals t = p.run(40, 8);
+                BOOST_TEST(t.completed == 40);
+                BOOST_TEST(t.rejected + t.failed + t.ambiguous + t.errors == 0);
+                BOOST_TEST(p.mock.counters().insufficient_answers == 0u);
+                BOOST_TEST(t.charged == 40 * 12);
+                BOOST_TEST(p.mock.credits() == 20);
+                // Balance calls far below one per job.
+                BOOST_TEST(p.mock.counters().balance_requests <= 4u);
+            }
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(beyond_the_balance_jobs_are_rejected_under_policy_reject) {
+    for (auto deduct : {cg::DeductionTiming::at_submit, cg::DeductionTiming::at_completion}) {
+        Pipeline p("crun", mock_config("crun", 100, deduct), fast_guard(cg::AdmissionPolicy::reject));
+        const Totals t = p.run(20, 4);
+        BOOST_TEST(t.completed == 8);  // 8 × 12 = 96 ≤ 100
+        BOOST_TEST(t.rejected == 12);
+        BOOST_TEST(p.mock.counters().insufficient_answers == 0u);
+        BOOST_TEST(p.mock.credits() == 4);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(beyond_the_balance_jobs_wait_and_complete_after_a_top_up_under_policy_queue) {
+    auto guard_config = fast_guard(cg::AdmissionPolicy::queue);
+    guard_config.low_watermark = 24;
+    cg::MockProvider* mock = nullptr;
+    bool topped_up = false;
+    guard_config.on_low_balance = [&](cg::Credits) {
+        if (!topped_up && mock) mock->add_credits(1000);  // the operator tops the account up
+        topped_up = true;
+    };
+    Pipeline p("sunoapi", mock_config("sunoapi", 120, cg::DeductionTiming::at_submit), std::move(guard_config));
+    mock = &p.mock;
+    const Totals t = p.run(20, 6);
+    BOOST_TEST(topped_up);
+    BOOST_TEST(t.completed == 20);
+    BOOST_TEST(t.rejected == 0);
+    BOOST_TEST(p.mock.counters().insufficient_answers == 0u);
+    BOOST_TEST(p.mock.credits() == 120 + 1000 - 20 * 12);
+}
+
+BOOST_AUTO_TEST_CASE(a_maintenance_window_is_ridden_out_without_failing_jobs) {
+    for (const char* id : kProviders) {
+        BOOST_TEST_CONTEXT("provider " << id) {
+            Pipeline p(id, mock_config(id, 1000, cg::DeductionTiming::at_submit), fast_guard(cg::AdmissionPolicy::queue));
+            // The next 8 requests, whatever they are, answer the provider's maintenance code.
+            p.mock.respond_next_with_code(8, std::string_view(id) == "udioapi" ? 503 : 455, "system maintenance");
+            const Totals t = p.run(12, 4);
+            BOOST_TEST(t.completed == 12);
+            BOOST_TEST(t.failed + t.rejected + t.errors + t.ambiguous == 0);
+            BOOST_TEST(p.guard.stats().maintenance_signals >= 1u);
+            BOOST_TEST(p.mock.counters().insufficient_answers == 0u);
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(a_rate_limit_burst_is_ridden_out_without_failing_jobs) {
+    for (const char* id : kProviders) {
+        BOOST_TEST_CONTEXT("provider " << id) {
+            Pipeline p(id, mock_config(id, 1000, cg::DeductionTiming::at_completion),
+                       fast_guard(cg::AdmissionPolicy::queue));
+            p.mock.set_rate_limit(6, 50ms);  // creates, polls and balance reads all count
+            const Totals t = p.run(16, 8);
+            BOOST_TEST(t.completed == 16);
+            BOOST_TEST(t.failed + t.rejected + t.errors + t.ambiguous == 0);
+            BOOST_TEST(p.mock.counters().rate_limited_answers > 0u);
+            BOOST_TEST(p.guard.stats().rate_limited_signals > 0u);
+            BOOST_TEST(p.mock.counters().insufficient_answers == 0u);
+            BOOST_TEST(t.charged == 16 * 12);
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(rate_limit_with_retry_after_is_honoured) {
+    Pipeline p("crun", mock_config("crun", 1000, cg::DeductionTiming::at_submit), fast_guard(cg::AdmissionPolicy::queue));
+    p.mock.set_rate_limit(3, 100ms, std::string("1"));
+    const auto started = std::chrono::steady_clock::now();
+    const Totals t = p.run(6, 3);
+    BOOST_TEST(t.completed == 6);
+    BOOST_TEST(p.guard.stats().rate_limited_signals > 0u);
+    // Some call was told to come back after 1 s: the run cannot have finished sooner.
+    BOOST_TEST((std::chrono::steady_clock::now() - started >= 1s));
+}
+
+BOOST_AUTO_TEST_CASE(failed_tasks_are_refunded_and_the_estimate_follows) {
+    auto mc = mock_config("crun", 1000, cg::DeductionTiming::at_submit);
+    Pipeline p("crun", std::move(mc), fast_guard(cg::AdmissionPolicy::queue));
+    p.mock.fail_next_tasks(3);
+    const Totals t = p.run(10, 2);
+    BOOST_TEST(t.completed == 7);
+    BOOST_TEST(t.failed == 3);
+    BOOST_TEST(t.charged == 7 * 12);
+    BOOST_TEST(p.mock.credits() == 1000 - 7 * 12);
+    BOOST_TEST(p.guard.stats().refunded == 3u);
+}
+
+BOOST_AUTO_TEST_CASE(actual_costs_reported_by_the_provider_are_settled) {
+    auto mc = mock_config("crun", 1000, cg::DeductionTiming::at_completion);
+    mc.actual_cost = 15;  // crun reports `credits` on finished tasks
+    Pipeline p("crun", std::move(mc), fast_guard(cg::AdmissionPolicy::queue));
+    const Totals t = p.run(5, 1);
+    BOOST_TEST(t.completed == 5);
+    BOOST_TEST(t.charged == 5 * 15);
+    BOOST_TEST(p.guard.stats().settled == 5u);
+}
+
+BOOST_AUTO_TEST_CASE(a_wrong_key_fails_every_job_as_unauthorized) {
+    Pipeline p("udioapi", mock_config("udioapi", 1000, cg::DeductionTiming::at_submit),
+               fast_guard(cg::AdmissionPolicy::queue), "sk-wrong-key");
+    const Totals t = p.run(5, 2);
+    BOOST_TEST(t.unauthorized == 5);
+    BOOST_TEST(p.guard.stats().terminal);
+    BOOST_TEST(p.mock.counters().creates == 0u);  // the balance read already said so
+}
+
+BOOST_AUTO_TEST_CASE(a_lost_create_reply_is_counted_as_spent_and_never_resent) {
+    Pipeline p("sunoapi", mock_config("sunoapi", 1000, cg::DeductionTiming::at_submit),
+               fast_guard(cg::AdmissionPolicy::queue));
+    // Let the first balance read through, then reset the connection under the first create.
+    cg::RunnerConfig runner = fast_runner();
+    while (p.guard.stats().refreshes_ok == 0) p.ioc.run_one();  // the guard's first balance read
+    p.ioc.restart();
+    p.mock.reset_next(1);
+    const Totals t = p.run(1, 1, runner);
+    BOOST_TEST(t.ambiguous == 1);
+    BOOST_TEST(t.charged == 12);
+    BOOST_TEST(p.mock.counters().creates <= 1u);  // never resent
+    BOOST_TEST(p.guard.stats().committed == 1u);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
