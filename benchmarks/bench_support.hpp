@@ -1,0 +1,73 @@
+// Shared helpers for the benchmarks (no dependency on test/): a balance source with a fixed account
+// and a guard whose first balance read has been answered.
+#pragma once
+
+#include <creditguard/creditguard.hpp>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+
+#include <atomic>
+#include <memory>
+#include <stdexcept>
+#include <utility>
+
+namespace cg_bench {
+
+using creditguard::Credits;
+
+/// Answers every read with the current account balance: posted to the executor by default, or inline
+/// (allowed by the BalanceSource contract) so a read can complete inside a tight benchmark loop.
+class FixedSource final : public creditguard::BalanceSource {
+public:
+    FixedSource(boost::asio::any_io_executor executor, Credits balance)
+        : executor_(std::move(executor)), balance_(balance) {}
+
+    void set_inline(bool answer_inline) { inline_ = answer_inline; }
+    void set_balance(Credits balance) { balance_.store(balance, std::memory_order_relaxed); }
+    std::uint64_t reads() const { return reads_.load(std::memory_order_relaxed); }
+
+    void read_balance(creditguard::BalanceCallback done) override {
+        reads_.fetch_add(1, std::memory_order_relaxed);
+        const Credits b = balance_.load(std::memory_order_relaxed);
+        if (inline_) {
+            done({}, b);
+        } else {
+            boost::asio::post(executor_, [done = std::move(done), b] { done({}, b); });
+        }
+    }
+
+private:
+    boost::asio::any_io_executor executor_;
+    std::atomic<Credits> balance_;
+    std::atomic<std::uint64_t> reads_{0};
+    bool inline_ = false;
+};
+
+/// An io_context, a FixedSource and a guard that already knows the balance.
+struct GuardRig {
+    boost::asio::io_context ioc;
+    std::shared_ptr<FixedSource> source;
+    std::unique_ptr<creditguard::CreditGuard> guard;
+
+    explicit GuardRig(Credits balance, creditguard::GuardConfig config = {}) {
+        source = std::make_shared<FixedSource>(ioc.get_executor(), balance);
+        config.random_seed = 7;
+        guard = std::make_unique<creditguard::CreditGuard>(ioc.get_executor(), source, std::move(config));
+        // The first read is posted; the guard's refresh alarm keeps the context busy, so poll.
+        for (int i = 0; i < 1000 && !guard->stats().balance_known; ++i) {
+            ioc.restart();
+            ioc.poll();
+        }
+        if (!guard->stats().balance_known) throw std::runtime_error("bench: the guard never learned its balance");
+    }
+    ~GuardRig() {
+        guard->shutdown();
+        ioc.restart();
+        ioc.poll();
+    }
+    GuardRig(const GuardRig&) = delete;
+    GuardRig& operator=(const GuardRig&) = delete;
+};
+
+}  // namespace cg_bench

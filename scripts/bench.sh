@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs every benchmark (issue 5) and writes benchmarks/results/: one Google Benchmark JSON per binary,
+# summary.json + summary.md (ratios vs targets, machine) and ratios.svg (gnuplot).
+# Every ratio compares two benchmarks of the same process run; no absolute time is a target.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+
+scripts/setup.sh
+
+# The release preset turns the benchmarks on. Only the library and the benchmarks are built here, into
+# build-release/bin (the preset's own runtime directory is build/bin, shared with the debug build).
+cmake --preset release \
+  -DCREDITGUARD_BUILD_TESTS=OFF -DCREDITGUARD_BUILD_EXAMPLES=OFF -DCREDITGUARD_BUILD_TOOLS=OFF \
+  -DCMAKE_RUNTIME_OUTPUT_DIRECTORY="$root/build-release/bin" >/dev/null
+cmake --build --preset release -j2
+
+bin="$root/build-release/bin"
+out="$root/benchmarks/results"
+mkdir -p "$out"
+
+run() {
+  local name="$1"
+  shift
+  echo "== $name" >&2
+  "$bin/$name" --benchmark_out="$out/$name.json" --benchmark_out_format=json "$@"
+}
+
+# Cases 1-3: medians of 5 repetitions (the machine is shared; medians resist a noisy neighbour).
+run bench_guard --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
+# Case 4: 10k/50k/100k waiters, 3 repetitions each (set in the binary).
+run bench_waiters --benchmark_report_aggregates_only=true
+# Cases 5-6: 10,000 jobs (guarded and naive) and the keep-alive balance fetch, 3 repetitions.
+run bench_provider --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
+
+python3 benchmarks/summarize.py --results "$out" --work "$root/build-release/bench-plot" \
+  --gnuplot-script benchmarks/ratios.gp
