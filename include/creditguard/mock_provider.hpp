@@ -129,8 +129,9 @@ public:
     void set_key(SecretString key);
     void fail_next_tasks(int n);
     void set_failure_rate(double rate);
-    /// Closes every keep-alive connection waiting for its next request (FIN, no answer). Returns once
-    /// done, unless called from the mock's own executor in executor mode (then it is only posted).
+    /// Closes every keep-alive connection waiting for its next request (FIN, no answer), and every one whose
+    /// answer is being written as soon as it is written. With its own thread, returns once they are closed;
+    /// in executor mode it is only posted (unless called from the mock's executor).
     void close_idle_connections();
 
     struct Impl;

@@ -70,7 +70,9 @@ struct Action {
 struct SessionHandle {
     beast::tcp_stream* lowest = nullptr;
     asio::steady_timer* timer = nullptr;
-    bool idle = true;
+    bool idle = true;     // waiting for the next request
+    bool writing = false;  // writing an answer; the peer may already have it
+    std::vector<std::shared_ptr<void>> close_after_write;  // close_idle_connections() barriers
 };
 
 }  // namespace
@@ -423,9 +425,13 @@ struct MockProvider::Impl : std::enable_shared_from_this<MockProvider::Impl> {
         for (const auto& h : sessions) close_session(*h, false);
     }
 
-    void close_idle() {
-        for (const auto& h : sessions)
+    /// Closes idle sessions now and sessions writing an answer as soon as it is written; `barrier` is
+    /// released when all of them are closed.
+    void close_idle(const std::shared_ptr<void>& barrier) {
+        for (const auto& h : sessions) {
             if (h->idle) close_session(*h, false);
+            else if (h->writing) h->close_after_write.push_back(barrier);
+        }
     }
 
     asio::strand<asio::any_io_executor> strand;
@@ -497,7 +503,14 @@ asio::awaitable<void> serve(std::shared_ptr<Impl> impl, Stream& stream, std::sha
             co_return;
         }
         const bool keep = a.response.keep_alive();
+        h->writing = true;
         co_await http::async_write(stream, a.response, asio::redirect_error(asio::use_awaitable, ec));
+        h->writing = false;
+        if (!h->close_after_write.empty()) {
+            impl->close_session(*h, false);
+            h->close_after_write.clear();
+            co_return;
+        }
         if (ec || !keep) co_return;
     }
 }
@@ -522,6 +535,7 @@ asio::awaitable<void> session(std::shared_ptr<Impl> impl, tcp::socket socket) {
         impl->close_session(*h, false);
         h->lowest = nullptr;
     }
+    h->close_after_write.clear();
     impl->sessions.erase(h);
 }
 
@@ -652,18 +666,19 @@ void MockProvider::set_failure_rate(double rate) {
 
 void MockProvider::close_idle_connections() {
     if (impl_->strand.running_in_this_thread()) {
-        impl_->close_idle();
+        impl_->close_idle(std::shared_ptr<void>());
         return;
     }
     if (!thread_.joinable()) {  // executor mode, called from elsewhere: the caller runs the executor
-        asio::post(impl_->strand, [impl = impl_] { impl->close_idle(); });
+        asio::post(impl_->strand, [impl = impl_] { impl->close_idle(std::shared_ptr<void>()); });
         return;
     }
-    std::promise<void> done;
-    auto f = done.get_future();
-    asio::post(impl_->strand, [impl = impl_, &done] {
-        impl->close_idle();
-        done.set_value();
+    auto done = std::make_shared<std::promise<void>>();
+    auto f = done->get_future();
+    asio::post(impl_->strand, [impl = impl_, done] {
+        // Released (and `done` set) once every targeted session is closed.
+        std::shared_ptr<void> barrier(nullptr, [done](void*) { done->set_value(); });
+        impl->close_idle(barrier);
     });
     f.wait();
 }
