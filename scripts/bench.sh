@@ -8,11 +8,9 @@ cd "$root"
 
 scripts/setup.sh
 
-# The release preset turns the benchmarks on. Only the library and the benchmarks are built here, into
-# build-release/bin (the preset's own runtime directory is build/bin, shared with the debug build).
+# The release preset (build-release/) turns the benchmarks on; only the library and the benchmarks are built.
 cmake --preset release \
-  -DCREDITGUARD_BUILD_TESTS=OFF -DCREDITGUARD_BUILD_EXAMPLES=OFF -DCREDITGUARD_BUILD_TOOLS=OFF \
-  -DCMAKE_RUNTIME_OUTPUT_DIRECTORY="$root/build-release/bin" >/dev/null
+  -DCREDITGUARD_BUILD_TESTS=OFF -DCREDITGUARD_BUILD_EXAMPLES=OFF -DCREDITGUARD_BUILD_TOOLS=OFF >/dev/null
 cmake --build --preset release -j2
 
 bin="$root/build-release/bin"

@@ -27,6 +27,7 @@ GuardCore::GuardCore(boost::asio::any_io_executor executor, std::shared_ptr<Bala
       alarm_(clock_->make_alarm(executor_)),
       ledger_(config_.ledger ? std::move(config_.ledger)
                              : std::make_unique<LocalLedger>(config_.deduction, config_.fail_open_allowance)),
+      local_(dynamic_cast<LocalLedger*>(ledger_.get())),
       random_(config_.random_seed != 0 ? config_.random_seed : std::random_device{}()) {
     if (!source_) throw std::invalid_argument("creditguard: a CreditGuard needs a balance source");
     if (config_.max_reservation < 0 || config_.fail_open_allowance < 0 || config_.low_watermark_hysteresis < 0)
@@ -67,7 +68,7 @@ GuardCore::Admission GuardCore::admit_locked(Credits cost, errc& why) noexcept {
         ledger_->hold(0);
         return Admission::granted;
     }
-    if (!paused_ && fifo_.empty() && ledger_->try_hold(cost)) return Admission::granted;
+    if (!paused_ && fifo_.empty() && try_hold_locked(cost)) return Admission::granted;
     return Admission::must_wait;
 }
 
@@ -86,7 +87,7 @@ GuardCore::Admission GuardCore::try_admit(Credits cost, Reservation& granted, er
     const Admission admission = admit_locked(cost, why);
     if (admission != Admission::granted) return admission;
     granted = grant_locked(cost);
-    if (low_alert_armed_ && ledger_->balance_known() && ledger_->available() < config_.low_watermark) {
+    if (low_alert_armed_ && watermark_changes_locked()) {
         // Rare: this grant crossed the watermark. Alert and refresh early (off the fast path).
         try {
             DeferredWork work;
@@ -105,8 +106,10 @@ boost::system::result<Reservation> GuardCore::try_reserve(Credits cost) {
     switch (admit_locked(cost, why)) {
     case Admission::granted: {
         Reservation granted = grant_locked(cost);
-        after_change_locked(clock_->now(), work);
-        run(lock, work);
+        if (low_alert_armed_ && watermark_changes_locked()) {  // rare: alert and refresh early
+            after_change_locked(clock_->now(), work);
+            run(lock, work);
+        }
         return granted;
     }
     case Admission::failed:
@@ -228,7 +231,7 @@ void GuardCore::drain_locked(DeferredWork& work) {
     bool blocked = false;
     for (Waiter* waiter = fifo_.front(); waiter != nullptr;) {
         Waiter* next = waiter->next;
-        if (!blocked && ledger_->try_hold(waiter->cost)) {
+        if (!blocked && try_hold_locked(waiter->cost)) {
             unpark_locked(waiter);
             work.completions.push_back({waiter, {}, grant_locked(waiter->cost)});
         } else if (waiter->recheck_only && rounds_completed_ >= waiter->decide_after_round) {
@@ -429,11 +432,7 @@ void GuardCore::run(Lock& lock, DeferredWork& work) {
 
 void GuardCore::finish_transition(Lock& lock, bool availability_rose) {
     const bool wakes = availability_rose && !fifo_.empty();
-    const Credits available = ledger_->available();
-    const bool watermark_changes =
-        ledger_->balance_known() &&
-        (low_alert_armed_ ? available < config_.low_watermark
-                          : available > config_.low_watermark + config_.low_watermark_hysteresis);
+    const bool watermark_changes = watermark_changes_locked();
     const bool last_after_owner = owner_gone_ && counters_.live_reservations == 0;
     if (!wakes && !watermark_changes && !last_after_owner) return;  // the common case: nothing to do
 
@@ -448,7 +447,7 @@ void GuardCore::finish_transition(Lock& lock, bool availability_rose) {
 void GuardCore::on_release(Credits cost) noexcept {
     try {
         Lock lock(mutex_);
-        ledger_->release_hold(cost);
+        release_hold_locked(cost);
         ++counters_.released;
         --counters_.live_reservations;
         finish_transition(lock, true);
@@ -653,25 +652,6 @@ GuardStats GuardCore::stats() const {
 // ---------------------------------------------------------------------------------------------
 // Reservation
 
-Reservation::Reservation(Reservation&& other) noexcept
-    : core_(std::exchange(other.core_, nullptr)),
-      cost_(other.cost_),
-      job_(other.job_),
-      state_(std::exchange(other.state_, State::empty)) {}
-
-Reservation& Reservation::operator=(Reservation&& other) noexcept {
-    if (this != &other) {
-        end_now();
-        core_ = std::exchange(other.core_, nullptr);
-        cost_ = other.cost_;
-        job_ = other.job_;
-        state_ = std::exchange(other.state_, State::empty);
-    }
-    return *this;
-}
-
-Reservation::~Reservation() { end_now(); }
-
 void Reservation::end_now() noexcept {
     if (state_ == State::held) {
         release();
@@ -729,18 +709,24 @@ CreditGuard::~CreditGuard() {
     if (core_) core_->detach_owner();
 }
 
+namespace {
+
+// The waiting path lives in its own coroutine so that reserve()'s frame stays small: Asio recycles
+// coroutine frames only up to about 1 KiB, and the fast path should never reach malloc.
+boost::asio::awaitable<Reservation> reserve_slow(CreditGuard& guard, Credits cost, ReserveOptions options) {
+    Reservation waited = co_await guard.async_reserve(cost, std::move(options), boost::asio::use_awaitable);
+    co_return waited;
+}
+
+}  // namespace
+
 boost::asio::awaitable<Reservation> CreditGuard::reserve(Credits cost, ReserveOptions options) {
     Reservation granted;
     errc why{};
-    switch (core_->try_admit(cost, granted, why)) {
-    case detail::GuardCore::Admission::granted:
-        co_return granted;
-    case detail::GuardCore::Admission::failed:
-        throw boost::system::system_error(make_error_code(why));
-    case detail::GuardCore::Admission::must_wait:
-        break;
-    }
-    Reservation waited = co_await async_reserve(cost, std::move(options), boost::asio::use_awaitable);
+    const auto admission = core_->try_admit(cost, granted, why);
+    if (admission == detail::GuardCore::Admission::granted) co_return granted;
+    if (admission == detail::GuardCore::Admission::failed) throw boost::system::system_error(make_error_code(why));
+    Reservation waited = co_await reserve_slow(*this, cost, std::move(options));
     co_return waited;
 }
 

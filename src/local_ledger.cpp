@@ -7,18 +7,6 @@ namespace creditguard {
 LocalLedger::LocalLedger(DeductionTiming timing, Credits fail_open_allowance)
     : timing_(timing), allowance_(fail_open_allowance) {}
 
-Credits LocalLedger::available() const noexcept {
-    const Credits base = known_ ? balance_ : allowance_;
-    const Credits value = base - held_ - pending_;
-    return zeroed_ ? std::min<Credits>(value, 0) : value;
-}
-
-bool LocalLedger::try_hold(Credits cost) noexcept {
-    if (cost != 0 && available() < cost) return false;
-    held_ += cost;
-    return true;
-}
-
 JobHandle LocalLedger::allocate(const Entry& entry) {
     // Everything that can throw comes first, so a failed allocation changes nothing.
     if (entry.counted && pending_list_.size() == pending_list_.capacity())

@@ -69,9 +69,17 @@ public:
     /// `fail_open_allowance`: credits that may be granted while the balance is unknown (0 = fail closed).
     explicit LocalLedger(DeductionTiming timing = DeductionTiming::unknown, Credits fail_open_allowance = 0);
 
-    Credits available() const noexcept override;
+    // The hot calls are defined here so that a caller holding a LocalLedger* inlines them.
+    Credits available() const noexcept override {
+        const Credits value = (known_ ? balance_ : allowance_) - held_ - pending_;
+        return zeroed_ && value > 0 ? 0 : value;
+    }
     bool balance_known() const noexcept override { return known_; }
-    bool try_hold(Credits cost) noexcept override;
+    bool try_hold(Credits cost) noexcept override {
+        if (cost != 0 && available() < cost) return false;
+        held_ += cost;
+        return true;
+    }
     void hold(Credits cost) noexcept override { held_ += cost; }
     void release_hold(Credits cost) noexcept override { held_ -= cost; }
     JobHandle commit(Credits cost) override;

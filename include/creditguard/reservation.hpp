@@ -38,11 +38,29 @@ public:
     enum class State : std::uint8_t { empty, held, committed, ended };
 
     Reservation() noexcept = default;
-    Reservation(Reservation&& other) noexcept;
-    Reservation& operator=(Reservation&& other) noexcept;
+    Reservation(Reservation&& other) noexcept
+        : core_(other.core_), cost_(other.cost_), job_(other.job_), state_(other.state_) {
+        other.core_ = nullptr;
+        other.state_ = State::empty;
+    }
+    Reservation& operator=(Reservation&& other) noexcept {
+        if (this != &other) {
+            if (*this) end_now();
+            core_ = other.core_;
+            cost_ = other.cost_;
+            job_ = other.job_;
+            state_ = other.state_;
+            other.core_ = nullptr;
+            other.state_ = State::empty;
+        }
+        return *this;
+    }
     Reservation(const Reservation&) = delete;
     Reservation& operator=(const Reservation&) = delete;
-    ~Reservation();
+    // Inline so that destroying an empty or ended reservation (moved from, settled) costs no call.
+    ~Reservation() {
+        if (*this) end_now();
+    }
 
     Credits cost() const noexcept { return cost_; }
     State state() const noexcept { return state_; }

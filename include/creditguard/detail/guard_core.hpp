@@ -88,6 +88,21 @@ public:
 private:
     using Lock = std::unique_lock<std::mutex>;
 
+    // The ledger's hot calls: direct (inlined) for the default LocalLedger, virtual otherwise.
+    Credits available_locked() const noexcept { return local_ ? local_->available() : ledger_->available(); }
+    bool known_locked() const noexcept { return local_ ? local_->balance_known() : ledger_->balance_known(); }
+    bool try_hold_locked(Credits cost) noexcept { return local_ ? local_->try_hold(cost) : ledger_->try_hold(cost); }
+    void release_hold_locked(Credits cost) noexcept {
+        if (local_) local_->release_hold(cost); else ledger_->release_hold(cost);
+    }
+    /// Whether `available` crossed the low watermark in either direction (needs the slow path).
+    bool watermark_changes_locked() const noexcept {
+        if (!known_locked()) return false;
+        const Credits available = available_locked();
+        return low_alert_armed_ ? available < config_.low_watermark
+                                : available > config_.low_watermark + config_.low_watermark_hysteresis;
+    }
+
     Admission admit_locked(Credits cost, errc& why) noexcept;
     errc shortfall_reason_locked() const noexcept;
     Reservation grant_locked(Credits cost) noexcept;
@@ -115,6 +130,7 @@ private:
     std::shared_ptr<Clock> clock_;
     std::unique_ptr<Alarm> alarm_;
     std::unique_ptr<Ledger> ledger_;
+    LocalLedger* local_ = nullptr;  // ledger_ when it is the default LocalLedger
 
     mutable std::mutex mutex_;
     WaiterList fifo_;
