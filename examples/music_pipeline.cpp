@@ -33,10 +33,13 @@ asio::awaitable<void> worker(Pipeline& p, cg::RunnerConfig runner) {
     while (!p.prompts.empty()) {
         std::string prompt = std::move(p.prompts.front());
         p.prompts.pop_front();
-        cg::JobResult r = co_await cg::run_guarded_job(p.guard, p.provider, p.provider.make_create_body(prompt), 12, runner);
+        cg::JobResult r =
+            co_await cg::run_guarded_job(p.guard, p.provider, p.provider.make_create_body(prompt), 12, runner);
         std::cout << cg::to_string(r.status) << "  " << prompt;
-        if (r.status == cg::JobStatus::completed) std::cout << "  (task " << r.task_id << ", " << r.charged << " credits)";
-        else std::cout << "  (" << r.error.message() << ")";
+        if (r.status == cg::JobStatus::completed)
+            std::cout << "  (task " << r.task_id << ", " << r.charged << " credits)";
+        else
+            std::cout << "  (" << r.error.message() << ")";
         std::cout << "\n";
     }
     if (--p.workers == 0) p.guard.shutdown();
@@ -80,14 +83,17 @@ int main(int argc, char** argv) {
     cg::CreditGuard guard(ioc.get_executor(), provider.balance_source(), std::move(guard_config));
 
     Pipeline pipeline{guard, provider, {}, 3};
-    for (int i = 1; i <= 10; ++i) pipeline.prompts.push_back("lofi beat #" + std::to_string(i));
-    for (int i = 0; i < pipeline.workers; ++i) asio::co_spawn(ioc, worker(pipeline, runner), asio::detached);
+    for (int i = 1; i <= 10; ++i)
+        pipeline.prompts.push_back("lofi beat #" + std::to_string(i));
+    for (int i = 0; i < pipeline.workers; ++i)
+        asio::co_spawn(ioc, worker(pipeline, runner), asio::detached);
     ioc.run();
 
     const auto s = guard.stats();
     std::cout << "granted " << s.granted << ", timed out waiting " << s.timed_out << ", balance reads "
               << s.refreshes_ok + s.refreshes_failed << "\n";
-    if (mock) std::cout << "mock: " << mock->credits() << " credits left, "
-                        << mock->counters().insufficient_answers << " insufficient answers\n";
+    if (mock)
+        std::cout << "mock: " << mock->credits() << " credits left, " << mock->counters().insufficient_answers
+                  << " insufficient answers\n";
     return 0;
 }

@@ -61,8 +61,8 @@ asio::awaitable<void> generate_song(creditguard::CreditGuard& guard, DemoAccount
     asio::steady_timer timer(co_await asio::this_coro::executor);
     timer.expires_after(20ms);  // the create-task call
     co_await timer.async_wait(asio::use_awaitable);
-    reservation.commit();       // the provider accepted the job
-    timer.expires_after(100ms); // generation runs
+    reservation.commit();        // the provider accepted the job
+    timer.expires_after(100ms);  // generation runs
     co_await timer.async_wait(asio::use_awaitable);
     if (account.charge(cost)) {
         reservation.settle(cost);
@@ -99,7 +99,8 @@ int main() {
     ioc.run();
 
     const auto stats = guard.stats();
-    std::cout << "granted " << stats.granted << ", rejected " << stats.rejected_insufficient + stats.rejected_balance_unknown
-              << ", balance reads " << account->reads() << ", estimate " << stats.available << " credits\n";
+    std::cout << "granted " << stats.granted << ", rejected "
+              << stats.rejected_insufficient + stats.rejected_balance_unknown << ", balance reads " << account->reads()
+              << ", estimate " << stats.available << " credits\n";
     return stats.live_reservations == 0 ? 0 : 1;
 }

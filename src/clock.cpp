@@ -95,7 +95,9 @@ private:
 
 }  // namespace
 
-ManualClock::ManualClock(TimePoint start) : state_(std::make_shared<State>()) { state_->now = start; }
+ManualClock::ManualClock(TimePoint start) : state_(std::make_shared<State>()) {
+    state_->now = start;
+}
 ManualClock::~ManualClock() = default;
 
 TimePoint ManualClock::now() const noexcept {
@@ -113,10 +115,12 @@ void ManualClock::advance(Duration by) {
         std::lock_guard lock(state_->mutex);
         state_->now += by;
         auto end = state_->armed.upper_bound(state_->now);
-        for (auto it = state_->armed.begin(); it != end; ++it) due.push_back(std::move(it->second));
+        for (auto it = state_->armed.begin(); it != end; ++it)
+            due.push_back(std::move(it->second));
         state_->armed.erase(state_->armed.begin(), end);
     }
-    for (auto& alarm : due) boost::asio::post(alarm.executor, std::move(alarm.on_fire));
+    for (auto& alarm : due)
+        boost::asio::post(alarm.executor, std::move(alarm.on_fire));
 }
 
 bool ManualClock::next_alarm(TimePoint& at) const {

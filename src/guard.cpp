@@ -18,8 +18,7 @@ TimePoint saturating_add(TimePoint t, Duration d) noexcept {
 
 }  // namespace
 
-GuardCore::GuardCore(boost::asio::any_io_executor executor, std::shared_ptr<BalanceSource> source,
-                     GuardConfig config)
+GuardCore::GuardCore(boost::asio::any_io_executor executor, std::shared_ptr<BalanceSource> source, GuardConfig config)
     : executor_(std::move(executor)),
       source_(std::move(source)),
       config_(std::move(config)),
@@ -36,7 +35,9 @@ GuardCore::GuardCore(boost::asio::any_io_executor executor, std::shared_ptr<Bala
         throw std::invalid_argument("creditguard: refresh.jitter must be in [0, 1)");
 }
 
-GuardCore::~GuardCore() { alarm_->disarm(); }
+GuardCore::~GuardCore() {
+    alarm_->disarm();
+}
 
 void GuardCore::start() {
     DeferredWork work;
@@ -112,10 +113,8 @@ boost::system::result<Reservation> GuardCore::try_reserve(Credits cost) {
         }
         return granted;
     }
-    case Admission::failed:
-        return make_error_code(why);
-    case Admission::must_wait:
-        break;
+    case Admission::failed: return make_error_code(why);
+    case Admission::must_wait: break;
     }
     if (paused_) {
         ++counters_.rejected_paused;
@@ -143,11 +142,8 @@ void GuardCore::park(Waiter* waiter, Credits cost, const ReserveOptions& options
         work.completions.push_back({waiter, {}, grant_locked(cost)});
         after_change_locked(now, work);
         return run(lock, work);
-    case Admission::failed:
-        work.completions.push_back({waiter, make_error_code(why), {}});
-        return run(lock, work);
-    case Admission::must_wait:
-        break;
+    case Admission::failed: work.completions.push_back({waiter, make_error_code(why), {}}); return run(lock, work);
+    case Admission::must_wait: break;
     }
 
     if (policy_for(options) == AdmissionPolicy::queue) {
@@ -358,7 +354,8 @@ Duration GuardCore::backoff_locked() {
 // many guards spread out.
 Duration GuardCore::jittered_backoff(Duration initial, Duration max, unsigned attempt) {
     Duration base = initial;
-    for (unsigned i = 1; i < attempt && base < max; ++i) base *= 2;
+    for (unsigned i = 1; i < attempt && base < max; ++i)
+        base *= 2;
     base = std::min(base, max);
     std::uniform_int_distribution<Duration::rep> spread(0, base.count() / 2);
     return base - Duration(spread(random_));
@@ -415,15 +412,14 @@ void GuardCore::run(Lock& lock, DeferredWork& work) {
     if (work.start_read) {
         // A weak reference: a read that never completes must not keep the guard alive (no cycle
         // through the source), and a reply arriving after the guard is gone is dropped.
-        source_->read_balance([weak = weak_from_this(), ticket = work.ticket](boost::system::error_code ec,
-                                                                              Credits balance) {
-            if (auto core = weak.lock()) core->on_read_done(ticket, ec, balance);
-        });
+        source_->read_balance(
+            [weak = weak_from_this(), ticket = work.ticket](boost::system::error_code ec, Credits balance) {
+                if (auto core = weak.lock()) core->on_read_done(ticket, ec, balance);
+            });
     }
     if (work.low_balance_alert && config_.on_low_balance) {
-        boost::asio::post(executor_, [callback = config_.on_low_balance, value = work.low_balance_value] {
-            callback(value);
-        });
+        boost::asio::post(executor_,
+                          [callback = config_.on_low_balance, value = work.low_balance_value] { callback(value); });
     }
 }
 
@@ -475,8 +471,7 @@ void GuardCore::on_settle(JobHandle job, Credits actual) noexcept {
         ++counters_.settled;
         --counters_.live_reservations;
         finish_transition(lock, true);
-    } catch (...) {
-    }
+    } catch (...) {}
 }
 
 void GuardCore::on_refund(JobHandle job) noexcept {
@@ -486,8 +481,7 @@ void GuardCore::on_refund(JobHandle job) noexcept {
         ++counters_.refunded;
         --counters_.live_reservations;
         finish_transition(lock, true);
-    } catch (...) {
-    }
+    } catch (...) {}
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -506,8 +500,7 @@ void GuardCore::on_refused(Credits cost, errc what, std::optional<Duration> retr
         after_change_locked(now, work);
         if (owner_gone_ && counters_.live_reservations == 0) work.keep_alive_until_done = std::move(keep_alive_);
         run(lock, work);
-    } catch (...) {
-    }
+    } catch (...) {}
 }
 
 void GuardCore::report(errc what, std::optional<Duration> retry_after) {
@@ -530,8 +523,8 @@ void GuardCore::report_locked(errc what, std::optional<Duration> retry_after, Ti
         ++counters_.rate_limited_signals;
         ++rate_limit_streak_;
         const Duration pause = retry_after ? std::min(*retry_after, sc.max_retry_after)
-                                           : jittered_backoff(sc.rate_limit_backoff_initial,
-                                                              sc.rate_limit_backoff_max, rate_limit_streak_);
+                                           : jittered_backoff(sc.rate_limit_backoff_initial, sc.rate_limit_backoff_max,
+                                                              rate_limit_streak_);
         const TimePoint until = saturating_add(now, std::max(pause, Duration::zero()));
         if (paused_ && pause_reason_ == errc::maintenance) {
             next_probe_ = std::max(next_probe_, until);  // stay in maintenance, probe after the limit
@@ -558,8 +551,7 @@ void GuardCore::report_locked(errc what, std::optional<Duration> retry_after, Ti
         terminal_ = errc::unauthorized;
         fail_all_locked(errc::unauthorized, work);
         break;
-    default:
-        return;  // other answers (invalid request, server error, ...) say nothing about the account
+    default: return;  // other answers (invalid request, server error, ...) say nothing about the account
     }
     drain_locked(work);
     after_change_locked(now, work);

@@ -5,13 +5,13 @@
 #include <boost/json/parse.hpp>
 #include <boost/test/unit_test.hpp>
 
+#include <sys/wait.h>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
-#include <sys/wait.h>
 
 namespace {
 
@@ -58,7 +58,8 @@ cg::MockConfig mock_config() {
 
 int lines(const std::string& s) {
     int n = 0;
-    for (char c : s) n += c == '\n';
+    for (char c : s)
+        n += c == '\n';
     return n;
 }
 
@@ -70,7 +71,7 @@ BOOST_AUTO_TEST_CASE(balance_prints_one_json_object_for_every_provider) {
     cg::MockProvider mock(mock_config());
     for (const char* id : {"sunoapi", "udioapi", "crun", "kie"}) {
         const Ran r = run_cli(std::string("balance --provider ") + id + " --base-url " + mock.base_url(),
-                          "CREDITGUARD_API_KEY=" + kKey);
+                              "CREDITGUARD_API_KEY=" + kKey);
         BOOST_TEST(r.exit_code == 0, id << ": " << r.err);
         const auto v = boost::json::parse(r.out);
         BOOST_TEST(v.at("provider").as_string() == id);
@@ -83,7 +84,8 @@ BOOST_AUTO_TEST_CASE(balance_reads_the_key_from_a_file) {
     cg::MockProvider mock(mock_config());
     const auto key_file = std::filesystem::temp_directory_path() / ("cg_key_" + std::to_string(::getpid()));
     std::ofstream(key_file) << kKey << "\n";
-    const Ran r = run_cli("balance --provider crun --base-url " + mock.base_url() + " --api-key-file " + key_file.string());
+    const Ran r =
+        run_cli("balance --provider crun --base-url " + mock.base_url() + " --api-key-file " + key_file.string());
     std::filesystem::remove(key_file);
     BOOST_TEST(r.exit_code == 0, r.err);
     BOOST_TEST(boost::json::parse(r.out).at("balance").as_int64() == 777);
@@ -170,7 +172,7 @@ BOOST_AUTO_TEST_CASE(run_beyond_the_balance_rejects_under_policy_reject) {
 BOOST_AUTO_TEST_CASE(run_against_a_separate_mock_server_uses_the_given_base_url_and_key) {
     cg::MockProvider mock(mock_config());
     const Ran r = run_cli("run --json --provider udioapi --jobs 4 --poll-interval 0.01 --base-url " + mock.base_url(),
-                      "CREDITGUARD_API_KEY=" + kKey);
+                          "CREDITGUARD_API_KEY=" + kKey);
     BOOST_TEST(r.exit_code == 0, r.err);
     BOOST_TEST(boost::json::parse(r.out).at("completed").as_int64() == 4);
     BOOST_TEST(mock.credits() == 777 - 4 * 12);

@@ -75,7 +75,8 @@ struct Pipeline {
     Totals run(int jobs, int concurrency, cg::RunnerConfig runner = fast_runner()) {
         jobs_left = jobs;
         workers_left = concurrency;
-        for (int i = 0; i < concurrency; ++i) asio::co_spawn(ioc, worker(this, runner), asio::detached);
+        for (int i = 0; i < concurrency; ++i)
+            asio::co_spawn(ioc, worker(this, runner), asio::detached);
         ioc.run();
         return totals;
     }
@@ -122,7 +123,8 @@ BOOST_AUTO_TEST_SUITE(end_to_end)
 BOOST_AUTO_TEST_CASE(every_provider_and_deduction_mode_completes_without_an_insufficient_answer) {
     for (const char* id : kProviders) {
         for (auto deduct : {cg::DeductionTiming::at_submit, cg::DeductionTiming::at_completion}) {
-            BOOST_TEST_CONTEXT("provider " << id << " deducts at " << (deduct == cg::DeductionTiming::at_submit ? "submit" : "completion")) {
+            BOOST_TEST_CONTEXT("provider " << id << " deducts at "
+                                           << (deduct == cg::DeductionTiming::at_submit ? "submit" : "completion")) {
                 // Enough for all 40 jobs, with 20 credits to spare: the guard must never overshoot.
                 Pipeline p(id, mock_config(id, 40 * 12 + 20, deduct), fast_guard(cg::AdmissionPolicy::queue));
                 const Totals t = p.run(40, 8);
@@ -171,7 +173,8 @@ BOOST_AUTO_TEST_CASE(beyond_the_balance_jobs_wait_and_complete_after_a_top_up_un
 BOOST_AUTO_TEST_CASE(a_maintenance_window_is_ridden_out_without_failing_jobs) {
     for (const char* id : kProviders) {
         BOOST_TEST_CONTEXT("provider " << id) {
-            Pipeline p(id, mock_config(id, 1000, cg::DeductionTiming::at_submit), fast_guard(cg::AdmissionPolicy::queue));
+            Pipeline p(id, mock_config(id, 1000, cg::DeductionTiming::at_submit),
+                       fast_guard(cg::AdmissionPolicy::queue));
             // The next 8 requests, whatever they are, answer the provider's maintenance code.
             p.mock.respond_next_with_code(8, std::string_view(id) == "udioapi" ? 503 : 455, "system maintenance");
             const Totals t = p.run(12, 4);
@@ -201,7 +204,8 @@ BOOST_AUTO_TEST_CASE(a_rate_limit_burst_is_ridden_out_without_failing_jobs) {
 }
 
 BOOST_AUTO_TEST_CASE(rate_limit_with_retry_after_is_honoured) {
-    Pipeline p("crun", mock_config("crun", 1000, cg::DeductionTiming::at_submit), fast_guard(cg::AdmissionPolicy::queue));
+    Pipeline p("crun", mock_config("crun", 1000, cg::DeductionTiming::at_submit),
+               fast_guard(cg::AdmissionPolicy::queue));
     p.mock.set_rate_limit(3, 100ms, std::string("1"));
     const auto started = std::chrono::steady_clock::now();
     const Totals t = p.run(6, 3);
@@ -247,7 +251,8 @@ BOOST_AUTO_TEST_CASE(a_lost_create_reply_is_counted_as_spent_and_never_resent) {
                fast_guard(cg::AdmissionPolicy::queue));
     // Let the first balance read through, then reset the connection under the first create.
     cg::RunnerConfig runner = fast_runner();
-    while (p.guard.stats().refreshes_ok == 0) p.ioc.run_one();  // the guard's first balance read
+    while (p.guard.stats().refreshes_ok == 0)
+        p.ioc.run_one();  // the guard's first balance read
     p.ioc.restart();
     p.mock.reset_next(1);
     const Totals t = p.run(1, 1, runner);

@@ -73,8 +73,7 @@ BOOST_AUTO_TEST_CASE(every_completion_token_works) {
 
     // use_future: errors become exceptions in future::get().
     auto ok = guard->async_reserve(30, boost::asio::use_future);
-    auto too_much = guard->async_reserve(1000, with_policy(AdmissionPolicy::reject),
-                                         boost::asio::use_future);
+    auto too_much = guard->async_reserve(1000, with_policy(AdmissionPolicy::reject), boost::asio::use_future);
     drain();
     Reservation from_future = ok.get();
     BOOST_TEST(from_future.cost() == 30);
@@ -125,8 +124,8 @@ BOOST_AUTO_TEST_CASE(queued_waiters_are_served_in_fifo_order_without_barging) {
 
 BOOST_AUTO_TEST_CASE(a_blocked_head_blocks_smaller_requests_behind_it) {
     make_guard_with_balance(config(), 5);
-    auto big = spawn_reserve(8);   // waits for a top-up
-    auto small = spawn_reserve(3); // would fit, but FIFO
+    auto big = spawn_reserve(8);    // waits for a top-up
+    auto small = spawn_reserve(3);  // would fit, but FIFO
     drain();
     BOOST_TEST(!big->done);
     BOOST_TEST(!small->done);
@@ -234,9 +233,8 @@ BOOST_AUTO_TEST_CASE(cancelling_the_blocked_head_lets_the_next_waiter_through) {
     make_guard_with_balance(config(), 4);
     boost::asio::cancellation_signal signal;
     boost::system::error_code head_result;
-    guard->async_reserve(10, boost::asio::bind_cancellation_slot(signal.slot(), [&](auto ec, Reservation) {
-                             head_result = ec;
-                         }));
+    guard->async_reserve(
+        10, boost::asio::bind_cancellation_slot(signal.slot(), [&](auto ec, Reservation) { head_result = ec; }));
     auto next = spawn_reserve(4);
     drain();
     BOOST_TEST(!next->done);

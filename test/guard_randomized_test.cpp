@@ -45,8 +45,8 @@ struct Account {
 };
 
 struct Tally {
-    std::atomic<std::uint64_t> granted{0}, ok_errors{0}, timeouts{0}, cancels{0}, settled{0}, refunded{0},
-        released{0}, queue_full{0};
+    std::atomic<std::uint64_t> granted{0}, ok_errors{0}, timeouts{0}, cancels{0}, settled{0}, refunded{0}, released{0},
+        queue_full{0};
 };
 
 struct Run {
@@ -85,24 +85,26 @@ private:
         run_.guard->async_reserve(
             cost, options,
             boost::asio::bind_cancellation_slot(
-                signal_.slot(),
-                boost::asio::bind_executor(strand_, [self = shared_from_this()](boost::system::error_code ec,
-                                                                                 Reservation r) {
-                    self->on_reserved(ec, std::move(r));
-                })));
+                signal_.slot(), boost::asio::bind_executor(
+                                    strand_, [self = shared_from_this()](boost::system::error_code ec, Reservation r) {
+                                        self->on_reserved(ec, std::move(r));
+                                    })));
         if (roll(6) == 0) {
-            boost::asio::post(strand_, [self = shared_from_this()] {
-                self->signal_.emit(boost::asio::cancellation_type::terminal);
-            });
+            boost::asio::post(
+                strand_, [self = shared_from_this()] { self->signal_.emit(boost::asio::cancellation_type::terminal); });
         }
     }
 
     void on_reserved(boost::system::error_code ec, Reservation r) {
         if (ec) {
-            if (ec == creditguard::errc::timeout) ++run_.tally.timeouts;
-            else if (ec == creditguard::errc::cancelled) ++run_.tally.cancels;
-            else if (ec == creditguard::errc::queue_full) ++run_.tally.queue_full;
-            else ++run_.tally.ok_errors;
+            if (ec == creditguard::errc::timeout)
+                ++run_.tally.timeouts;
+            else if (ec == creditguard::errc::cancelled)
+                ++run_.tally.cancels;
+            else if (ec == creditguard::errc::queue_full)
+                ++run_.tally.queue_full;
+            else
+                ++run_.tally.ok_errors;
         } else {
             ++run_.tally.granted;
             switch (roll(4)) {
@@ -121,7 +123,8 @@ private:
     }
 
     void settle_some() {
-        while (!running_.empty() && roll(2) == 0) finish_one();
+        while (!running_.empty() && roll(2) == 0)
+            finish_one();
     }
 
     void finish_one() {
@@ -134,15 +137,18 @@ private:
             ++run_.tally.refunded;
         } else {
             const Credits actual = r.cost() - roll(static_cast<int>(r.cost() / 2) + 1);
-            if (at_submit) run_.account.give_back(r.cost() - actual);
-            else run_.account.charge(actual);
+            if (at_submit)
+                run_.account.give_back(r.cost() - actual);
+            else
+                run_.account.charge(actual);
             r.settle(actual);
             ++run_.tally.settled;
         }
     }
 
     void finish_all() {
-        while (!running_.empty()) finish_one();
+        while (!running_.empty())
+            finish_one();
     }
 
     Run& run_;
@@ -155,7 +161,8 @@ private:
 
 std::uint64_t pick_seed() {
     if (const char* env = std::getenv("CREDITGUARD_SEED")) return std::strtoull(env, nullptr, 10);
-    return std::random_device{}() ^ static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+    return std::random_device{}() ^
+           static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
 }
 
 void run_once(std::uint64_t seed, int workers, int iterations) {
@@ -183,7 +190,8 @@ void run_once(std::uint64_t seed, int workers, int iterations) {
     run.guard = std::make_unique<creditguard::CreditGuard>(run.ioc.get_executor(), run.source, std::move(config));
 
     run.workers_left = workers;
-    for (int i = 0; i < workers; ++i) std::make_shared<Worker>(run, rng(), iterations)->start();
+    for (int i = 0; i < workers; ++i)
+        std::make_shared<Worker>(run, rng(), iterations)->start();
 
     // The driver moves the manual clock while workers run, and tops the account up now and then.
     std::mt19937_64 driver_rng(rng());
@@ -231,7 +239,8 @@ BOOST_AUTO_TEST_SUITE(guard_randomized)
 BOOST_AUTO_TEST_CASE(random_workers_on_two_threads_keep_every_invariant) {
     const std::uint64_t base_seed = pick_seed();
     const int runs = std::getenv("CREDITGUARD_SEED") ? 1 : 4;
-    for (int i = 0; i < runs; ++i) run_once(base_seed + static_cast<std::uint64_t>(i), 64, 150);
+    for (int i = 0; i < runs; ++i)
+        run_once(base_seed + static_cast<std::uint64_t>(i), 64, 150);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

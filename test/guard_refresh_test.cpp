@@ -33,7 +33,8 @@ BOOST_AUTO_TEST_CASE(one_read_serves_a_thousand_concurrent_reserves_on_a_stale_e
     BOOST_TEST(source->reads() == 1);
     source->set_balance(20'000);  // a top-up the guard has not seen
     std::vector<std::shared_ptr<Outcome>> outcomes;
-    for (int i = 0; i < 1000; ++i) outcomes.push_back(spawn_reserve(10));
+    for (int i = 0; i < 1000; ++i)
+        outcomes.push_back(spawn_reserve(10));
     drain();
     guard->refresh();  // explicit requests join the same flight
     drain();
@@ -43,7 +44,8 @@ BOOST_AUTO_TEST_CASE(one_read_serves_a_thousand_concurrent_reserves_on_a_stale_e
     source->answer();
     drain();
     int granted = 0;
-    for (auto& o : outcomes) granted += (o->done && !o->ec) ? 1 : 0;
+    for (auto& o : outcomes)
+        granted += (o->done && !o->ec) ? 1 : 0;
     BOOST_TEST(granted == 1000);
     BOOST_TEST(source->reads() == 2);
     BOOST_TEST(guard->stats().available == 10'000);
@@ -234,12 +236,13 @@ BOOST_AUTO_TEST_CASE(a_balance_not_refreshed_for_too_long_becomes_unknown) {
     c.refresh.max_balance_age = 2min;
     c.refresh.backoff_max = 10s;
     make_guard_with_balance(std::move(c), 100);
-    advance(67s);  // past the periodic interval plus its jitter
+    advance(67s);    // past the periodic interval plus its jitter
     source->fail();  // the periodic read fails; reads keep failing from here on
     drain();
     for (int i = 0; i < 20 && guard->stats().balance_known; ++i) {
         advance(10s);
-        while (source->outstanding() > 0) source->fail();
+        while (source->outstanding() > 0)
+            source->fail();
         drain();
     }
     BOOST_TEST(!guard->stats().balance_known);
@@ -249,7 +252,7 @@ BOOST_AUTO_TEST_CASE(a_balance_not_refreshed_for_too_long_becomes_unknown) {
 BOOST_AUTO_TEST_CASE(top_ups_and_foreign_spending_show_up_at_the_next_read) {
     make_guard_with_balance(config(), 100);
     source->add_balance(-70);  // another spender on the account
-    advance(67s);  // past the periodic interval plus its jitter
+    advance(67s);              // past the periodic interval plus its jitter
     source->answer();
     drain();
     BOOST_TEST(guard->stats().available == 30);

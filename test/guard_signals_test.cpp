@@ -153,7 +153,8 @@ BOOST_AUTO_TEST_CASE(maintenance_outlasting_a_deadline_times_the_waiter_out) {
     auto queued = spawn_reserve(10, wait_at_most(3s));
     drain();
     advance(3s);
-    while (source->outstanding() > 0) source->fail(errc::maintenance);
+    while (source->outstanding() > 0)
+        source->fail(errc::maintenance);
     drain();
     BOOST_TEST((queued->ec == errc::timeout));
 }
@@ -178,7 +179,7 @@ BOOST_AUTO_TEST_CASE(unauthorized_is_terminal) {
     const int reads = source->reads();
     advance(10min);
     BOOST_TEST(source->reads() == reads);  // no more calls with a refused key
-    BOOST_TEST(!held.release());  // what was granted still ends normally
+    BOOST_TEST(!held.release());           // what was granted still ends normally
 }
 
 BOOST_AUTO_TEST_CASE(a_balance_read_answered_with_unauthorized_is_terminal_too) {

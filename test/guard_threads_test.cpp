@@ -38,8 +38,7 @@ boost::asio::awaitable<void> job(creditguard::CreditGuard& guard, Counters& coun
         ++counters.granted;
         const Credits now = counters.in_use += cost;
         Credits seen = counters.max_in_use.load();
-        while (now > seen && !counters.max_in_use.compare_exchange_weak(seen, now)) {
-        }
+        while (now > seen && !counters.max_in_use.compare_exchange_weak(seen, now)) {}
         co_await boost::asio::post(co_await boost::asio::this_coro::executor, boost::asio::use_awaitable);
         counters.in_use -= cost;
         r.release();

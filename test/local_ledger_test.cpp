@@ -89,7 +89,7 @@ BOOST_AUTO_TEST_CASE(unknown_timing_double_counts_at_submit_providers_but_never_
     ledger.try_hold(40);
     const auto job = ledger.commit(40);
     ledger.refresh_received(ledger.refresh_sent(), 60);  // provider already took 40
-    BOOST_TEST(ledger.available() == 20);  // 60 - 40 still pending: too low by 40, never too high
+    BOOST_TEST(ledger.available() == 20);                // 60 - 40 still pending: too low by 40, never too high
     ledger.settle(job, 40);
     ledger.refresh_received(ledger.refresh_sent(), 60);
     BOOST_TEST(ledger.available() == 60);
@@ -112,7 +112,7 @@ BOOST_AUTO_TEST_CASE(refund_under_submit_rule_waits_for_a_read) {
     ledger.try_hold(50);
     const auto job = ledger.commit(50);
     ledger.refund(job);
-    BOOST_TEST(ledger.available() == 0);  // never added early
+    BOOST_TEST(ledger.available() == 0);                 // never added early
     ledger.refresh_received(ledger.refresh_sent(), 50);  // provider gave it back
     BOOST_TEST(ledger.available() == 50);
 }
@@ -197,7 +197,10 @@ BOOST_AUTO_TEST_CASE(job_slots_are_reused_without_leaking_pending_entries) {
         for (int i = 0; i < 50; ++i) {
             ledger.try_hold(3);
             const auto job = ledger.commit(3);
-            if (i % 2 == 0) ledger.refund(job); else ledger.settle(job, 3);
+            if (i % 2 == 0)
+                ledger.refund(job);
+            else
+                ledger.settle(job, 3);
         }
         const auto totals = ledger.totals();
         ledger.refresh_received(ledger.refresh_sent(), totals.observed_balance - totals.pending);

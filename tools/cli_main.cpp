@@ -44,7 +44,8 @@ int fail(std::string_view kind, std::string_view detail) {
 }
 
 int fail(const boost::system::error_code& ec) {
-    if (ec.category() == cg::error_category()) return fail(cg::to_string(static_cast<cg::errc>(ec.value())), ec.message());
+    if (ec.category() == cg::error_category())
+        return fail(cg::to_string(static_cast<cg::errc>(ec.value())), ec.message());
     return fail("error", ec.message());
 }
 
@@ -127,7 +128,8 @@ asio::awaitable<void> progress(cg::CreditGuard& guard, const RunTally& t) {
     asio::steady_timer timer(co_await asio::this_coro::executor);
     while (t.workers_left > 0) {
         const auto s = guard.stats();
-        std::fprintf(stderr, "\r[creditguard] done %d/%d  completed %d  rejected %d  queued %zu  estimate %lld credits   ",
+        std::fprintf(stderr,
+                     "\r[creditguard] done %d/%d  completed %d  rejected %d  queued %zu  estimate %lld credits   ",
                      t.done, t.jobs, t.completed, t.rejected, s.waiters, static_cast<long long>(s.available));
         timer.expires_after(std::chrono::milliseconds(200));
         co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
@@ -205,7 +207,8 @@ int run_command(Options o) {
                   << ", provider said insufficient " << tally.insufficient << " times, rate limited "
                   << tally.rate_limited << ", maintenance " << tally.maintenance << "\n";
         if (mock) std::cout << "mock account: " << mock->credits() << " credits left\n";
-        for (const auto& e : tally.errors) std::cout << "  e.g. " << e << "\n";
+        for (const auto& e : tally.errors)
+            std::cout << "  e.g. " << e << "\n";
         std::printf("elapsed %.2f s\n", elapsed);
     }
     if (mock) mock->stop();

@@ -92,14 +92,22 @@ bool parse(int argc, char** argv, Options& o, std::string& why) {
         }
         const std::string_view value = argv[++i];
         bool ok = true;
-        if (arg == "--provider") o.provider = std::string(value);
-        else if (arg == "--base-url") ok = origin_of(value, o.base_url, why);
-        else if (arg == "--api-key-file") o.api_key_file = std::string(value);
-        else if (arg == "--ca-file") o.http.ca_file = std::string(value);
-        else if (arg == "--jobs") ok = number(value, o.jobs) && o.jobs >= 0;
-        else if (arg == "--concurrency") ok = number(value, o.concurrency) && o.concurrency >= 1;
-        else if (arg == "--cost") ok = number(value, o.cost) && o.cost >= 0;
-        else if (arg == "--max-wait") ok = seconds(value, o.max_wait);
+        if (arg == "--provider")
+            o.provider = std::string(value);
+        else if (arg == "--base-url")
+            ok = origin_of(value, o.base_url, why);
+        else if (arg == "--api-key-file")
+            o.api_key_file = std::string(value);
+        else if (arg == "--ca-file")
+            o.http.ca_file = std::string(value);
+        else if (arg == "--jobs")
+            ok = number(value, o.jobs) && o.jobs >= 0;
+        else if (arg == "--concurrency")
+            ok = number(value, o.concurrency) && o.concurrency >= 1;
+        else if (arg == "--cost")
+            ok = number(value, o.cost) && o.cost >= 0;
+        else if (arg == "--max-wait")
+            ok = seconds(value, o.max_wait);
         else if (arg == "--timeout") {
             cg::Duration d{};
             ok = seconds(value, d) && d.count() > 0;
@@ -108,20 +116,32 @@ bool parse(int argc, char** argv, Options& o, std::string& why) {
             ok = seconds(value, o.runner.poll_initial);
             o.poll_interval_set = true;
         } else if (arg == "--policy") {
-            if (value == "queue") o.policy = cg::AdmissionPolicy::queue;
-            else if (value == "reject") o.policy = cg::AdmissionPolicy::reject;
-            else ok = false;
+            if (value == "queue")
+                o.policy = cg::AdmissionPolicy::queue;
+            else if (value == "reject")
+                o.policy = cg::AdmissionPolicy::reject;
+            else
+                ok = false;
         } else if (arg == "--deduct") {
-            if (value == "submit") o.deduct = cg::DeductionTiming::at_submit;
-            else if (value == "complete") o.deduct = cg::DeductionTiming::at_completion;
-            else if (value == "unknown") o.deduct = cg::DeductionTiming::unknown;
-            else ok = false;
-        } else if (arg == "--mock-credits") ok = number(value, o.mock.credits);
+            if (value == "submit")
+                o.deduct = cg::DeductionTiming::at_submit;
+            else if (value == "complete")
+                o.deduct = cg::DeductionTiming::at_completion;
+            else if (value == "unknown")
+                o.deduct = cg::DeductionTiming::unknown;
+            else
+                ok = false;
+        } else if (arg == "--mock-credits")
+            ok = number(value, o.mock.credits);
         else if (arg == "--mock-deduct") {
-            if (value == "submit") o.mock.deduct = cg::DeductionTiming::at_submit;
-            else if (value == "complete") o.mock.deduct = cg::DeductionTiming::at_completion;
-            else ok = false;
-        } else if (arg == "--mock-polls") ok = number(value, o.mock.polls_to_complete) && o.mock.polls_to_complete >= 1;
+            if (value == "submit")
+                o.mock.deduct = cg::DeductionTiming::at_submit;
+            else if (value == "complete")
+                o.mock.deduct = cg::DeductionTiming::at_completion;
+            else
+                ok = false;
+        } else if (arg == "--mock-polls")
+            ok = number(value, o.mock.polls_to_complete) && o.mock.polls_to_complete >= 1;
         else if (arg == "--mock-failure-rate") {
             try {
                 o.mock.failure_rate = std::stod(std::string(value));
@@ -151,7 +171,8 @@ std::optional<cg::SecretString> load_api_key(const Options& o, std::string& why)
             return std::nullopt;
         }
         std::getline(in, key);
-        while (!key.empty() && (key.back() == '\r' || key.back() == ' ' || key.back() == '\t')) key.pop_back();
+        while (!key.empty() && (key.back() == '\r' || key.back() == ' ' || key.back() == '\t'))
+            key.pop_back();
     } else if (const char* env = std::getenv("CREDITGUARD_API_KEY")) {
         key = env;
     }

@@ -97,12 +97,12 @@ public:
 private:
     // One submitted job, or one late extra charge of a job settled above its reservation.
     struct Entry {
-        Credits amount = 0;              // what this entry still adds to `pending`
-        Credits reserved = 0;            // what the job reserved (submit rule: charged at submit)
-        std::uint64_t visible_after = 0; // a read sent after this event reflects it; 0 = not yet
-        bool counted = false;            // part of `pending` now
-        bool open = false;               // its Reservation has not settled or refunded yet
-        bool listed = false;             // its handle is in pending_list_
+        Credits amount = 0;               // what this entry still adds to `pending`
+        Credits reserved = 0;             // what the job reserved (submit rule: charged at submit)
+        std::uint64_t visible_after = 0;  // a read sent after this event reflects it; 0 = not yet
+        bool counted = false;             // part of `pending` now
+        bool open = false;                // its Reservation has not settled or refunded yet
+        bool listed = false;              // its handle is in pending_list_
     };
 
     bool charges_at_submit() const noexcept { return timing_ == DeductionTiming::at_submit; }

@@ -82,8 +82,7 @@ public:
 
 private:
     friend class detail::GuardCore;
-    Reservation(detail::GuardCore* core, Credits cost) noexcept
-        : core_(core), cost_(cost), state_(State::held) {}
+    Reservation(detail::GuardCore* core, Credits cost) noexcept : core_(core), cost_(cost), state_(State::held) {}
     void end_now() noexcept;
 
     detail::GuardCore* core_ = nullptr;

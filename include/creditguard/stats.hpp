@@ -36,8 +36,8 @@ struct GuardStats {
     std::uint64_t refunded = 0;
 
     // What providers said (CreditGuard::report, Reservation::provider_refused, balance reads).
-    bool paused = false;              ///< admissions paused (rate limit or maintenance)
-    bool terminal = false;            ///< unauthorized: nothing will be granted again
+    bool paused = false;    ///< admissions paused (rate limit or maintenance)
+    bool terminal = false;  ///< unauthorized: nothing will be granted again
     std::uint64_t insufficient_signals = 0;
     std::uint64_t rate_limited_signals = 0;
     std::uint64_t maintenance_signals = 0;

@@ -93,7 +93,10 @@ private:
     bool known_locked() const noexcept { return local_ ? local_->balance_known() : ledger_->balance_known(); }
     bool try_hold_locked(Credits cost) noexcept { return local_ ? local_->try_hold(cost) : ledger_->try_hold(cost); }
     void release_hold_locked(Credits cost) noexcept {
-        if (local_) local_->release_hold(cost); else ledger_->release_hold(cost);
+        if (local_)
+            local_->release_hold(cost);
+        else
+            ledger_->release_hold(cost);
     }
     /// Whether `available` crossed the low watermark in either direction (needs the slow path).
     bool watermark_changes_locked() const noexcept {
@@ -157,13 +160,13 @@ private:
     bool low_alert_armed_ = true;
 
     // Provider signals.
-    bool paused_ = false;             // admissions stop; checked on the fast path
+    bool paused_ = false;  // admissions stop; checked on the fast path
     errc pause_reason_ = errc::rate_limited;
     TimePoint paused_until_{};        // rate limit: when admissions resume
     unsigned rate_limit_streak_ = 0;  // consecutive rate-limit answers (reset by a success)
     unsigned maintenance_probes_ = 0;
     TimePoint next_probe_{};
-    std::optional<errc> terminal_;    // unauthorized
+    std::optional<errc> terminal_;  // unauthorized
     std::mt19937_64 random_;
 
     // Counters (see GuardStats).

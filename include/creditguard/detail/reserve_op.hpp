@@ -7,8 +7,8 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/append.hpp>
 #include <boost/asio/associated_cancellation_slot.hpp>
-#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/associated_executor.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/cancellation_type.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
@@ -76,12 +76,10 @@ struct ReserveInitiation {
         Reservation granted;
         errc why{};
         switch (core->try_admit(cost, granted, why)) {
-        case GuardCore::Admission::granted:
-            return complete_now(std::forward<Handler>(handler), {}, std::move(granted));
+        case GuardCore::Admission::granted: return complete_now(std::forward<Handler>(handler), {}, std::move(granted));
         case GuardCore::Admission::failed:
             return complete_now(std::forward<Handler>(handler), make_error_code(why), Reservation{});
-        case GuardCore::Admission::must_wait:
-            break;
+        case GuardCore::Admission::must_wait: break;
         }
         auto op = std::make_unique<ReserveWaitOp<Decayed>>(std::forward<Handler>(handler), core->executor());
         if (op->slot.is_connected())
