@@ -11,7 +11,7 @@ namespace {
 
 class SteadyAlarm final : public Alarm {
 public:
-    explicit SteadyAlarm(boost::asio::any_io_executor executor) : timer_(std::move(executor)) {}
+    explicit SteadyAlarm(const boost::asio::any_io_executor& executor) : timer_(executor) {}
 
     void arm(TimePoint at, std::function<void()> on_fire) override {
         timer_.expires_at(at);  // cancels an earlier wait; its handler sees operation_aborted

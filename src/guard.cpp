@@ -706,7 +706,7 @@ namespace {
 // The waiting path lives in its own coroutine so that reserve()'s frame stays small: Asio recycles
 // coroutine frames only up to about 1 KiB, and the fast path should never reach malloc.
 boost::asio::awaitable<Reservation> reserve_slow(CreditGuard& guard, Credits cost, ReserveOptions options) {
-    Reservation waited = co_await guard.async_reserve(cost, std::move(options), boost::asio::use_awaitable);
+    Reservation waited = co_await guard.async_reserve(cost, options, boost::asio::use_awaitable);
     co_return waited;
 }
 
@@ -718,7 +718,7 @@ boost::asio::awaitable<Reservation> CreditGuard::reserve(Credits cost, ReserveOp
     const auto admission = core_->try_admit(cost, granted, why);
     if (admission == detail::GuardCore::Admission::granted) co_return granted;
     if (admission == detail::GuardCore::Admission::failed) throw boost::system::system_error(make_error_code(why));
-    Reservation waited = co_await reserve_slow(*this, cost, std::move(options));
+    Reservation waited = co_await reserve_slow(*this, cost, options);
     co_return waited;
 }
 

@@ -62,7 +62,7 @@ public:
     template <typename CompletionToken>
     auto async_reserve(Credits cost, ReserveOptions options, CompletionToken&& token) {
         return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, Reservation)>(
-            detail::ReserveInitiation{core_.get()}, token, cost, std::move(options));
+            detail::ReserveInitiation{core_.get()}, token, cost, options);
     }
     template <typename CompletionToken>
     auto async_reserve(Credits cost, CompletionToken&& token) {
