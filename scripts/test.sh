@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: every test under AddressSanitizer + UndefinedBehaviorSanitizer, then the
-# concurrency tests again under ThreadSanitizer. Installs and builds what it needs first.
+# The whole test suite: every test under AddressSanitizer + UndefinedBehaviorSanitizer, the concurrency
+# tests again under ThreadSanitizer, and a clang 14 build of everything with warnings as errors (g++ 12
+# and clang 14 must both build the project). Installs and builds what it needs first.
 # .ci/run calls exactly this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,21 +10,33 @@ scripts/setup.sh
 
 jobs=$(nproc 2>/dev/null || echo 2)
 
-echo "== build (asan+ubsan)"
+echo "== build (g++ 12, asan+ubsan)"
 cmake --preset asan >/dev/null
 cmake --build --preset asan -j "$jobs"
 
-echo "== test (asan+ubsan)"
-ctest --preset asan -j "$jobs"
-
-echo "== build (tsan, concurrency tests)"
+echo "== build (g++ 12, tsan: concurrency tests)"
 cmake --preset tsan >/dev/null
 cmake --build --preset tsan -j "$jobs"
 
-echo "== test (tsan, concurrency tests)"
-# ASLR with high entropy breaks TSan's memory layout on some kernels; setarch turns it off.
+echo "== build (clang 14, -Werror)"
+cmake --preset clang -DCREDITGUARD_WERROR=ON >/dev/null
+cmake --build --preset clang -j "$jobs"
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+echo "== test (asan+ubsan)"
+ctest --preset asan -j "$jobs" | tee -a "$log"
+
+echo "== test (tsan: concurrency tests)"
+# High-entropy ASLR breaks TSan's memory layout on some kernels; setarch -R turns ASLR off for the run.
 if setarch "$(uname -m)" -R true 2>/dev/null; then
-  setarch "$(uname -m)" -R ctest --preset tsan -j "$jobs"
+  setarch "$(uname -m)" -R ctest --preset tsan -j "$jobs" | tee -a "$log"
 else
-  ctest --preset tsan -j "$jobs"
+  ctest --preset tsan -j "$jobs" | tee -a "$log"
 fi
+
+# ctest exits non-zero on any failure (set -e stops above); sum what ran for one closing line.
+passed=$(grep -cE '^ *[0-9]+/[0-9]+ Test +#[0-9]+: .* Passed' "$log" || true)
+failed=$(grep -cE '^ *[0-9]+/[0-9]+ Test +#[0-9]+: .*(Failed|Exception|Timeout)' "$log" || true)
+echo "test binaries: $passed passed, $failed failed"
