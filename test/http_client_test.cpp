@@ -54,6 +54,22 @@ asio::awaitable<void> fetch_error_with_awaitable(HttpClient& client, HttpRequest
     }
 }
 
+/// Starts `n` requests at once (all are queued before any can complete, so each needs its own connection
+/// unless the pool holds one) and runs the io_context until every one is done. Returns how many succeeded.
+std::size_t concurrent_requests(asio::io_context& ioc, HttpClient& client, const HttpRequest& req, std::size_t n) {
+    std::size_t ok = 0;
+    std::size_t done = 0;
+    for (std::size_t i = 0; i < n; ++i)
+        client.async_request(req, [&](error_code ec, HttpResponse r) {
+            ++done;
+            if (!ec && r.status == 200u) ++ok;
+        });
+    ioc.restart();
+    ioc.run();
+    BOOST_TEST(done == n);
+    return ok;
+}
+
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(http_client)
@@ -403,6 +419,112 @@ BOOST_AUTO_TEST_CASE(cancel_fails_requests_in_flight) {
     // The client stays usable.
     f.mock.set_delay(0ms);
     BOOST_TEST(!f.request(client, balance_request(f.mock)).first);
+}
+
+BOOST_AUTO_TEST_CASE(idle_pool_keeps_one_connection_per_concurrent_request) {
+    MockFixture f;
+    HttpClient client(f.ioc.get_executor());
+    BOOST_TEST(client.config().max_idle_per_host == 32u);
+    const auto req = balance_request(f.mock);
+    BOOST_TEST(concurrent_requests(f.ioc, client, req, 8) == 8u);
+    BOOST_TEST(client.stats().connections_opened == 8u);
+    BOOST_TEST(client.stats().connections_reused == 0u);
+    // 8 more at once: every one finds a pooled connection.
+    BOOST_TEST(concurrent_requests(f.ioc, client, req, 8) == 8u);
+    // And fewer, one after the other: still no new connection.
+    for (int i = 0; i < 5; ++i) BOOST_TEST(!f.request(client, req).first);
+    const auto s = client.stats();
+    BOOST_TEST(s.connections_opened == 8u);
+    BOOST_TEST(s.connections_reused == 13u);
+    BOOST_TEST(s.requests == 21u);
+    BOOST_TEST(s.retries == 0u);
+    BOOST_TEST(f.mock.counters().connections_accepted == 8u);
+}
+
+BOOST_AUTO_TEST_CASE(idle_pool_cap_per_host) {
+    MockFixture f;
+    HttpClientConfig cfg;
+    cfg.max_idle_per_host = 3;
+    HttpClient client(f.ioc.get_executor(), cfg);
+    const auto req = balance_request(f.mock);
+    BOOST_TEST(concurrent_requests(f.ioc, client, req, 8) == 8u);
+    BOOST_TEST(client.stats().connections_opened == 8u);
+    // Only 3 were kept: 8 at once reuse 3 and open 5.
+    BOOST_TEST(concurrent_requests(f.ioc, client, req, 8) == 8u);
+    BOOST_TEST(client.stats().connections_opened == 13u);
+    BOOST_TEST(client.stats().connections_reused == 3u);
+    BOOST_TEST(f.mock.counters().connections_accepted == 13u);
+
+    // A cap of 0 pools nothing: every request opens a connection.
+    cfg.max_idle_per_host = 0;
+    HttpClient unpooled(f.ioc.get_executor(), cfg);
+    for (int i = 0; i < 3; ++i) BOOST_TEST(!f.request(unpooled, req).first);
+    BOOST_TEST(unpooled.stats().connections_opened == 3u);
+    BOOST_TEST(unpooled.stats().connections_reused == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(stale_pooled_connections_are_discarded) {
+    MockFixture f;
+    HttpClient client(f.ioc.get_executor());
+    const auto req = balance_request(f.mock);
+    BOOST_TEST(concurrent_requests(f.ioc, client, req, 4) == 4u);
+    f.mock.close_idle_connections();  // all 4 pooled connections get a FIN; returns once they are closed
+    auto [ec, resp] = f.request(client, req);
+    BOOST_TEST(!ec, ec.message());
+    BOOST_TEST(resp.status == 200u);
+    const auto s = client.stats();
+    BOOST_TEST(s.connections_opened == 5u);  // the 4 stale ones were dropped before writing
+    BOOST_TEST(s.connections_reused == 0u);
+    BOOST_TEST(s.retries == 0u);
+    // The fresh one went back to the pool; the stale ones are gone for good.
+    BOOST_TEST(!f.request(client, req).first);
+    BOOST_TEST(client.stats().connections_opened == 5u);
+    BOOST_TEST(client.stats().connections_reused == 1u);
+    BOOST_TEST(f.mock.counters().connections_accepted == 5u);
+}
+
+BOOST_AUTO_TEST_CASE(request_timeout_on_a_reused_connection) {
+    MockFixture f;
+    HttpClientConfig cfg;
+    cfg.request_timeout = 150ms;
+    HttpClient client(f.ioc.get_executor(), cfg);
+    BOOST_TEST(!f.request(client, balance_request(f.mock)).first);
+    f.mock.set_delay(std::chrono::seconds(30));
+    auto [ec, resp] = f.request(client, balance_request(f.mock));
+    BOOST_TEST(ec == make_error_code(errc::request_timeout), ec.message());
+    BOOST_TEST(client.stats().retries == 0u);
+    BOOST_TEST(client.stats().connections_reused == 1u);
+    // The timed-out connection was closed, not pooled: the next request opens a new one.
+    f.mock.set_delay(0ms);
+    BOOST_TEST(!f.request(client, balance_request(f.mock)).first);
+    BOOST_TEST(client.stats().connections_opened == 2u);
+    // A POST that times out on a reused connection after being written is ambiguous, never resent.
+    f.mock.set_delay(std::chrono::seconds(30));
+    auto [ec2, resp2] = f.request(client, create_request(f.mock));
+    BOOST_TEST(ec2 == make_error_code(errc::ambiguous_outcome), ec2.message());
+    f.mock.set_delay(0ms);
+    BOOST_TEST(!f.request(client, balance_request(f.mock)).first);
+}
+
+BOOST_AUTO_TEST_CASE(urls_sharing_a_parsed_origin_are_still_validated) {
+    // The client reuses the parsed scheme/host/port of the previous URL; the rest must still be checked.
+    MockFixture f;
+    HttpClient client(f.ioc.get_executor());
+    BOOST_TEST(!f.request(client, balance_request(f.mock)).first);
+    const std::string base = f.mock.base_url();
+    for (const std::string& url : {base + "/a b", base + "/a\"b", base + "/x?q=<>", base + "0/x"}) {
+        HttpRequest r = balance_request(f.mock);
+        r.url = url;
+        BOOST_TEST_CONTEXT(url) {  // the last one: the port grows past 65535, not the cached origin
+            const auto ec = f.request(client, r).first;
+            BOOST_TEST(ec == make_error_code(errc::invalid_url), ec.message());
+        }
+    }
+    HttpRequest r = balance_request(f.mock);
+    r.url += "?x=1#fragment";  // a fragment is never sent; the request still reaches the balance endpoint
+    auto [ec, resp] = f.request(client, r);
+    BOOST_TEST(!ec, ec.message());
+    BOOST_TEST(resp.status == 200u);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -46,6 +46,7 @@ struct HttpClientConfig {
     std::chrono::milliseconds handshake_timeout{5000};  ///< TLS handshake
     std::chrono::milliseconds request_timeout{15000};   ///< whole request: connect + handshake + write + read
     std::chrono::seconds max_idle{30};                  ///< idle keep-alive connections older than this are closed
+    std::size_t max_idle_per_host = 32;                 ///< idle keep-alive connections kept per scheme/host/port
     std::size_t max_body_bytes = 64 * 1024;             ///< larger bodies fail with errc::response_too_large
     std::size_t max_header_bytes = 16 * 1024;
     bool allow_insecure_http = false;  ///< allow plain http:// to non-loopback hosts
@@ -68,9 +69,10 @@ struct HttpClientStats {
 /// from any thread; the internal state lives on a strand of the given executor.
 ///
 /// Semantics:
-/// - keep-alive: idle connections are pooled per scheme/host/port and reused; one is found closed by the
-///   server before writing, it is discarded and a new one opened transparently. Concurrent requests to
-///   one host use separate connections; at most one idle connection per host is kept.
+/// - keep-alive: idle connections are pooled per scheme/host/port and reused, the most recently used first;
+///   one found closed by the server (or idle longer than max_idle) before writing is discarded and the next
+///   one, or a new connection, is used transparently. Concurrent requests to one host use separate
+///   connections; at most max_idle_per_host idle connections per host are kept (the oldest is closed).
 /// - retries: only when safe: a GET/HEAD/PUT/DELETE that failed on a reused connection before any response
 ///   byte arrived is sent once more on a fresh connection; a POST is resent only when none of its bytes
 ///   were written. A POST that failed after its bytes may have reached the server completes with
