@@ -57,6 +57,7 @@ struct Target {
     std::string target;       // path + query
     std::string host_header;  // Host: value
     std::string key;          // pool key
+    bool loopback = false;    // is_loopback_host(host), computed once per parse
 };
 
 error_code parse_target(const std::string& url, Target& t, std::size_t& origin_size) {
@@ -103,6 +104,7 @@ error_code parse_target(const std::string& url, Target& t, std::size_t& origin_s
     t.host_header = bracket ? "[" + t.host + "]" : t.host;
     if (!default_port) t.host_header += ":" + t.port;
     t.key = (t.tls ? "https://" : "http://") + t.host_header;
+    t.loopback = is_loopback_host(t.host);
     return {};
 }
 
@@ -449,7 +451,7 @@ asio::awaitable<Result> run_request(std::shared_ptr<Impl> impl, HttpRequest req,
         out.first = ec;
         co_return out;
     }
-    if (!t.tls && !impl->config.allow_insecure_http && !is_loopback_host(t.host)) {
+    if (!t.tls && !impl->config.allow_insecure_http && !t.loopback) {
         out.first = errc::insecure_transport;
         co_return out;
     }
