@@ -101,13 +101,13 @@ GuardCore::Admission GuardCore::try_admit(Credits cost, Reservation& granted, er
 }
 
 boost::system::result<Reservation> GuardCore::try_reserve(Credits cost) {
-    DeferredWork work;
     Lock lock(mutex_);
     errc why{};
     switch (admit_locked(cost, why)) {
     case Admission::granted: {
         Reservation granted = grant_locked(cost);
         if (low_alert_armed_ && watermark_changes_locked()) {  // rare: alert and refresh early
+            DeferredWork work;  // holds no keep-alive here, so it may outlive the lock
             after_change_locked(clock_->now(), work);
             run(lock, work);
         }
@@ -120,12 +120,13 @@ boost::system::result<Reservation> GuardCore::try_reserve(Credits cost) {
         ++counters_.rejected_paused;
         return make_error_code(pause_reason_);
     }
-    const bool owed_to_waiters = !fifo_.empty() && ledger_->available() >= cost;
+    const bool owed_to_waiters = !fifo_.empty() && available_locked() >= cost;
     why = owed_to_waiters ? errc::would_block : shortfall_reason_locked();
     ++(why == errc::balance_unknown ? counters_.rejected_balance_unknown : counters_.rejected_insufficient);
     const TimePoint now = clock_->now();
-    if (!ledger_->balance_known() || now - last_ok_ >= config_.refresh.recheck_before_reject)
+    if (!known_locked() || now - last_ok_ >= config_.refresh.recheck_before_reject)
         refresh_requested_ = true;  // the next try may succeed on a fresher balance
+    DeferredWork work;
     schedule_locked(now, work);
     run(lock, work);
     return make_error_code(why);
