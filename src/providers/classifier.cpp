@@ -1,5 +1,6 @@
 // Response classification, Retry-After parsing and balance extraction. Pure functions, no I/O.
 #include "creditguard/provider.hpp"
+#include "parsed_body.hpp"
 
 #include <boost/json/parse.hpp>
 
@@ -202,17 +203,32 @@ std::optional<std::chrono::seconds> parse_retry_after(std::string_view value, st
     return delta.count() < 0 ? seconds{0} : delta;
 }
 
+detail::ParsedBody detail::parse_body(std::string_view body) noexcept {
+    ParsedBody parsed;
+    try {
+        error_code ec;
+        json::parse_options opts;
+        opts.max_depth = 64;
+        parsed.doc = json::parse(body, ec, {}, opts);
+        parsed.ok = !ec;
+    } catch (...) {  // allocation failure while parsing: treated as unreadable
+        parsed.ok = false;
+    }
+    return parsed;
+}
+
 Classification classify(const ProviderConfig& cfg, unsigned http_status, const HttpResponse& response,
                         std::chrono::system_clock::time_point now) {
+    return detail::classify_parsed(cfg, http_status, response, detail::parse_body(response.body), now);
+}
+
+Classification detail::classify_parsed(const ProviderConfig& cfg, unsigned http_status, const HttpResponse& response,
+                                       const ParsedBody& body, std::chrono::system_clock::time_point now) {
     Classification c;
     c.http_status = http_status;
     const bool http_ok = http_status >= 200 && http_status < 300;
-
-    error_code ec;
-    json::parse_options opts;
-    opts.max_depth = 64;
-    json::value doc = json::parse(response.body, ec, {}, opts);
-    const bool json_ok = !ec;
+    const json::value& doc = body.doc;
+    const bool json_ok = body.ok;
 
     long long body_code = 0;
     CodeField field = CodeField::absent;
@@ -290,18 +306,15 @@ boost::system::result<Credits> balance_from_json(const json::value& v) noexcept 
 }
 
 boost::system::result<Credits> parse_balance(const ProviderConfig& cfg, std::string_view body) noexcept {
-    try {
-        error_code ec;
-        json::parse_options opts;
-        opts.max_depth = 64;
-        json::value doc = json::parse(body, ec, {}, opts);
-        if (ec) return error_code(errc::malformed_response);
-        const json::value* v = doc.find_pointer(cfg.balance_pointer, ec);
-        if (!v) return error_code(errc::malformed_response);
-        return balance_from_json(*v);
-    } catch (...) {  // allocation failure while parsing
-        return error_code(errc::malformed_response);
-    }
+    return detail::balance_in(cfg, detail::parse_body(body));
+}
+
+boost::system::result<Credits> detail::balance_in(const ProviderConfig& cfg, const ParsedBody& body) noexcept {
+    if (!body.ok) return error_code(errc::malformed_response);
+    error_code ec;
+    const json::value* v = body.doc.find_pointer(cfg.balance_pointer, ec);
+    if (!v) return error_code(errc::malformed_response);
+    return balance_from_json(*v);
 }
 
 }  // namespace creditguard

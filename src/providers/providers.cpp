@@ -1,5 +1,6 @@
 // Built-in provider presets and the generic adapter (balance, create task, task status).
 #include "creditguard/provider.hpp"
+#include "parsed_body.hpp"
 
 #include <boost/asio/dispatch.hpp>
 #include <boost/json/parse.hpp>
@@ -233,6 +234,13 @@ struct Provider::State {
     ProviderConfig config;
     SecretString key;
     mutable HttpClient http;
+    SecretString auth_value;  // "Bearer KEY" or KEY, built once
+
+    State(ProviderConfig c, SecretString k, HttpClient h)
+        : config(std::move(c)),
+          key(std::move(k)),
+          http(std::move(h)),
+          auth_value(config.auth_style == AuthStyle::bearer ? SecretString("Bearer " + key.reveal()) : key) {}
 
     HttpRequest request(HttpMethod method, const std::string& path_and_query, std::string body = {}) const {
         HttpRequest r;
@@ -240,16 +248,16 @@ struct Provider::State {
         r.url = config.base_url + path_and_query;
         r.headers.emplace_back("Accept", "application/json");
         if (method == HttpMethod::post) r.headers.emplace_back("Content-Type", "application/json");
-        if (config.auth_style == AuthStyle::bearer)
-            r.secret_headers.emplace_back("Authorization", SecretString("Bearer " + key.reveal()));
-        else
-            r.secret_headers.emplace_back(config.auth_header, key);
+        r.secret_headers.emplace_back(config.auth_style == AuthStyle::bearer ? "Authorization" : config.auth_header,
+                                      auth_value);
         r.body = std::move(body);
         return r;
     }
 
-    Classification classify(const HttpResponse& resp) const {
-        Classification c = creditguard::classify(config, resp);
+    Classification classify(const HttpResponse& resp) const { return classify(resp, detail::parse_body(resp.body)); }
+
+    Classification classify(const HttpResponse& resp, const detail::ParsedBody& body) const {
+        Classification c = detail::classify_parsed(config, resp.status, resp, body, std::chrono::system_clock::now());
         c.message = redact(std::move(c.message), key);
         return c;
     }
@@ -290,10 +298,11 @@ void Provider::start_balance(std::shared_ptr<const State> s, Handler<BalanceRepl
             r.cls = no_answer();
             return complete(h, ex, ec, std::move(r));
         }
-        r.cls = s->classify(resp);
+        const detail::ParsedBody body = detail::parse_body(resp.body);
+        r.cls = s->classify(resp, body);
         if (ec) return complete(h, ex, ec, std::move(r));
         if (r.cls.outcome != Outcome::ok) return complete(h, ex, to_error_code(r.cls.outcome), std::move(r));
-        auto b = parse_balance(s->config, resp.body);
+        auto b = detail::balance_in(s->config, body);
         if (!b) {
             r.cls.outcome = Outcome::malformed;
             return complete(h, ex, b.error(), std::move(r));
@@ -318,15 +327,15 @@ void Provider::start_create(std::shared_ptr<const State> s, json::value body, Ha
             r.cls = no_answer();
             return complete(h, ex, ec, std::move(r));
         }
-        r.cls = s->classify(resp);
+        const detail::ParsedBody body = detail::parse_body(resp.body);
+        r.cls = s->classify(resp, body);
         if (ec) return complete(h, ex, ec, std::move(r));
         if (r.cls.outcome == Outcome::malformed)  // an answer we cannot read: the task may exist
             return complete(h, ex, error_code(errc::ambiguous_outcome), std::move(r));
         if (r.cls.outcome != Outcome::ok) return complete(h, ex, to_error_code(r.cls.outcome), std::move(r));
-        error_code pec;
-        json::value doc = json::parse(resp.body, pec);
+        const json::value& doc = body.doc;
         for (const auto& p : s->config.task_id_pointers) {
-            if (pec) break;
+            if (!body.ok) break;
             const json::value* v = at(doc, p);
             if (v && v->is_string() && !v->get_string().empty()) {
                 r.task_id = std::string(v->get_string());
@@ -361,12 +370,12 @@ void Provider::start_status(std::shared_ptr<const State> s, std::string id, Hand
             r.cls = no_answer();
             return complete(h, ex, ec, std::move(r));
         }
-        r.cls = s->classify(resp);
+        const detail::ParsedBody body = detail::parse_body(resp.body);
+        r.cls = s->classify(resp, body);
         if (ec) return complete(h, ex, ec, std::move(r));
         if (r.cls.outcome != Outcome::ok) return complete(h, ex, to_error_code(r.cls.outcome), std::move(r));
-        error_code pec;
-        json::value doc = json::parse(resp.body, pec);
-        const json::value* st = pec ? nullptr : at(doc, s->config.status_pointer);
+        const json::value& doc = body.doc;
+        const json::value* st = body.ok ? at(doc, s->config.status_pointer) : nullptr;
         if (!st || !st->is_string()) {
             r.cls.outcome = Outcome::malformed;
             return complete(h, ex, error_code(errc::malformed_response), std::move(r));
