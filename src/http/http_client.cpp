@@ -224,11 +224,20 @@ struct HttpClient::Impl {
                         ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
         if (config.verify_peer) {
             tls.set_verify_mode(ssl::verify_peer);
-            if (config.ca_file.empty()) tls.set_default_verify_paths();
-            else tls.load_verify_file(config.ca_file);
+            // An explicit CA file fails fast here; the system store (a large bundle) is loaded on the first
+            // TLS connection instead, so plain-http clients (loopback, tests, the mock) never pay for it.
+            if (!config.ca_file.empty()) tls.load_verify_file(config.ca_file);
         } else {
             tls.set_verify_mode(ssl::verify_none);
         }
+    }
+
+    // Runs on the strand, before the first TLS stream is created.
+    void load_system_store_once() {
+        if (system_store_loaded || !config.verify_peer || !config.ca_file.empty()) return;
+        system_store_loaded = true;
+        error_code ignored;  // no store: every handshake then fails verification (errc::tls_error)
+        tls.set_default_verify_paths(ignored);
     }
 
     void log(const std::string& line) const {
@@ -321,6 +330,7 @@ struct HttpClient::Impl {
     asio::any_io_executor strand;  // see make_client_strand
     HttpClientConfig config;
     ssl::context tls;
+    bool system_store_loaded = false;
     std::map<std::string, std::vector<ConnPtr>> idle;  // per key, oldest first
     std::set<ConnPtr> active;
     std::string url_origin;  // parse_url's cache
@@ -490,6 +500,7 @@ asio::awaitable<Result> run_request(std::shared_ptr<Impl> impl, HttpRequest req,
         ConnPtr conn = impl->take_idle(t.key);
         const bool reused = conn != nullptr;
         if (!conn) {
+            if (t.tls) impl->load_system_store_once();
             conn = std::make_shared<Connection>(impl->strand, impl->tls);
             conn->key = t.key;
             conn->tls = t.tls;
