@@ -21,6 +21,8 @@ public:
         case errc::connect_timeout:
         case errc::handshake_timeout:
         case errc::request_timeout:
+        case errc::redis_timeout:
+        case errc::redis_connect_timeout:
             return boost::system::errc::make_error_condition(boost::system::errc::timed_out);
         default:
             return {value, *this};
@@ -60,6 +62,15 @@ private:
         case errc::redirect_not_followed: return "the provider answered with a redirect, which is not followed";
         case errc::tls_error: return "TLS verification or handshake failed";
         case errc::connection_failed: return "could not connect to the provider";
+        case errc::redis_error: return "Redis answered with an error";
+        case errc::redis_protocol: return "Redis sent a reply that could not be parsed or was not expected";
+        case errc::redis_unavailable: return "Redis was not reachable in time; the request was not sent";
+        case errc::redis_connection_lost: return "the Redis connection dropped with the request sent; it may have run";
+        case errc::redis_timeout: return "Redis did not answer within the request timeout; the request may have run";
+        case errc::redis_connect_timeout: return "connecting to Redis timed out";
+        case errc::redis_auth_failed: return "Redis refused the credentials (AUTH failed)";
+        case errc::redis_setup_failed: return "Redis refused the connection setup (SELECT or CLIENT SETNAME)";
+        case errc::redis_closed: return "the Redis connection was closed";
         }
         return "unknown creditguard error";
     }
@@ -104,6 +115,15 @@ const char* to_string(errc e) noexcept {
     case errc::redirect_not_followed: return "redirect";
     case errc::tls_error: return "tls_error";
     case errc::connection_failed: return "connection_failed";
+    case errc::redis_error: return "redis_error";
+    case errc::redis_protocol: return "redis_protocol";
+    case errc::redis_unavailable: return "redis_unavailable";
+    case errc::redis_connection_lost: return "redis_connection_lost";
+    case errc::redis_timeout: return "redis_timeout";
+    case errc::redis_connect_timeout: return "redis_connect_timeout";
+    case errc::redis_auth_failed: return "redis_auth_failed";
+    case errc::redis_setup_failed: return "redis_setup_failed";
+    case errc::redis_closed: return "redis_closed";
     }
     return "unknown";
 }

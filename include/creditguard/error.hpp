@@ -45,6 +45,17 @@ enum class errc : int {
     redirect_not_followed,
     tls_error,
     connection_failed,
+
+    // Redis transport (redis.hpp).
+    redis_error = 300,      ///< Redis answered with an error reply (its text is in the RedisValue)
+    redis_protocol,         ///< the server's bytes are not valid RESP, or a reply nobody asked for
+    redis_unavailable,      ///< no connection to Redis in time: the request was not sent
+    redis_connection_lost,  ///< the connection dropped after the request was sent: it may have run
+    redis_timeout,          ///< no reply within the request timeout: the request may have run
+    redis_connect_timeout,  ///< connecting (TCP, AUTH, SELECT) took longer than the connect timeout
+    redis_auth_failed,      ///< Redis refused AUTH
+    redis_setup_failed,     ///< Redis refused SELECT or CLIENT SETNAME while setting up the connection
+    redis_closed,           ///< the Redis connection was closed by cancel()
 };
 
 /// The category of creditguard::errc. Its name is "creditguard".
