@@ -6,9 +6,12 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/read.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 using namespace redis_test;
@@ -115,6 +118,52 @@ BOOST_AUTO_TEST_CASE(pipelines_a_thousand_requests_in_order) {
     // Everything went out over one connection in few writes.
     BOOST_TEST(c.stats().connects == 1u);
     BOOST_TEST(c.stats().requests_sent == static_cast<std::uint64_t>(n));
+}
+
+// Requests issued from several threads while the context runs on two threads: every one completes with its own
+// reply (each thread INCRs its own key, so its replies are exactly 1..n; the completions may interleave).
+BOOST_AUTO_TEST_CASE(requests_from_several_threads) {
+    RedisServer server;
+    asio::io_context ioc;
+    RedisConnection c(ioc.get_executor(), server.config());
+    run_in_background(c);
+    constexpr int threads = 4;
+    constexpr int per_thread = 250;
+    std::mutex mutex;
+    std::vector<std::vector<std::int64_t>> values(threads);
+    int failures = 0;
+    int done = 0;
+    std::vector<std::thread> issuers;
+    for (int t = 0; t < threads; ++t) {
+        issuers.emplace_back([&, t] {
+            for (int i = 0; i < per_thread; ++i) {
+                RedisRequest req;
+                req.push("INCR", "thread-" + std::to_string(t));
+                c.async_exec(std::move(req), [&, t](error_code ec, RedisResponse r) {
+                    std::lock_guard lock(mutex);
+                    if (ec || r.size() != 1 || !r[0].is_integer())
+                        ++failures;
+                    else
+                        values[static_cast<std::size_t>(t)].push_back(r[0].integer());
+                    if (++done == threads * per_thread) c.cancel();
+                });
+            }
+        });
+    }
+    std::thread second([&] { ioc.run_for(30s); });
+    ioc.run_for(30s);
+    second.join();
+    for (auto& t : issuers)
+        t.join();
+    BOOST_TEST(done == threads * per_thread);
+    BOOST_TEST(failures == 0);
+    std::vector<std::int64_t> expected(per_thread);
+    for (int i = 0; i < per_thread; ++i)
+        expected[static_cast<std::size_t>(i)] = i + 1;
+    for (auto& v : values) {
+        std::sort(v.begin(), v.end());
+        BOOST_TEST(v == expected, boost::test_tools::per_element());
+    }
 }
 
 // Not a benchmark, a figure for the report: pipelined INCRs per second on loopback (Debug builds are slow).

@@ -165,4 +165,26 @@ BOOST_AUTO_TEST_CASE(subscriber_with_password) {
     }(q, sub, pub));
 }
 
+// A server that accepts the TCP connection but never answers (a half-open connection, a hung server): the
+// subscriber's health-check PING goes unanswered, so it declares the connection dead and reconnects.
+BOOST_AUTO_TEST_CASE(health_check_detects_a_silent_server) {
+    asio::io_context ioc;
+    asio::ip::tcp::acceptor silent(ioc, {asio::ip::make_address("127.0.0.1"), 0});
+    EventQueue q(ioc.get_executor());
+    RedisConfig config;
+    config.port = silent.local_endpoint().port();
+    config.health_check_interval = 50ms;
+    config.reconnect_initial = 10s;
+    RedisSubscriber sub(ioc.get_executor(), config, [&q](const RedisPubSubEvent& e) { q.push(e); });
+    sub.subscribe({"wake"});
+    sub.async_run([](error_code) {});
+    run_coro(ioc, [](EventQueue& events, RedisSubscriber& s) -> asio::awaitable<void> {
+        const RedisPubSubEvent e = co_await events.next();
+        BOOST_TEST((e.kind == Kind::disconnected));
+        BOOST_TEST((s.stats().last_error == errc::redis_timeout), s.stats().last_error.message());
+        BOOST_TEST(s.stats().connects == 1u);
+        s.cancel();
+    }(q, sub));
+}
+
 BOOST_AUTO_TEST_SUITE_END()

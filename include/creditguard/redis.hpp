@@ -159,6 +159,10 @@ struct RedisConfig {
     /// errc::redis_unavailable). false: they fail at once with errc::redis_unavailable while the last
     /// connect attempt failed or the connection is down (they still wait while the first attempt runs).
     bool queue_while_disconnected = true;
+    /// RedisSubscriber only: sends PING this often; a connection that received nothing since the previous
+    /// PING is considered dead (a half-open TCP connection would otherwise go unnoticed by a subscriber) and
+    /// is reopened. 0 disables. (A RedisConnection notices a dead connection through its request timeouts.)
+    std::chrono::milliseconds health_check_interval{5000};
     std::uint64_t random_seed = 0;  ///< jitter seed; 0 = random
     /// Optional log hook: connection events and failures. Never receives the password or request data.
     std::function<void(std::string_view)> logger;

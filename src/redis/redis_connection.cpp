@@ -90,6 +90,7 @@ public:
           connect_timer(strand),
           backoff_timer(strand),
           deadline_timer(strand),
+          health_timer(strand),
           rbuf(64 * 1024),
           rng(config.random_seed != 0 ? config.random_seed : std::random_device{}()) {}
 
@@ -148,6 +149,7 @@ public:
         connect_timer.cancel();
         backoff_timer.cancel();
         deadline_timer.cancel();
+        health_timer.cancel();
         fail_all(pending, errc::redis_closed);
         fail_all(inflight, errc::redis_closed);
     }
@@ -172,6 +174,9 @@ private:
     asio::steady_timer connect_timer;
     asio::steady_timer backoff_timer;
     asio::steady_timer deadline_timer;
+    asio::steady_timer health_timer;
+    bool activity = false;          // bytes arrived since the last health check
+    bool ping_outstanding = false;  // the last health check sent a PING
     std::unique_ptr<RespDecoder> decoder;
     std::vector<char> rbuf;
     std::string wbuf;
@@ -388,6 +393,9 @@ private:
         update_stats([](RedisStats& s) { ++s.connects; });
         log("redis: connected to " + endpoint_text());
         if (pubsub) {
+            activity = false;
+            ping_outstanding = false;
+            arm_health_check();
             pending.clear();  // the full SUBSCRIBE below replaces anything queued while down
             if (!channels.empty()) {
                 RedisRequest req;
@@ -396,6 +404,34 @@ private:
             }
         }
         start_write();
+    }
+
+    // Subscriber only: PING every interval; nothing received since the previous PING means a dead connection.
+    void arm_health_check() {
+        if (config.health_check_interval <= std::chrono::milliseconds::zero()) return;
+        health_timer.expires_after(config.health_check_interval);
+        health_timer.async_wait(asio::bind_executor(strand, [w = weak_from_this(), g = generation](error_code ec) {
+            auto s = w.lock();
+            if (!s || ec || s->generation != g || s->state != State::ready) return;
+            s->health_check();
+        }));
+    }
+
+    void health_check() {
+        if (ping_outstanding && !activity) {
+            log("redis: no answer to the health-check PING; closing the connection");
+            drop_reason = errc::redis_connection_lost;
+            drop_cause = errc::redis_timeout;
+            error_code ignored;
+            socket.close(ignored);
+            return;
+        }
+        activity = false;
+        ping_outstanding = true;
+        RedisRequest ping;
+        ping.push("PING");
+        send_raw(std::move(ping));
+        arm_health_check();
     }
 
     void on_dropped(error_code ec) {
@@ -555,6 +591,7 @@ private:
             const std::size_t n = co_await self->socket.async_read_some(asio::buffer(self->rbuf),
                                                                         asio::redirect_error(asio::use_awaitable, ec));
             if (ec) break;
+            self->activity = true;
             self->decoder->feed(self->rbuf.data(), n);
             ec = self->drain_replies();
         }
