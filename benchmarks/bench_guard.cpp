@@ -116,7 +116,9 @@ BENCHMARK(BM_guard_try_reserve_release)->Threads(2)->UseRealTime();
 // ---------------------------------------------------------------------------------------------
 // Case 2: many co_awaits inside ONE coroutine per run, so co_spawn is not what is measured.
 
-asio::awaitable<int> trivial_value(int v) { co_return v + 1; }
+asio::awaitable<int> trivial_value(int v) {
+    co_return v + 1;
+}
 
 asio::awaitable<void> loop_trivial(benchmark::State& state) {
     int v = 0;
@@ -152,13 +154,15 @@ asio::awaitable<void> loop_reserve_commit(benchmark::State& state, creditguard::
         batch.push_back(std::move(r));
         if (batch.size() == refresh_every) {
             state.PauseTiming();
-            for (Reservation& job : batch) job.settle(cost);
+            for (Reservation& job : batch)
+                job.settle(cost);
             batch.clear();
             guard.refresh();
             state.ResumeTiming();
         }
     }
-    for (Reservation& job : batch) job.settle(cost);
+    for (Reservation& job : batch)
+        job.settle(cost);
 }
 
 asio::awaitable<void> loop_reserve_release(benchmark::State& state, creditguard::CreditGuard& guard) {
@@ -177,7 +181,8 @@ void run_in_one_coroutine(benchmark::State& state, asio::io_context& ioc, Body b
         done = true;
     });
     ioc.restart();
-    while (!done) ioc.run_one();
+    while (!done)
+        ioc.run_one();
     if (failure) {
         try {
             std::rethrow_exception(failure);

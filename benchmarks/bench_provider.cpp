@@ -60,7 +60,8 @@ void run_coroutine(benchmark::State& state, asio::io_context& ioc, Awaitable bod
         done = true;
     });
     ioc.restart();
-    while (!done) ioc.run_one();
+    while (!done)
+        ioc.run_one();
     if (failure) {
         try {
             std::rethrow_exception(failure);
@@ -196,7 +197,8 @@ void BM_jobs_guarded(benchmark::State& state) {
             asio::co_spawn(ioc, guarded_worker(provider, guard, run, body), [](std::exception_ptr e) {
                 if (e) std::rethrow_exception(e);
             });
-        while (run.workers_left > 0) ioc.run_one();
+        while (run.workers_left > 0)
+            ioc.run_one();
         const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         guard.shutdown();
         ioc.restart();
@@ -221,7 +223,8 @@ void BM_jobs_naive(benchmark::State& state) {
             asio::co_spawn(ioc, naive_worker(provider, run, body), [](std::exception_ptr e) {
                 if (e) std::rethrow_exception(e);
             });
-        while (run.workers_left > 0) ioc.run_one();
+        while (run.workers_left > 0)
+            ioc.run_one();
         const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         ioc.restart();
         ioc.poll();

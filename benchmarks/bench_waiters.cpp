@@ -41,10 +41,18 @@ void* counted_alloc_aligned(std::size_t n, std::align_val_t al) {
 }
 }  // namespace
 
-void* operator new(std::size_t n) { return counted_alloc(n); }
-void* operator new[](std::size_t n) { return counted_alloc(n); }
-void* operator new(std::size_t n, std::align_val_t al) { return counted_alloc_aligned(n, al); }
-void* operator new[](std::size_t n, std::align_val_t al) { return counted_alloc_aligned(n, al); }
+void* operator new(std::size_t n) {
+    return counted_alloc(n);
+}
+void* operator new[](std::size_t n) {
+    return counted_alloc(n);
+}
+void* operator new(std::size_t n, std::align_val_t al) {
+    return counted_alloc_aligned(n, al);
+}
+void* operator new[](std::size_t n, std::align_val_t al) {
+    return counted_alloc_aligned(n, al);
+}
 void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
     try {
         return counted_alloc(n);
@@ -59,14 +67,30 @@ void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
         return nullptr;
     }
 }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
-void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p) noexcept {
+    std::free(p);
+}
+void operator delete[](void* p) noexcept {
+    std::free(p);
+}
+void operator delete(void* p, std::size_t) noexcept {
+    std::free(p);
+}
+void operator delete[](void* p, std::size_t) noexcept {
+    std::free(p);
+}
+void operator delete(void* p, std::align_val_t) noexcept {
+    std::free(p);
+}
+void operator delete[](void* p, std::align_val_t) noexcept {
+    std::free(p);
+}
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept {
+    std::free(p);
+}
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept {
+    std::free(p);
+}
 
 namespace {
 
@@ -114,7 +138,8 @@ void BM_wake_all_waiters(benchmark::State& state) {
         const std::uint64_t bytes0 = g_bytes.load();
         const std::uint64_t allocs0 = g_allocs.load();
         const auto park0 = Clock::now();
-        for (std::size_t i = 0; i < n; ++i) guard.async_reserve(1, OnGranted{&records[i], &completed});
+        for (std::size_t i = 0; i < n; ++i)
+            guard.async_reserve(1, OnGranted{&records[i], &completed});
         const auto park1 = Clock::now();
         const std::uint64_t park_bytes = g_bytes.load() - bytes0;
         const std::uint64_t park_allocs = g_allocs.load() - allocs0;
@@ -128,7 +153,8 @@ void BM_wake_all_waiters(benchmark::State& state) {
         const auto t0 = Clock::now();
         big->release();
         rig.ioc.restart();
-        while (completed < n) rig.ioc.run_one();
+        while (completed < n)
+            rig.ioc.run_one();
         const std::uint64_t wake_bytes = g_bytes.load() - wake_bytes0;
 
         Clock::time_point last = t0;

@@ -15,8 +15,7 @@ public:
     // the way they would for Asio's own operations.
     boost::system::error_condition default_error_condition(int value) const noexcept override {
         switch (static_cast<errc>(value)) {
-        case errc::cancelled:
-            return boost::system::errc::make_error_condition(boost::system::errc::operation_canceled);
+        case errc::cancelled: return boost::system::errc::make_error_condition(boost::system::errc::operation_canceled);
         case errc::timeout:
         case errc::connect_timeout:
         case errc::handshake_timeout:
@@ -24,8 +23,7 @@ public:
         case errc::redis_timeout:
         case errc::redis_connect_timeout:
             return boost::system::errc::make_error_condition(boost::system::errc::timed_out);
-        default:
-            return {value, *this};
+        default: return {value, *this};
         }
     }
 
@@ -87,7 +85,6 @@ const char* to_string(errc e) noexcept {
     switch (e) {
     case errc::insufficient_credits: return "insufficient_credits";
     case errc::queue_full: return "queue_full";
-    case errc::timeout: return "timeout";
     case errc::cancelled: return "cancelled";
     case errc::shutdown: return "shutdown";
     case errc::balance_unknown: return "balance_unknown";
@@ -109,8 +106,9 @@ const char* to_string(errc e) noexcept {
     case errc::insecure_transport: return "insecure_transport";
     case errc::invalid_header: return "invalid_header";
     case errc::response_too_large: return "response_too_large";
-    case errc::connect_timeout: return "timeout";
-    case errc::handshake_timeout: return "timeout";
+    case errc::timeout:  // every timeout reads the same to a CLI user or a log filter
+    case errc::connect_timeout:
+    case errc::handshake_timeout:
     case errc::request_timeout: return "timeout";
     case errc::redirect_not_followed: return "redirect";
     case errc::tls_error: return "tls_error";

@@ -107,7 +107,7 @@ boost::system::result<Reservation> GuardCore::try_reserve(Credits cost) {
     case Admission::granted: {
         Reservation granted = grant_locked(cost);
         if (low_alert_armed_ && watermark_changes_locked()) {  // rare: alert and refresh early
-            DeferredWork work;  // holds no keep-alive here, so it may outlive the lock
+            DeferredWork work;                                 // holds no keep-alive here, so it may outlive the lock
             after_change_locked(clock_->now(), work);
             run(lock, work);
         }

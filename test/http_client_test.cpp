@@ -34,7 +34,8 @@ HttpRequest create_request(const MockProvider& mock) {
 
 /// A listening socket nobody accepts from: connects succeed (the kernel queues them), nothing answers.
 struct SilentListener {
-    explicit SilentListener(asio::io_context& ioc) : acceptor(ioc, tcp::endpoint(asio::ip::address_v4::loopback(), 0)) {}
+    explicit SilentListener(asio::io_context& ioc)
+        : acceptor(ioc, tcp::endpoint(asio::ip::address_v4::loopback(), 0)) {}
     std::string url(const char* scheme = "http") const {
         return std::string(scheme) + "://127.0.0.1:" + std::to_string(acceptor.local_endpoint().port()) + "/x";
     }
@@ -280,8 +281,12 @@ BOOST_AUTO_TEST_CASE(header_values_with_cr_or_lf_are_rejected) {
     MockFixture f;
     HttpClient client(f.ioc.get_executor());
     const std::pair<std::string, std::string> bad_headers[] = {
-        {"X-Test", "a\r\nX-Injected: 1"}, {"X-Test", "a\nb"}, {"X-Test", "a\rb"},
-        {"X Test", "ok"},                 {"", "ok"},         {"X-Test:", "ok"},
+        {"X-Test", "a\r\nX-Injected: 1"},
+        {"X-Test", "a\nb"},
+        {"X-Test", "a\rb"},
+        {"X Test", "ok"},
+        {"", "ok"},
+        {"X-Test:", "ok"},
     };
     for (const auto& [name, value] : bad_headers) {
         auto r = balance_request(f.mock);
@@ -299,7 +304,8 @@ BOOST_AUTO_TEST_CASE(header_values_with_cr_or_lf_are_rejected) {
 BOOST_AUTO_TEST_CASE(plain_http_only_to_loopback) {
     asio::io_context ioc;
     HttpClient client(ioc.get_executor());
-    for (const char* url : {"http://example.com/x", "http://10.1.2.3/x", "http://[2001:db8::1]/x", "http://localhost.evil.example/"}) {
+    for (const char* url :
+         {"http://example.com/x", "http://10.1.2.3/x", "http://[2001:db8::1]/x", "http://localhost.evil.example/"}) {
         HttpRequest r;
         r.url = url;
         BOOST_TEST_CONTEXT(url) {
@@ -336,8 +342,8 @@ BOOST_AUTO_TEST_CASE(allow_insecure_http_skips_the_loopback_rule) {
 BOOST_AUTO_TEST_CASE(invalid_urls) {
     asio::io_context ioc;
     HttpClient client(ioc.get_executor());
-    for (const char* url : {"", "not a url", "ftp://127.0.0.1/", "127.0.0.1:80/x", "http:///x", "http://user:pw@127.0.0.1/",
-                            "http://127.0.0.1:0/", "http://127.0.0.1:99999/"}) {
+    for (const char* url : {"", "not a url", "ftp://127.0.0.1/", "127.0.0.1:80/x", "http:///x",
+                            "http://user:pw@127.0.0.1/", "http://127.0.0.1:0/", "http://127.0.0.1:99999/"}) {
         HttpRequest r;
         r.url = url;
         BOOST_TEST_CONTEXT("'" << url << "'") {
@@ -432,7 +438,8 @@ BOOST_AUTO_TEST_CASE(idle_pool_keeps_one_connection_per_concurrent_request) {
     // 8 more at once: every one finds a pooled connection.
     BOOST_TEST(concurrent_requests(f.ioc, client, req, 8) == 8u);
     // And fewer, one after the other: still no new connection.
-    for (int i = 0; i < 5; ++i) BOOST_TEST(!f.request(client, req).first);
+    for (int i = 0; i < 5; ++i)
+        BOOST_TEST(!f.request(client, req).first);
     const auto s = client.stats();
     BOOST_TEST(s.connections_opened == 8u);
     BOOST_TEST(s.connections_reused == 13u);
@@ -458,7 +465,8 @@ BOOST_AUTO_TEST_CASE(idle_pool_cap_per_host) {
     // A cap of 0 pools nothing: every request opens a connection.
     cfg.max_idle_per_host = 0;
     HttpClient unpooled(f.ioc.get_executor(), cfg);
-    for (int i = 0; i < 3; ++i) BOOST_TEST(!f.request(unpooled, req).first);
+    for (int i = 0; i < 3; ++i)
+        BOOST_TEST(!f.request(unpooled, req).first);
     BOOST_TEST(unpooled.stats().connections_opened == 3u);
     BOOST_TEST(unpooled.stats().connections_reused == 0u);
 }

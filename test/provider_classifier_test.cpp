@@ -196,7 +196,9 @@ BOOST_AUTO_TEST_CASE(balance_values_and_numeric_edges) {
     namespace json = boost::json;
     const auto ok = [](std::string_view text) {
         auto r = balance_from_json(json::parse(text));
-        BOOST_TEST_CONTEXT(text) { BOOST_TEST_REQUIRE(r.has_value()); }
+        BOOST_TEST_CONTEXT(text) {
+            BOOST_TEST_REQUIRE(r.has_value());
+        }
         return *r;
     };
     const auto bad = [](std::string_view text) {
@@ -208,13 +210,13 @@ BOOST_AUTO_TEST_CASE(balance_values_and_numeric_edges) {
     };
     BOOST_TEST(ok("100") == 100);
     BOOST_TEST(ok("0") == 0);
-    BOOST_TEST(ok("-5") == -5);                       // negative balances are real
-    BOOST_TEST(ok("12.9") == 12);                     // fractional: floor, never round up
+    BOOST_TEST(ok("-5") == -5);    // negative balances are real
+    BOOST_TEST(ok("12.9") == 12);  // fractional: floor, never round up
     BOOST_TEST(ok("-0.5") == -1);
     BOOST_TEST(ok("9007199254740992") == (1LL << 53));
     BOOST_TEST(ok("-9007199254740992") == -(1LL << 53));
-    BOOST_TEST(ok("1e3") == 1000);                    // a JSON number in exponent form is still a number
-    BOOST_TEST(ok("\"42\"") == 42);                   // string-typed: plain decimals accepted
+    BOOST_TEST(ok("1e3") == 1000);   // a JSON number in exponent form is still a number
+    BOOST_TEST(ok("\"42\"") == 42);  // string-typed: plain decimals accepted
     BOOST_TEST(ok("\"12.5\"") == 12);
     BOOST_TEST(ok("\"-3.2\"") == -4);
     BOOST_TEST(ok("\"-3.0\"") == -3);
@@ -240,10 +242,11 @@ BOOST_AUTO_TEST_CASE(balance_values_and_numeric_edges) {
 BOOST_AUTO_TEST_CASE(balance_bodies_per_provider) {
     BOOST_TEST(parse_balance(preset("sunoapi"), R"({"code":200,"msg":"success","data":100})").value() == 100);
     BOOST_TEST(parse_balance(preset("kie"), R"({"code":200,"msg":"success","data":37.5})").value() == 37);
-    BOOST_TEST(parse_balance(preset("udioapi"),
-                             R"({"code":200,"message":"success","data":{"credits":195,"used_credits":5}})")
-                   .value() == 195);
-    BOOST_TEST(parse_balance(preset("crun"), R"({"code":200,"message":"success","data":{"balance":-3}})").value() == -3);
+    BOOST_TEST(
+        parse_balance(preset("udioapi"), R"({"code":200,"message":"success","data":{"credits":195,"used_credits":5}})")
+            .value() == 195);
+    BOOST_TEST(parse_balance(preset("crun"), R"({"code":200,"message":"success","data":{"balance":-3}})").value() ==
+               -3);
     for (const char* id : cgtest::kProviders) {
         BOOST_TEST_CONTEXT(id) {
             BOOST_TEST(!parse_balance(preset(id), R"({"code":200,"msg":"success"})"));

@@ -65,8 +65,10 @@ BOOST_AUTO_TEST_CASE(task_lifecycle_charged_at_submit) {
             auto [ec3, s3] = f.status(p, created.task_id);
             BOOST_TEST(!ec3);
             BOOST_TEST(s3.state == TaskState::success);
-            if (std::string_view(id) == "crun") BOOST_TEST(s3.actual_credits.value_or(-1) == 12);
-            else BOOST_TEST(!s3.actual_credits.has_value());
+            if (std::string_view(id) == "crun")
+                BOOST_TEST(s3.actual_credits.value_or(-1) == 12);
+            else
+                BOOST_TEST(!s3.actual_credits.has_value());
             BOOST_TEST(f.mock.credits() == 1000 - 12);
             BOOST_TEST(f.balance(p).second.balance == 1000 - 12);
             const auto c = f.mock.counters();
@@ -288,13 +290,14 @@ BOOST_AUTO_TEST_CASE(numeric_edge_balances_never_make_up_a_number) {
         std::optional<Credits> expected;
     };
     const Case cases[] = {
-        {"-40", -40},     {"12.99", 12},    {"\"250\"", 250}, {"\"12.5\"", 12},        {"1152921504606846976", {}},
-        {"1e19", {}},     {"\"abc\"", {}},  {"null", {}},     {"{\"credits\":1}", {}}, {"true", {}},
+        {"-40", -40}, {"12.99", 12},   {"\"250\"", 250}, {"\"12.5\"", 12},        {"1152921504606846976", {}},
+        {"1e19", {}}, {"\"abc\"", {}}, {"null", {}},     {"{\"credits\":1}", {}}, {"true", {}},
     };
     for (const auto& c : cases) {
         BOOST_TEST_CONTEXT(c.data) {
             MockFixture f;
-            f.mock.inject_next(1, canned(200, std::string("{\"code\":200,\"msg\":\"success\",\"data\":") + c.data + "}"));
+            f.mock.inject_next(1,
+                               canned(200, std::string("{\"code\":200,\"msg\":\"success\",\"data\":") + c.data + "}"));
             auto [ec, r] = f.balance(f.provider("sunoapi"));
             if (c.expected) {
                 BOOST_TEST(!ec);

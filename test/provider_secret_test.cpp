@@ -13,7 +13,9 @@ namespace {
 /// Redirects std::cout, std::cerr and std::clog into one buffer for its lifetime.
 struct CaptureStdStreams {
     CaptureStdStreams()
-        : out(std::cout.rdbuf(buffer.rdbuf())), err(std::cerr.rdbuf(buffer.rdbuf())), log(std::clog.rdbuf(buffer.rdbuf())) {}
+        : out(std::cout.rdbuf(buffer.rdbuf())),
+          err(std::cerr.rdbuf(buffer.rdbuf())),
+          log(std::clog.rdbuf(buffer.rdbuf())) {}
     ~CaptureStdStreams() {
         std::cout.rdbuf(out);
         std::cerr.rdbuf(err);
@@ -82,7 +84,8 @@ BOOST_AUTO_TEST_CASE(key_never_leaks_from_a_failing_run) {
         BOOST_TEST(ec == make_error_code(errc::unauthorized));
         BOOST_TEST(r.cls.message == "invalid api key: ***");
         describe(all, ec, r.cls);
-        f.mock.inject_next(1, canned(200, R"({"code":200,"data":{"status":"failed","error":"key )" + kKey + R"( is banned"}})"));
+        f.mock.inject_next(
+            1, canned(200, R"({"code":200,"data":{"status":"failed","error":"key )" + kKey + R"( is banned"}})"));
         auto [ec_s, st] = f.status(p, "t");
         all << st.fail_reason << '\n';
         BOOST_TEST(st.fail_reason.find("***") != std::string::npos);

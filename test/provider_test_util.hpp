@@ -14,8 +14,12 @@
 #include <utility>
 
 namespace creditguard {
-inline std::ostream& operator<<(std::ostream& os, Outcome o) { return os << to_string(o); }
-inline std::ostream& operator<<(std::ostream& os, TaskState s) { return os << to_string(s); }
+inline std::ostream& operator<<(std::ostream& os, Outcome o) {
+    return os << to_string(o);
+}
+inline std::ostream& operator<<(std::ostream& os, TaskState s) {
+    return os << to_string(s);
+}
 }  // namespace creditguard
 
 namespace cgtest {
@@ -49,8 +53,7 @@ inline creditguard::MockConfig mock_config() {
 struct MockFixture {
     explicit MockFixture(creditguard::MockConfig cfg = mock_config()) : mock(std::move(cfg)) {}
 
-    creditguard::Provider provider(std::string_view id, creditguard::HttpClientConfig hc = {},
-                                   std::string key = kKey) {
+    creditguard::Provider provider(std::string_view id, creditguard::HttpClientConfig hc = {}, std::string key = kKey) {
         auto cfg = creditguard::builtin_provider(id, mock.base_url());
         BOOST_REQUIRE(cfg.has_value());
         return creditguard::Provider(creditguard::HttpClient(ioc.get_executor(), std::move(hc)), *cfg,
@@ -62,8 +65,8 @@ struct MockFixture {
     }
     std::pair<error_code, creditguard::TaskCreated> create(const creditguard::Provider& p,
                                                            std::string_view prompt = "a calm piano piece") {
-        return wait<creditguard::TaskCreated>(ioc,
-                                              [&](auto h) { p.async_create_task(p.make_create_body(prompt), std::move(h)); });
+        return wait<creditguard::TaskCreated>(
+            ioc, [&](auto h) { p.async_create_task(p.make_create_body(prompt), std::move(h)); });
     }
     std::pair<error_code, creditguard::TaskStatus> status(const creditguard::Provider& p, const std::string& id) {
         return wait<creditguard::TaskStatus>(ioc, [&](auto h) { p.async_task_status(id, std::move(h)); });

@@ -32,10 +32,10 @@ struct Pki {
     }
 
     void leaf(const std::string& name, const std::string& san) {
-        std::ofstream(dir / (name + ".ext")) << "subjectAltName=" << san
-                                             << "\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n";
-        run("openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout " + name + ".key -out " + name +
-            ".csr -subj '/CN=" + name + "'");
+        std::ofstream(dir / (name + ".ext"))
+            << "subjectAltName=" << san << "\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n";
+        run("openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout " + name + ".key -out " +
+            name + ".csr -subj '/CN=" + name + "'");
         run("openssl x509 -req -in " + name + ".csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -out " + name +
             ".pem -extfile " + name + ".ext");
     }

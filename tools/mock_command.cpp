@@ -59,9 +59,12 @@ int cg_cli::mock_command(int argc, char** argv) {
         } else if (arg == "--polls") {
             if (!number(val, cfg.polls_to_complete) || cfg.polls_to_complete < 1) return usage("bad --polls");
         } else if (arg == "--deduct") {
-            if (val == "submit") cfg.deduct = creditguard::DeductionTiming::at_submit;
-            else if (val == "complete") cfg.deduct = creditguard::DeductionTiming::at_completion;
-            else return usage("--deduct takes submit or complete");
+            if (val == "submit")
+                cfg.deduct = creditguard::DeductionTiming::at_submit;
+            else if (val == "complete")
+                cfg.deduct = creditguard::DeductionTiming::at_completion;
+            else
+                return usage("--deduct takes submit or complete");
         } else if (arg == "--provider-key") {
             if (val.empty()) return usage("empty --provider-key");
             cfg.key = creditguard::SecretString(std::string(val));

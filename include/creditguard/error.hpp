@@ -31,13 +31,13 @@ enum class errc : int {
     server_error,
     generation_failed,
     feature_disabled,
-    malformed_response,        ///< not JSON, truncated, missing/invalid balance, unknown shape
-    ambiguous_outcome,         ///< the request may have reached the provider; its result is unknown
+    malformed_response,  ///< not JSON, truncated, missing/invalid balance, unknown shape
+    ambiguous_outcome,   ///< the request may have reached the provider; its result is unknown
 
     // Transport.
     invalid_url = 200,
-    insecure_transport,        ///< plain http:// to a non-loopback host without allow_insecure_http
-    invalid_header,            ///< CR or LF in a header value
+    insecure_transport,  ///< plain http:// to a non-loopback host without allow_insecure_http
+    invalid_header,      ///< CR or LF in a header value
     response_too_large,
     connect_timeout,
     handshake_timeout,
@@ -69,7 +69,9 @@ inline boost::system::error_code make_error_code(errc e) noexcept {
 /// Used by the CLI's one-line error reports. Returns "unknown" for values outside the enum.
 const char* to_string(errc e) noexcept;
 
-inline std::ostream& operator<<(std::ostream& os, errc e) { return os << to_string(e); }
+inline std::ostream& operator<<(std::ostream& os, errc e) {
+    return os << to_string(e);
+}
 
 }  // namespace creditguard
 

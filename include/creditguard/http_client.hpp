@@ -27,9 +27,9 @@ enum class HttpMethod { get, post, put, delete_, head };
 struct HttpRequest {
     HttpMethod method = HttpMethod::get;
     std::string url;
-    std::vector<std::pair<std::string, std::string>> headers;        ///< ordinary header fields
+    std::vector<std::pair<std::string, std::string>> headers;          ///< ordinary header fields
     std::vector<std::pair<std::string, SecretString>> secret_headers;  ///< e.g. Authorization: never logged
-    std::string body;                                                ///< sent as-is (set Content-Type in headers)
+    std::string body;                                                  ///< sent as-is (set Content-Type in headers)
 };
 
 struct HttpResponse {
@@ -42,13 +42,13 @@ struct HttpResponse {
 };
 
 struct HttpClientConfig {
-    std::chrono::milliseconds connect_timeout{5000};    ///< TCP connect (after name resolution)
-    std::chrono::milliseconds handshake_timeout{5000};  ///< TLS handshake
-    std::chrono::milliseconds request_timeout{15000};   ///< whole request: connect + handshake + write + read
-    std::chrono::seconds max_idle{30};                  ///< idle keep-alive connections older than this are closed
-    std::size_t max_idle_per_host = 32;                 ///< idle keep-alive connections kept per scheme/host/port
-    std::size_t max_body_bytes = 64 * 1024;             ///< larger bodies fail with errc::response_too_large
-    std::size_t max_header_bytes = 16 * 1024;
+    std::chrono::milliseconds connect_timeout{5000};      ///< TCP connect (after name resolution)
+    std::chrono::milliseconds handshake_timeout{5000};    ///< TLS handshake
+    std::chrono::milliseconds request_timeout{15000};     ///< whole request: connect + handshake + write + read
+    std::chrono::seconds max_idle{30};                    ///< idle keep-alive connections older than this are closed
+    std::size_t max_idle_per_host = 32;                   ///< idle keep-alive connections kept per scheme/host/port
+    std::size_t max_body_bytes = 64 * std::size_t{1024};  ///< larger bodies fail with errc::response_too_large
+    std::size_t max_header_bytes = 16 * std::size_t{1024};
     bool allow_insecure_http = false;  ///< allow plain http:// to non-loopback hosts
     std::string ca_file;               ///< PEM file of trusted CAs; empty = the system store
     bool verify_peer = true;           ///< verify the certificate chain and the host name (leave on)

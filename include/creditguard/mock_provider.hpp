@@ -23,15 +23,15 @@ namespace creditguard {
 
 struct MockConfig {
     std::string address = "127.0.0.1";
-    unsigned short port = 0;               ///< 0: an ephemeral port (see MockProvider::port())
-    SecretString key{"mock-provider-key"};  ///< the one key every provider endpoint accepts
-    Credits credits = 1000;                 ///< starting balance of the one account
-    Credits cost = 12;                      ///< price of one create-task
-    std::optional<Credits> actual_cost;     ///< what a successful task finally costs (default: cost)
+    unsigned short port = 0;                              ///< 0: an ephemeral port (see MockProvider::port())
+    SecretString key{"mock-provider-key"};                ///< the one key every provider endpoint accepts
+    Credits credits = 1000;                               ///< starting balance of the one account
+    Credits cost = 12;                                    ///< price of one create-task
+    std::optional<Credits> actual_cost;                   ///< what a successful task finally costs (default: cost)
     DeductionTiming deduct = DeductionTiming::at_submit;  ///< at_submit or at_completion
-    bool refund_failed = true;              ///< give back the credits of failed tasks charged at submit
-    int polls_to_complete = 2;              ///< the N-th status poll of a task reports it finished
-    double failure_rate = 0.0;              ///< fraction of tasks that fail (deterministic PRNG, `seed`)
+    bool refund_failed = true;                            ///< give back the credits of failed tasks charged at submit
+    int polls_to_complete = 2;                            ///< the N-th status poll of a task reports it finished
+    double failure_rate = 0.0;                            ///< fraction of tasks that fail (deterministic PRNG, `seed`)
     unsigned seed = 1;
     /// Which provider answers the paths that sunoapi.org and kie.ai share (/api/v1/generate...):
     /// "sunoapi" or "kie". The balance paths differ and always answer as their own provider.

@@ -78,22 +78,22 @@ struct ProviderConfig {
     std::string balance_pointer;  ///< JSON pointer to the balance, e.g. "/data" or "/data/balance"
 
     // Classification.
-    std::string code_pointer = "/code";                       ///< empty: the body carries no code
+    std::string code_pointer = "/code";  ///< empty: the body carries no code
     std::vector<std::string> message_pointers = {"/msg", "/message"};
-    std::vector<CodeRule> codes;                              ///< body codes and HTTP statuses alike
-    int success_code = 200;                                   ///< the body code that means ok
+    std::vector<CodeRule> codes;  ///< body codes and HTTP statuses alike
+    int success_code = 200;       ///< the body code that means ok
 
     // Tasks.
-    std::string create_path;                            ///< POST, JSON body
-    std::vector<std::string> task_id_pointers;          ///< first string found wins
-    boost::json::value create_template;                 ///< object the prompt is written into
-    std::string prompt_pointer = "/prompt";             ///< where make_create_body() writes the prompt
-    std::string status_path;                            ///< GET status_path?<status_query>=ID
+    std::string create_path;                    ///< POST, JSON body
+    std::vector<std::string> task_id_pointers;  ///< first string found wins
+    boost::json::value create_template;         ///< object the prompt is written into
+    std::string prompt_pointer = "/prompt";     ///< where make_create_body() writes the prompt
+    std::string status_path;                    ///< GET status_path?<status_query>=ID
     std::string status_query = "taskId";
-    std::string status_pointer;                         ///< JSON pointer to the status string
-    std::vector<StatusRule> statuses;                   ///< unlisted strings map to TaskState::unknown
-    std::string actual_credits_pointer;                 ///< empty: the provider does not report actual cost
-    std::string fail_reason_pointer;                    ///< optional: failure text on failed tasks
+    std::string status_pointer;          ///< JSON pointer to the status string
+    std::vector<StatusRule> statuses;    ///< unlisted strings map to TaskState::unknown
+    std::string actual_credits_pointer;  ///< empty: the provider does not report actual cost
+    std::string fail_reason_pointer;     ///< optional: failure text on failed tasks
 
     DeductionTiming deduction = DeductionTiming::unknown;
 };
@@ -110,9 +110,9 @@ ProviderConfig generic_provider(std::string id, std::string base_url, std::strin
 /// A classified provider answer.
 struct Classification {
     Outcome outcome = Outcome::malformed;
-    unsigned http_status = 0;                       ///< 0: no HTTP answer (transport error)
-    std::optional<long long> provider_code;         ///< the body code, when the body had one
-    std::string message;                            ///< provider's message (key redacted, at most 256 chars)
+    unsigned http_status = 0;                         ///< 0: no HTTP answer (transport error)
+    std::optional<long long> provider_code;           ///< the body code, when the body had one
+    std::string message;                              ///< provider's message (key redacted, at most 256 chars)
     std::optional<std::chrono::seconds> retry_after;  ///< from Retry-After (seconds or HTTP-date)
 };
 
@@ -134,7 +134,8 @@ inline Classification classify(const ProviderConfig& config, const HttpResponse&
 
 /// Parses a Retry-After value: delay-seconds or an HTTP-date (IMF-fixdate, RFC 850 or asctime).
 /// A date in the past gives 0 s. Garbage gives nullopt.
-std::optional<std::chrono::seconds> parse_retry_after(std::string_view value, std::chrono::system_clock::time_point now);
+std::optional<std::chrono::seconds> parse_retry_after(std::string_view value,
+                                                      std::chrono::system_clock::time_point now);
 
 /// Converts a JSON balance value to credits. The rules (documented in docs and tested):
 /// - integers are taken as they are, negative ones too (a negative balance is real);

@@ -51,7 +51,8 @@ public:
 private:
     void wipe() noexcept {
         volatile char* p = value_.data();
-        for (std::size_t i = 0; i < value_.size(); ++i) p[i] = 0;
+        for (std::size_t i = 0; i < value_.size(); ++i)
+            p[i] = 0;
         value_.clear();
     }
     std::string value_;

@@ -29,8 +29,8 @@
 #include <set>
 #include <vector>
 
-#include <cerrno>
 #include <sys/socket.h>
+#include <cerrno>
 
 namespace creditguard {
 
@@ -52,7 +52,7 @@ bool iequals(std::string_view a, std::string_view b) noexcept {
 
 struct Target {
     bool tls = false;
-    std::string host;         // for resolving / SNI / verification (no brackets)
+    std::string host;  // for resolving / SNI / verification (no brackets)
     std::string port;
     std::string target;       // path + query
     std::string host_header;  // Host: value
@@ -66,9 +66,12 @@ error_code parse_target(const std::string& url, Target& t, std::size_t& origin_s
     const auto& u = *parsed;
     origin_size = u.encoded_origin().size();  // "scheme://authority", a prefix of url
     const auto scheme = u.scheme();
-    if (iequals(scheme, "https")) t.tls = true;
-    else if (iequals(scheme, "http")) t.tls = false;
-    else return errc::invalid_url;
+    if (iequals(scheme, "https"))
+        t.tls = true;
+    else if (iequals(scheme, "http"))
+        t.tls = false;
+    else
+        return errc::invalid_url;
     if (!u.has_authority() || u.has_userinfo()) return errc::invalid_url;
     bool bracket = false;
     switch (u.host_type()) {
@@ -77,9 +80,7 @@ error_code parse_target(const std::string& url, Target& t, std::size_t& origin_s
         bracket = true;
         break;
     case boost::urls::host_type::name:
-    case boost::urls::host_type::ipv4:
-        t.host = u.host();
-        break;
+    case boost::urls::host_type::ipv4: t.host = u.host(); break;
     default: return errc::invalid_url;
     }
     if (t.host.empty()) return errc::invalid_url;
@@ -111,9 +112,9 @@ error_code parse_target(const std::string& url, Target& t, std::size_t& origin_s
 bool valid_header_name(std::string_view name) noexcept {
     if (name.empty()) return false;
     for (unsigned char c : name) {
-        if (c <= 32 || c >= 127 || c == ':' || c == '(' || c == ')' || c == ',' || c == ';' || c == '"' ||
-            c == '/' || c == '[' || c == ']' || c == '?' || c == '=' || c == '{' || c == '}' || c == '\\' ||
-            c == '<' || c == '>' || c == '@')
+        if (c <= 32 || c >= 127 || c == ':' || c == '(' || c == ')' || c == ',' || c == ';' || c == '"' || c == '/' ||
+            c == '[' || c == ']' || c == '?' || c == '=' || c == '{' || c == '}' || c == '\\' || c == '<' || c == '>' ||
+            c == '@')
             return false;
     }
     return true;
@@ -187,10 +188,12 @@ void serialize(http::request<http::string_body>& msg, std::string& out) {
     out.clear();
     if (msg.version() == 11 && !msg.chunked()) {
         std::size_t size = 32 + msg.target().size() + msg.body().size();
-        for (const auto& f : msg) size += f.name_string().size() + f.value().size() + 4;
+        for (const auto& f : msg)
+            size += f.name_string().size() + f.value().size() + 4;
         out.reserve(size);
         out.append(msg.method_string()).append(" ").append(msg.target()).append(" HTTP/1.1\r\n");
-        for (const auto& f : msg) out.append(f.name_string()).append(": ").append(f.value()).append("\r\n");
+        for (const auto& f : msg)
+            out.append(f.name_string()).append(": ").append(f.value()).append("\r\n");
         out.append("\r\n").append(msg.body());
         return;
     }
@@ -211,14 +214,17 @@ void serialize(http::request<http::string_body>& msg, std::string& out) {
 
 bool is_disconnect(const error_code& ec) noexcept {
     return ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||
-           ec == asio::error::broken_pipe || ec == asio::error::connection_aborted || ec == ssl::error::stream_truncated;
+           ec == asio::error::broken_pipe || ec == asio::error::connection_aborted ||
+           ec == ssl::error::stream_truncated;
 }
 
 }  // namespace
 
 struct HttpClient::Impl {
     Impl(asio::any_io_executor ex, HttpClientConfig cfg)
-        : executor(std::move(ex)), strand(make_client_strand(executor)), config(std::move(cfg)),
+        : executor(std::move(ex)),
+          strand(make_client_strand(executor)),
+          config(std::move(cfg)),
           tls(ssl::context::tls_client) {
         tls.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
                         ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
@@ -302,9 +308,11 @@ struct HttpClient::Impl {
         c->idle_since = now;
         auto& stack = idle[c->key];
         std::size_t expired = 0;  // the stack is ordered oldest first
-        while (expired < stack.size() && now - stack[expired]->idle_since > config.max_idle) ++expired;
+        while (expired < stack.size() && now - stack[expired]->idle_since > config.max_idle)
+            ++expired;
         if (stack.size() - expired >= config.max_idle_per_host) expired = stack.size() - config.max_idle_per_host + 1;
-        for (std::size_t i = 0; i < expired; ++i) stack[i]->close();
+        for (std::size_t i = 0; i < expired; ++i)
+            stack[i]->close();
         stack.erase(stack.begin(), stack.begin() + static_cast<std::ptrdiff_t>(expired));
         stack.push_back(std::move(c));
     }
@@ -409,7 +417,8 @@ asio::awaitable<error_code> exchange_on(Stream& stream, beast::flat_buffer& buff
     out.status = res.result_int();
     out.headers.clear();
     out.headers.reserve(static_cast<std::size_t>(std::distance(res.begin(), res.end())));
-    for (const auto& field : res) out.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
+    for (const auto& field : res)
+        out.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
     out.body = std::move(res.body());
     x.keep_alive = res.keep_alive() && parser.is_done();
     co_return ec;
@@ -443,10 +452,8 @@ error_code map_exchange_error(const error_code& ec, bool idempotent, const Excha
     if (ec == http::error::body_limit || ec == http::error::header_limit || ec == http::error::buffer_overflow)
         return errc::response_too_large;
     if (x.got_some) return errc::malformed_response;  // truncated or unparsable response
-    if (ec.category() == http::make_error_code(http::error::bad_version).category())
-        return errc::malformed_response;
-    if (ec.category() == asio::error::get_ssl_category() || ec == ssl::error::stream_truncated)
-        return errc::tls_error;
+    if (ec.category() == http::make_error_code(http::error::bad_version).category()) return errc::malformed_response;
+    if (ec.category() == asio::error::get_ssl_category() || ec == ssl::error::stream_truncated) return errc::tls_error;
     return errc::connection_failed;
 }
 
@@ -482,8 +489,10 @@ asio::awaitable<Result> run_request(std::shared_ptr<Impl> impl, HttpRequest req,
     msg.set(http::field::host, t.host_header);
     if (!impl->config.user_agent.empty() && valid_header_value(impl->config.user_agent))
         msg.set(http::field::user_agent, impl->config.user_agent);
-    for (const auto& [name, value] : req.headers) msg.insert(name, value);
-    for (const auto& [name, value] : req.secret_headers) msg.insert(name, value.reveal());
+    for (const auto& [name, value] : req.headers)
+        msg.insert(name, value);
+    for (const auto& [name, value] : req.secret_headers)
+        msg.insert(name, value.reveal());
     msg.body() = std::move(req.body);
     if (!msg.body().empty() || req.method == HttpMethod::post || req.method == HttpMethod::put) msg.prepare_payload();
     msg.keep_alive(true);
@@ -536,8 +545,10 @@ asio::awaitable<Result> run_request(std::shared_ptr<Impl> impl, HttpRequest req,
             co_return out;
         }
         if (!ec) {
-            if (x.keep_alive) impl->put_idle(std::move(conn));
-            else conn->close();
+            if (x.keep_alive)
+                impl->put_idle(std::move(conn));
+            else
+                conn->close();
             if (out.second.status >= 300 && out.second.status < 400) out.first = errc::redirect_not_followed;
             co_return out;
         }
@@ -574,9 +585,13 @@ bool is_loopback_host(std::string_view host) noexcept {
 HttpClient::HttpClient(asio::any_io_executor executor, HttpClientConfig config)
     : impl_(std::make_shared<Impl>(std::move(executor), std::move(config))) {}
 
-asio::any_io_executor HttpClient::get_executor() const noexcept { return impl_->executor; }
+asio::any_io_executor HttpClient::get_executor() const noexcept {
+    return impl_->executor;
+}
 
-const HttpClientConfig& HttpClient::config() const noexcept { return impl_->config; }
+const HttpClientConfig& HttpClient::config() const noexcept {
+    return impl_->config;
+}
 
 HttpClientStats HttpClient::stats() const {
     std::lock_guard lock(impl_->stats_mutex);
@@ -586,9 +601,11 @@ HttpClientStats HttpClient::stats() const {
 void HttpClient::cancel() {
     ++impl_->generation;
     asio::post(impl_->strand, [impl = impl_] {
-        for (const auto& c : impl->active) c->close();
+        for (const auto& c : impl->active)
+            c->close();
         for (auto& [key, stack] : impl->idle)
-            for (const auto& c : stack) c->close();
+            for (const auto& c : stack)
+                c->close();
         impl->idle.clear();
     });
 }

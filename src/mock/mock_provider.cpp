@@ -53,10 +53,18 @@ struct Task {
     std::string fail_reason;
 };
 
-const char* msg_key(Flavor f) { return (f == Flavor::sunoapi || f == Flavor::kie) ? "msg" : "message"; }
-int insufficient_code(Flavor f) { return f == Flavor::sunoapi ? 429 : 402; }
-int rate_code(Flavor f) { return f == Flavor::sunoapi ? 430 : 429; }
-int maintenance_code(Flavor f) { return f == Flavor::udioapi ? 503 : 455; }
+const char* msg_key(Flavor f) {
+    return (f == Flavor::sunoapi || f == Flavor::kie) ? "msg" : "message";
+}
+int insufficient_code(Flavor f) {
+    return f == Flavor::sunoapi ? 429 : 402;
+}
+int rate_code(Flavor f) {
+    return f == Flavor::sunoapi ? 430 : 429;
+}
+int maintenance_code(Flavor f) {
+    return f == Flavor::udioapi ? 503 : 455;
+}
 
 using Response = http::response<http::string_body>;
 
@@ -70,8 +78,8 @@ struct Action {
 struct SessionHandle {
     beast::tcp_stream* lowest = nullptr;
     asio::steady_timer* timer = nullptr;
-    bool idle = true;     // waiting for the next request
-    bool writing = false;  // writing an answer; the peer may already have it
+    bool idle = true;                                      // waiting for the next request
+    bool writing = false;                                  // writing an answer; the peer may already have it
     std::vector<std::shared_ptr<void>> close_after_write;  // close_idle_connections() barriers
 };
 
@@ -121,7 +129,8 @@ struct MockProvider::Impl : std::enable_shared_from_this<MockProvider::Impl> {
         json::object body;
         body["code"] = 200;
         body[msg_key(f)] = "success";
-        for (auto& kv : extra) body[kv.key()] = std::move(kv.value());
+        for (auto& kv : extra)
+            body[kv.key()] = std::move(kv.value());
         return make(200, json::serialize(body), req);
     }
 
@@ -191,13 +200,15 @@ struct MockProvider::Impl : std::enable_shared_from_this<MockProvider::Impl> {
         if (truncate_n > 0) {
             --truncate_n;
             a.kind = Action::truncate;
-            a.response = make(200, "{\"code\":200,\"msg\":\"success\",\"data\":{\"balance\":1000,\"padding\":\"xxxxxxxx\"}}", req);
+            a.response = make(
+                200, "{\"code\":200,\"msg\":\"success\",\"data\":{\"balance\":1000,\"padding\":\"xxxxxxxx\"}}", req);
             return a;
         }
         if (!injected.empty()) {
             auto& [n, canned] = injected.front();
             a.response = make(canned.status, canned.body, req, canned.content_type);
-            for (const auto& [k, v] : canned.headers) a.response.set(k, v);
+            for (const auto& [k, v] : canned.headers)
+                a.response.set(k, v);
             if (--n <= 0) injected.pop_front();
             return a;
         }
@@ -231,8 +242,7 @@ struct MockProvider::Impl : std::enable_shared_from_this<MockProvider::Impl> {
             }
             if (++rate_count > rate_max) {
                 ++counters.rate_limited_answers;
-                a.response = error(f,
-                                   rate_code(f),
+                a.response = error(f, rate_code(f),
                                    f == Flavor::sunoapi ? "Your call frequency is too high. Please try again later."
                                                         : "Rate limit exceeded. Please try again later.",
                                    req);
@@ -275,8 +285,7 @@ struct MockProvider::Impl : std::enable_shared_from_this<MockProvider::Impl> {
         switch (f) {
         case Flavor::sunoapi:
         case Flavor::kie: return ok(f, {{"data", credits}}, req);
-        case Flavor::udioapi:
-            return ok(f, {{"data", json::object{{"credits", credits}, {"used_credits", used}}}}, req);
+        case Flavor::udioapi: return ok(f, {{"data", json::object{{"credits", credits}, {"used_credits", used}}}}, req);
         case Flavor::crun: return ok(f, {{"data", json::object{{"balance", credits}}}}, req);
         }
         return error(f, 500, "unreachable", req);
@@ -355,8 +364,10 @@ struct MockProvider::Impl : std::enable_shared_from_this<MockProvider::Impl> {
         Task& t = it->second;
         if (t.phase == TaskPhase::pending || t.phase == TaskPhase::running) {
             ++t.polls;
-            if (t.polls >= config.polls_to_complete) finish(t);
-            else t.phase = t.polls == 1 ? TaskPhase::pending : TaskPhase::running;
+            if (t.polls >= config.polls_to_complete)
+                finish(t);
+            else
+                t.phase = t.polls == 1 ? TaskPhase::pending : TaskPhase::running;
         }
         const bool done = t.phase == TaskPhase::success || t.phase == TaskPhase::failed;
         switch (f) {
@@ -371,11 +382,12 @@ struct MockProvider::Impl : std::enable_shared_from_this<MockProvider::Impl> {
                 for (int i = 0; i < 2; ++i)
                     songs.push_back(json::object{{"id", t.id + "-" + std::to_string(i)},
                                                  {"audioUrl", "https://cdn.invalid/" + t.id + ".mp3"}});
-            json::object data{{"taskId", t.id},
-                              {"status", s},
-                              {"response", json::object{{"sunoData", std::move(songs)}}},
-                              {"errorCode", t.phase == TaskPhase::failed ? json::value(531) : json::value(nullptr)},
-                              {"errorMessage", t.phase == TaskPhase::failed ? json::value(t.fail_reason) : json::value(nullptr)}};
+            json::object data{
+                {"taskId", t.id},
+                {"status", s},
+                {"response", json::object{{"sunoData", std::move(songs)}}},
+                {"errorCode", t.phase == TaskPhase::failed ? json::value(531) : json::value(nullptr)},
+                {"errorMessage", t.phase == TaskPhase::failed ? json::value(t.fail_reason) : json::value(nullptr)}};
             return ok(f, {{"data", std::move(data)}}, req);
         }
         case Flavor::udioapi: {
@@ -383,12 +395,14 @@ struct MockProvider::Impl : std::enable_shared_from_this<MockProvider::Impl> {
                                : t.phase == TaskPhase::running ? "IN_PROGRESS"
                                : t.phase == TaskPhase::success ? "SUCCESS"
                                                                : "FAILED";
-            json::object item{{"id", t.id},
-                              {"audio_url", t.phase == TaskPhase::success ? "https://cdn.invalid/" + t.id + ".mp3" : ""},
-                              {"status", done ? "complete" : (t.phase == TaskPhase::pending ? "text" : "first")},
-                              {"fail_message", t.phase == TaskPhase::failed ? t.fail_reason : ""},
-                              {"error_message", ""}};
-            return ok(f, {{"data", json::object{{"type", type}, {"response_data", json::array{std::move(item)}}}}}, req);
+            json::object item{
+                {"id", t.id},
+                {"audio_url", t.phase == TaskPhase::success ? "https://cdn.invalid/" + t.id + ".mp3" : ""},
+                {"status", done ? "complete" : (t.phase == TaskPhase::pending ? "text" : "first")},
+                {"fail_message", t.phase == TaskPhase::failed ? t.fail_reason : ""},
+                {"error_message", ""}};
+            return ok(f, {{"data", json::object{{"type", type}, {"response_data", json::array{std::move(item)}}}}},
+                      req);
         }
         case Flavor::crun: {
             const char* s = t.phase == TaskPhase::pending   ? "pending"
@@ -413,8 +427,10 @@ struct MockProvider::Impl : std::enable_shared_from_this<MockProvider::Impl> {
         if (!h.lowest) return;
         error_code ignored;
         auto& s = h.lowest->socket();
-        if (reset) s.set_option(tcp::socket::linger(true, 0), ignored);
-        else s.shutdown(tcp::socket::shutdown_both, ignored);
+        if (reset)
+            s.set_option(tcp::socket::linger(true, 0), ignored);
+        else
+            s.shutdown(tcp::socket::shutdown_both, ignored);
         s.close(ignored);
     }
 
@@ -422,15 +438,18 @@ struct MockProvider::Impl : std::enable_shared_from_this<MockProvider::Impl> {
         stopped = true;
         error_code ignored;
         acceptor.close(ignored);
-        for (const auto& h : sessions) close_session(*h, false);
+        for (const auto& h : sessions)
+            close_session(*h, false);
     }
 
     /// Closes idle sessions now and sessions writing an answer as soon as it is written; `barrier` is
     /// released when all of them are closed.
     void close_idle(const std::shared_ptr<void>& barrier) {
         for (const auto& h : sessions) {
-            if (h->idle) close_session(*h, false);
-            else if (h->writing) h->close_after_write.push_back(barrier);
+            if (h->idle)
+                close_session(*h, false);
+            else if (h->writing)
+                h->close_after_write.push_back(barrier);
         }
     }
 
@@ -438,8 +457,8 @@ struct MockProvider::Impl : std::enable_shared_from_this<MockProvider::Impl> {
     tcp::acceptor acceptor;
     std::optional<ssl::context> tls;
     unsigned short port = 0;
-    bool stopped = false;                                 // strand
-    std::set<std::shared_ptr<SessionHandle>> sessions;    // strand
+    bool stopped = false;                               // strand
+    std::set<std::shared_ptr<SessionHandle>> sessions;  // strand
 
     mutable std::mutex mutex;
     MockConfig config;
@@ -496,8 +515,9 @@ asio::awaitable<void> serve(std::shared_ptr<Impl> impl, Stream& stream, std::sha
         }
         if (a.kind == Action::truncate) {
             const std::string& body = a.response.body();
-            std::string raw = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
-                              std::to_string(body.size()) + "\r\n\r\n" + body.substr(0, body.size() / 2);
+            std::string raw =
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+                "\r\n\r\n" + body.substr(0, body.size() / 2);
             co_await asio::async_write(stream, asio::buffer(raw), asio::redirect_error(asio::use_awaitable, ec));
             impl->close_session(*h, false);
             co_return;
@@ -566,7 +586,9 @@ MockProvider::MockProvider(asio::any_io_executor executor, MockConfig config)
     asio::co_spawn(impl_->strand, accept_loop(impl_), asio::detached);
 }
 
-MockProvider::~MockProvider() { stop(); }
+MockProvider::~MockProvider() {
+    stop();
+}
 
 void MockProvider::stop() {
     if (impl_->strand.running_in_this_thread()) {
@@ -577,7 +599,9 @@ void MockProvider::stop() {
     if (thread_.joinable()) thread_.join();  // run() returns once every session has ended
 }
 
-unsigned short MockProvider::port() const noexcept { return impl_->port; }
+unsigned short MockProvider::port() const noexcept {
+    return impl_->port;
+}
 
 std::string MockProvider::base_url() const {
     return std::string(impl_->tls ? "https://" : "http://") + impl_->config.address + ":" + std::to_string(impl_->port);
@@ -602,7 +626,8 @@ MockCounters MockProvider::counters() const {
 std::size_t MockProvider::tasks_in_flight() const {
     std::lock_guard lock(impl_->mutex);
     std::size_t n = 0;
-    for (const auto& [id, t] : impl_->tasks) n += (t.phase == TaskPhase::pending || t.phase == TaskPhase::running);
+    for (const auto& [id, t] : impl_->tasks)
+        n += (t.phase == TaskPhase::pending || t.phase == TaskPhase::running);
     return n;
 }
 void MockProvider::set_error_style(ErrorStyle style) {

@@ -66,11 +66,14 @@ constexpr std::size_t kMaxMessage = 256;
 
 std::string lower(std::string_view s) {
     std::string out(s);
-    for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    for (char& c : out)
+        c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     return out;
 }
 
-bool contains(std::string_view hay, std::string_view needle) { return hay.find(needle) != std::string_view::npos; }
+bool contains(std::string_view hay, std::string_view needle) {
+    return hay.find(needle) != std::string_view::npos;
+}
 
 /// The outcome a message implies, when it clearly implies one.
 std::optional<Outcome> from_message(std::string_view message) {
@@ -78,7 +81,8 @@ std::optional<Outcome> from_message(std::string_view message) {
     if (contains(m, "frequency") || contains(m, "rate limit") || contains(m, "rate-limit") ||
         contains(m, "ratelimit") || contains(m, "too many request") || contains(m, "throttl"))
         return Outcome::rate_limited;
-    if ((contains(m, "credit") || contains(m, "balance")) && !contains(m, "refund")) return Outcome::insufficient_credits;
+    if ((contains(m, "credit") || contains(m, "balance")) && !contains(m, "refund"))
+        return Outcome::insufficient_credits;
     return std::nullopt;
 }
 
@@ -160,9 +164,12 @@ int month_from(std::string_view m) {
 
 }  // namespace
 
-std::optional<std::chrono::seconds> parse_retry_after(std::string_view value, std::chrono::system_clock::time_point now) {
-    while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
-    while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+std::optional<std::chrono::seconds> parse_retry_after(std::string_view value,
+                                                      std::chrono::system_clock::time_point now) {
+    while (!value.empty() && (value.front() == ' ' || value.front() == '\t'))
+        value.remove_prefix(1);
+    while (!value.empty() && (value.back() == ' ' || value.back() == '\t'))
+        value.remove_suffix(1);
     if (value.empty() || value.size() > 64) return std::nullopt;
     if (std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; })) {
         if (value.size() > 9) return std::chrono::seconds(999'999'999);  // absurd but valid: cap it
@@ -183,13 +190,13 @@ std::optional<std::chrono::seconds> parse_retry_after(std::string_view value, st
         parsed = true;
     } else if (consumed = 0; std::sscanf(text.c_str(), "%*[A-Za-z], %2d-%3[A-Za-z]-%2d %2d:%2d:%2d %3s%n", &day, mon,
                                          &year, &hh, &mm, &ss, tail, &consumed) == 7 &&
-               consumed == static_cast<int>(text.size()) && std::string_view(tail) == "GMT") {
+                             consumed == static_cast<int>(text.size()) && std::string_view(tail) == "GMT") {
         // RFC 850: two-digit year
         year += year < 70 ? 2000 : 1900;
         parsed = true;
     } else if (consumed = 0; std::sscanf(text.c_str(), "%*3[A-Za-z] %3[A-Za-z] %2d %2d:%2d:%2d %4d%n", mon, &day, &hh,
                                          &mm, &ss, &year, &consumed) == 6 &&
-               consumed == static_cast<int>(text.size())) {
+                             consumed == static_cast<int>(text.size())) {
         parsed = true;  // asctime
     }
     if (!parsed) return std::nullopt;

@@ -19,32 +19,20 @@ namespace {
 
 std::vector<CodeRule> crun_table() {
     return {
-        {400, Outcome::invalid_request},
-        {401, Outcome::unauthorized},
-        {402, Outcome::insufficient_credits},
-        {403, Outcome::unauthorized},
-        {404, Outcome::not_found},
-        {413, Outcome::invalid_request},
-        {422, Outcome::invalid_request},
-        {429, Outcome::rate_limited, true},
-        {455, Outcome::maintenance},
-        {500, Outcome::server_error},
-        {501, Outcome::generation_failed},
-        {505, Outcome::feature_disabled},
+        {400, Outcome::invalid_request},   {401, Outcome::unauthorized},       {402, Outcome::insufficient_credits},
+        {403, Outcome::unauthorized},      {404, Outcome::not_found},          {413, Outcome::invalid_request},
+        {422, Outcome::invalid_request},   {429, Outcome::rate_limited, true}, {455, Outcome::maintenance},
+        {500, Outcome::server_error},      {501, Outcome::generation_failed},  {505, Outcome::feature_disabled},
         {531, Outcome::generation_failed},  // kie.ai callback: "generation failed, credits refunded"
     };
 }
 
 std::vector<StatusRule> sunoapi_statuses() {
     return {
-        {"PENDING", TaskState::pending},
-        {"TEXT_SUCCESS", TaskState::running},
-        {"FIRST_SUCCESS", TaskState::running},
-        {"SUCCESS", TaskState::success},
-        {"CREATE_TASK_FAILED", TaskState::failed},
-        {"GENERATE_AUDIO_FAILED", TaskState::failed},
-        {"CALLBACK_EXCEPTION", TaskState::failed},
-        {"SENSITIVE_WORD_ERROR", TaskState::failed},
+        {"PENDING", TaskState::pending},           {"TEXT_SUCCESS", TaskState::running},
+        {"FIRST_SUCCESS", TaskState::running},     {"SUCCESS", TaskState::success},
+        {"CREATE_TASK_FAILED", TaskState::failed}, {"GENERATE_AUDIO_FAILED", TaskState::failed},
+        {"CALLBACK_EXCEPTION", TaskState::failed}, {"SENSITIVE_WORD_ERROR", TaskState::failed},
     };
 }
 
@@ -57,7 +45,9 @@ ProviderConfig sunoapi_like(std::string id, std::string base, std::string balanc
     c.message_pointers = {"/msg", "/message"};
     c.create_path = "/api/v1/generate";
     c.task_id_pointers = {"/data/taskId"};
-    c.create_template = json::object{{"customMode", false}, {"instrumental", false}, {"model", "V4_5"},
+    c.create_template = json::object{{"customMode", false},
+                                     {"instrumental", false},
+                                     {"model", "V4_5"},
                                      {"callBackUrl", "https://localhost.invalid/creditguard-callback"}};
     c.prompt_pointer = "/prompt";
     c.status_path = "/api/v1/generate/record-info";
@@ -69,7 +59,8 @@ ProviderConfig sunoapi_like(std::string id, std::string base, std::string balanc
 }
 
 std::string trim_slash(std::string_view s) {
-    while (!s.empty() && s.back() == '/') s.remove_suffix(1);
+    while (!s.empty() && s.back() == '/')
+        s.remove_suffix(1);
     return std::string(s);
 }
 
@@ -102,8 +93,10 @@ bool set_at(json::value& root, std::string_view pointer, json::value v) {
         std::string token(pointer.substr(0, next));
         pointer = next == std::string_view::npos ? std::string_view{} : pointer.substr(next);
         for (std::size_t p = 0; (p = token.find('~', p)) != std::string::npos; ++p) {
-            if (p + 1 < token.size() && token[p + 1] == '1') token.replace(p, 2, "/");
-            else if (p + 1 < token.size() && token[p + 1] == '0') token.replace(p, 2, "~");
+            if (p + 1 < token.size() && token[p + 1] == '1')
+                token.replace(p, 2, "/");
+            else if (p + 1 < token.size() && token[p + 1] == '0')
+                token.replace(p, 2, "~");
         }
         if (cur->is_null()) *cur = json::object{};
         if (!cur->is_object()) return false;
@@ -170,8 +163,8 @@ std::optional<ProviderConfig> builtin_provider(std::string_view id, std::string_
         c.codes = {
             {400, Outcome::invalid_request},
             {401, Outcome::unauthorized},
-            {402, Outcome::insufficient_credits},        // inferred: undocumented
-            {403, Outcome::unauthorized, true},          // "Forbidden": a credits message means insufficient
+            {402, Outcome::insufficient_credits},  // inferred: undocumented
+            {403, Outcome::unauthorized, true},    // "Forbidden": a credits message means insufficient
             {404, Outcome::not_found},
             {429, Outcome::rate_limited, true},
             {500, Outcome::server_error},
@@ -183,9 +176,9 @@ std::optional<ProviderConfig> builtin_provider(std::string_view id, std::string_
         c.status_path = "/api/v2/feed";
         c.status_query = "workId";
         c.status_pointer = "/data/type";
-        c.statuses = {{"SUCCESS", TaskState::success},     {"FAILED", TaskState::failed},
-                      {"ERROR", TaskState::failed},        {"PENDING", TaskState::pending},
-                      {"IN_PROGRESS", TaskState::running}, {"PROCESSING", TaskState::running},
+        c.statuses = {{"SUCCESS", TaskState::success},      {"FAILED", TaskState::failed},
+                      {"ERROR", TaskState::failed},         {"PENDING", TaskState::pending},
+                      {"IN_PROGRESS", TaskState::running},  {"PROCESSING", TaskState::running},
                       {"TEXT_SUCCESS", TaskState::running}, {"FIRST_SUCCESS", TaskState::running}};
         c.fail_reason_pointer = "/data/response_data/0/fail_message";
         return c;
@@ -277,9 +270,15 @@ Provider::Provider(HttpClient http, ProviderConfig config, SecretString api_key)
     state_ = std::make_shared<const State>(State{std::move(config), std::move(api_key), std::move(http)});
 }
 
-const ProviderConfig& Provider::config() const noexcept { return state_->config; }
-HttpClient& Provider::http() const noexcept { return state_->http; }
-Classification Provider::classify(const HttpResponse& response) const { return state_->classify(response); }
+const ProviderConfig& Provider::config() const noexcept {
+    return state_->config;
+}
+HttpClient& Provider::http() const noexcept {
+    return state_->http;
+}
+Classification Provider::classify(const HttpResponse& response) const {
+    return state_->classify(response);
+}
 
 json::value Provider::make_create_body(std::string_view prompt) const {
     json::value body = state_->config.create_template;
@@ -404,9 +403,8 @@ public:
     explicit ProviderBalanceSource(Provider p) : provider_(std::move(p)) {}
 
     void read_balance(BalanceCallback done) override {
-        provider_.async_balance([done = std::move(done)](error_code ec, BalanceReply r) {
-            done(ec, ec ? Credits{0} : r.balance);
-        });
+        provider_.async_balance(
+            [done = std::move(done)](error_code ec, BalanceReply r) { done(ec, ec ? Credits{0} : r.balance); });
     }
 
     void cancel() override { provider_.http().cancel(); }
