@@ -1,6 +1,6 @@
 # Bar chart of measured / target per case (below the line = target met). Called by summarize.py with
 # datafile and outfile set: rows are  "label" normalised "raw value".
-set terminal svg size 900,480 dynamic enhanced font "sans,11" background "white"
+set terminal svg size 900,480 dynamic noenhanced font "sans,11" background "white"
 set output outfile
 set title "creditguard benchmarks: measured / target (≤ 1 meets the target; labels: measured value)"
 set style data histograms
