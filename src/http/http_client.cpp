@@ -357,14 +357,26 @@ using Result = std::pair<error_code, HttpResponse>;
 asio::awaitable<error_code> open_connection(std::shared_ptr<Impl> impl, ConnPtr conn, const Target& t,
                                             Clock::time_point deadline) {
     error_code ec;
-    tcp::resolver resolver(impl->strand);
-    auto results = co_await resolver.async_resolve(t.host, t.port, asio::redirect_error(asio::use_awaitable, ec));
+    // Name resolution counts against the connect timeout: a timer on the strand cancels the resolver
+    // (shared, so a timer that fires late never touches a destroyed one).
+    const auto connect_deadline = std::min(Clock::now() + impl->config.connect_timeout, deadline);
+    auto resolver = std::make_shared<tcp::resolver>(impl->strand);
+    auto resolve_timed_out = std::make_shared<bool>(false);
+    asio::steady_timer resolve_timer(impl->strand);
+    resolve_timer.expires_at(connect_deadline);
+    resolve_timer.async_wait([resolver, resolve_timed_out](error_code timer_ec) {
+        if (timer_ec) return;
+        *resolve_timed_out = true;
+        resolver->cancel();
+    });
+    auto results = co_await resolver->async_resolve(t.host, t.port, asio::redirect_error(asio::use_awaitable, ec));
+    resolve_timer.cancel();
     if (ec) {
         impl->log("creditguard http: cannot resolve " + t.host_header + ": " + ec.message());
+        if (*resolve_timed_out) co_return connect_deadline < deadline ? errc::connect_timeout : errc::request_timeout;
         co_return errc::connection_failed;
     }
     auto& lowest = beast::get_lowest_layer(conn->stream);
-    const auto connect_deadline = std::min(Clock::now() + impl->config.connect_timeout, deadline);
     lowest.expires_at(connect_deadline);
     co_await lowest.async_connect(results, asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
