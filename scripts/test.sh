@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite: every test under AddressSanitizer + UndefinedBehaviorSanitizer, the concurrency
-# tests again under ThreadSanitizer, and a clang 14 build of everything with warnings as errors (g++ 12
-# and clang 14 must both build the project). Installs and builds what it needs first.
+# The whole test suite: every test under AddressSanitizer + UndefinedBehaviorSanitizer, every test again
+# under ThreadSanitizer (the guard's concurrency tests, and the mock provider's thread, the HTTP and Redis
+# clients' strands), and a clang 14 build of everything with warnings as errors (g++ 12 and clang 14 must
+# both build the project). Installs and builds what it needs first.
 # .ci/run calls exactly this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +15,7 @@ echo "== build (g++ 12, asan+ubsan)"
 cmake --preset asan >/dev/null
 cmake --build --preset asan -j "$jobs"
 
-echo "== build (g++ 12, tsan: concurrency tests)"
+echo "== build (g++ 12, tsan)"
 cmake --preset tsan >/dev/null
 cmake --build --preset tsan -j "$jobs"
 
@@ -28,7 +29,7 @@ trap 'rm -f "$log"' EXIT
 echo "== test (asan+ubsan)"
 ctest --preset asan -j "$jobs" | tee -a "$log"
 
-echo "== test (tsan: concurrency tests)"
+echo "== test (tsan)"
 # High-entropy ASLR breaks TSan's memory layout on some kernels; setarch -R turns ASLR off for the run.
 if setarch "$(uname -m)" -R true 2>/dev/null; then
   setarch "$(uname -m)" -R ctest --preset tsan -j "$jobs" | tee -a "$log"
