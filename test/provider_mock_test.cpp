@@ -433,4 +433,33 @@ BOOST_AUTO_TEST_CASE(invalid_provider_configuration) {
     BOOST_CHECK_THROW(Provider(HttpClient(ioc.get_executor()), cfg, SecretString("k")), std::invalid_argument);
 }
 
+BOOST_AUTO_TEST_CASE(task_calls_a_provider_cannot_make_fail_without_completing_inline) {
+    // A generic provider with only a balance endpoint: create and status fail at once with
+    // invalid_request, but never inside the initiating call (a use_awaitable caller would recurse).
+    asio::io_context ioc;
+    Provider p(HttpClient(ioc.get_executor()),
+               generic_provider("balance-only", "http://127.0.0.1:1", "/credits", "/credits"), SecretString(kKey));
+    int completed = 0;
+    int completed_during_initiation = -1;
+    error_code create_ec;
+    error_code status_ec;
+    // Initiated from inside the io_context, where a dispatch would run the handler at once.
+    asio::post(ioc, [&] {
+        p.async_create_task(p.make_create_body("x"), [&](error_code ec, TaskCreated) {
+            create_ec = ec;
+            ++completed;
+        });
+        p.async_task_status("task-1", [&](error_code ec, TaskStatus) {
+            status_ec = ec;
+            ++completed;
+        });
+        completed_during_initiation = completed;
+    });
+    ioc.run();
+    BOOST_TEST(completed_during_initiation == 0);
+    BOOST_TEST(completed == 2);
+    BOOST_TEST((create_ec == creditguard::errc::invalid_request));
+    BOOST_TEST((status_ec == creditguard::errc::invalid_request));
+}
+
 BOOST_AUTO_TEST_SUITE_END()

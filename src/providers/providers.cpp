@@ -119,6 +119,17 @@ void complete(Provider::Handler<T>& h, const asio::any_io_executor& fallback, er
     asio::dispatch(ex, [h = std::move(h), ec, v = std::move(value)]() mutable { std::move(h)(ec, std::move(v)); });
 }
 
+/// For errors found while initiating: always posted, never run inside the initiating call (a
+/// use_awaitable handler completed inline recurses).
+template <class T>
+void complete_later(Provider::Handler<T>& h, const asio::any_io_executor& fallback, error_code ec, T value) {
+    // Posted to the client's executor first (the handler's type-erased executor cannot be required not
+    // to block), then dispatched to the handler's own executor from there.
+    asio::post(fallback, [h = std::move(h), fallback, ec, v = std::move(value)]() mutable {
+        complete(h, fallback, ec, std::move(v));
+    });
+}
+
 /// A transport failure: the classification says there was no answer.
 Classification no_answer() {
     Classification c;
@@ -249,6 +260,31 @@ struct Provider::State {
 
     Classification classify(const HttpResponse& resp) const { return classify(resp, detail::parse_body(resp.body)); }
 
+    /// What every call's completion does first: a transport error completes with "no answer"; otherwise
+    /// the body is parsed once and classified, and an answer that is not ok completes with its error
+    /// (with `unreadable_is_ambiguous`, an unreadable answer is errc::ambiguous_outcome: a create whose
+    /// reply cannot be read may still have made a task). Returns the parsed body when the caller goes on.
+    template <class Reply>
+    std::optional<detail::ParsedBody> answer(error_code ec, const HttpResponse& resp, Reply& r,
+                                             Provider::Handler<Reply>& h, bool unreadable_is_ambiguous = false) const {
+        const auto ex = http.get_executor();
+        if (ec && ec != errc::redirect_not_followed) {
+            r.cls = no_answer();
+            complete(h, ex, ec, std::move(r));
+            return std::nullopt;
+        }
+        detail::ParsedBody body = detail::parse_body(resp.body);
+        r.cls = classify(resp, body);
+        error_code result = ec;
+        if (!result && unreadable_is_ambiguous && r.cls.outcome == Outcome::malformed) result = errc::ambiguous_outcome;
+        if (!result && r.cls.outcome != Outcome::ok) result = to_error_code(r.cls.outcome);
+        if (result) {
+            complete(h, ex, result, std::move(r));
+            return std::nullopt;
+        }
+        return body;
+    }
+
     Classification classify(const HttpResponse& resp, const detail::ParsedBody& body) const {
         Classification c = detail::classify_parsed(config, resp.status, resp, body, std::chrono::system_clock::now());
         c.message = redact(std::move(c.message), key);
@@ -291,17 +327,11 @@ void Provider::start_balance(std::shared_ptr<const State> s, Handler<BalanceRepl
     HttpRequest req = s->request(HttpMethod::get, s->config.balance_path);
     auto& http = s->http;
     http.async_request(std::move(req), [s, h = std::move(h)](error_code ec, HttpResponse resp) mutable {
-        const auto ex = s->http.get_executor();
         BalanceReply r;
-        if (ec && ec != errc::redirect_not_followed) {
-            r.cls = no_answer();
-            return complete(h, ex, ec, std::move(r));
-        }
-        const detail::ParsedBody body = detail::parse_body(resp.body);
-        r.cls = s->classify(resp, body);
-        if (ec) return complete(h, ex, ec, std::move(r));
-        if (r.cls.outcome != Outcome::ok) return complete(h, ex, to_error_code(r.cls.outcome), std::move(r));
-        auto b = detail::balance_in(s->config, body);
+        const auto body = s->answer(ec, resp, r, h);
+        if (!body) return;
+        const auto ex = s->http.get_executor();
+        auto b = detail::balance_in(s->config, *body);
         if (!b) {
             r.cls.outcome = Outcome::malformed;
             return complete(h, ex, b.error(), std::move(r));
@@ -315,26 +345,18 @@ void Provider::start_create(std::shared_ptr<const State> s, json::value body, Ha
     if (s->config.create_path.empty()) {
         TaskCreated r;
         r.cls = no_answer();
-        return complete(h, s->http.get_executor(), error_code(errc::invalid_request), std::move(r));
+        return complete_later(h, s->http.get_executor(), error_code(errc::invalid_request), std::move(r));
     }
     HttpRequest req = s->request(HttpMethod::post, s->config.create_path, json::serialize(body));
     auto& http = s->http;
     http.async_request(std::move(req), [s, h = std::move(h)](error_code ec, HttpResponse resp) mutable {
-        const auto ex = s->http.get_executor();
         TaskCreated r;
-        if (ec && ec != errc::redirect_not_followed) {
-            r.cls = no_answer();
-            return complete(h, ex, ec, std::move(r));
-        }
-        const detail::ParsedBody body = detail::parse_body(resp.body);
-        r.cls = s->classify(resp, body);
-        if (ec) return complete(h, ex, ec, std::move(r));
-        if (r.cls.outcome == Outcome::malformed)  // an answer we cannot read: the task may exist
-            return complete(h, ex, error_code(errc::ambiguous_outcome), std::move(r));
-        if (r.cls.outcome != Outcome::ok) return complete(h, ex, to_error_code(r.cls.outcome), std::move(r));
-        const json::value& doc = body.doc;
+        const auto body = s->answer(ec, resp, r, h, /*unreadable_is_ambiguous=*/true);
+        if (!body) return;
+        const auto ex = s->http.get_executor();
+        const json::value& doc = body->doc;
         for (const auto& p : s->config.task_id_pointers) {
-            if (!body.ok) break;
+            if (!body->ok) break;
             const json::value* v = at(doc, p);
             if (v && v->is_string() && !v->get_string().empty()) {
                 r.task_id = std::string(v->get_string());
@@ -357,24 +379,18 @@ void Provider::start_status(std::shared_ptr<const State> s, std::string id, Hand
     if (s->config.status_path.empty() || id.empty()) {
         TaskStatus r;
         r.cls = no_answer();
-        return complete(h, s->http.get_executor(), error_code(errc::invalid_request), std::move(r));
+        return complete_later(h, s->http.get_executor(), error_code(errc::invalid_request), std::move(r));
     }
     HttpRequest req =
         s->request(HttpMethod::get, s->config.status_path + "?" + s->config.status_query + "=" + percent_encode(id));
     auto& http = s->http;
     http.async_request(std::move(req), [s, h = std::move(h)](error_code ec, HttpResponse resp) mutable {
-        const auto ex = s->http.get_executor();
         TaskStatus r;
-        if (ec && ec != errc::redirect_not_followed) {
-            r.cls = no_answer();
-            return complete(h, ex, ec, std::move(r));
-        }
-        const detail::ParsedBody body = detail::parse_body(resp.body);
-        r.cls = s->classify(resp, body);
-        if (ec) return complete(h, ex, ec, std::move(r));
-        if (r.cls.outcome != Outcome::ok) return complete(h, ex, to_error_code(r.cls.outcome), std::move(r));
-        const json::value& doc = body.doc;
-        const json::value* st = body.ok ? at(doc, s->config.status_pointer) : nullptr;
+        const auto body = s->answer(ec, resp, r, h);
+        if (!body) return;
+        const auto ex = s->http.get_executor();
+        const json::value& doc = body->doc;
+        const json::value* st = body->ok ? at(doc, s->config.status_pointer) : nullptr;
         if (!st || !st->is_string()) {
             r.cls.outcome = Outcome::malformed;
             return complete(h, ex, error_code(errc::malformed_response), std::move(r));
