@@ -13,11 +13,14 @@
 #include <boost/asio/write.hpp>
 #include <boost/test/unit_test.hpp>
 
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <deque>
@@ -25,7 +28,6 @@
 #include <filesystem>
 #include <stdexcept>
 #include <string>
-#include <thread>
 #include <vector>
 
 namespace redis_test {
@@ -96,9 +98,9 @@ public:
                                          "--dir",
                                          dir_,
                                          "--logfile",
-                                         dir_ + "/redis.log",
+                                         "",  // stdout: the fixture reads it for the readiness line
                                          "--loglevel",
-                                         "warning"};
+                                         "notice"};
         if (!password_.empty()) {
             args.emplace_back("--requirepass");
             args.push_back(password_);
@@ -107,17 +109,22 @@ public:
         for (auto& a : args)
             argv.push_back(a.data());
         argv.push_back(nullptr);
+        int log_pipe[2];
+        if (::pipe2(log_pipe, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
         const pid_t parent = ::getpid();
         const pid_t pid = ::fork();
         if (pid < 0) throw std::runtime_error("fork failed");
         if (pid == 0) {
             ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive a crashed test binary
             if (::getppid() != parent) ::_exit(126);
+            ::dup2(log_pipe[1], STDOUT_FILENO);  // dup2 clears close-on-exec on the copy
             ::execv(redis_server_path, argv.data());
             ::_exit(127);
         }
+        ::close(log_pipe[1]);
         pid_ = pid;
-        wait_ready();
+        wait_ready(log_pipe[0]);
+        ::close(log_pipe[0]);  // later log lines fail quietly (redis ignores SIGPIPE)
     }
 
     /// SIGKILL, as a crash would.
@@ -130,29 +137,29 @@ public:
     }
 
 private:
-    // Connects until the server accepts (bounded number of attempts, a tiny delay between them).
-    void wait_ready() {
-        asio::io_context ioc;
-        const asio::ip::tcp::endpoint ep(asio::ip::make_address("127.0.0.1"), port_);
-        for (int attempt = 0; attempt < 1000; ++attempt) {
-            int status = 0;
-            if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+    // Waits for the server's own "Ready to accept connections" log line (an event, not a poll), bounded
+    // by 10 s; end of output means the server exited.
+    void wait_ready(int log_fd) {
+        std::string seen;
+        const auto give_up = std::chrono::steady_clock::now() + 10s;
+        for (;;) {
+            const auto left =
+                std::chrono::duration_cast<std::chrono::milliseconds>(give_up - std::chrono::steady_clock::now());
+            pollfd pfd{log_fd, POLLIN, 0};
+            if (left.count() <= 0 || ::poll(&pfd, 1, static_cast<int>(left.count())) == 0)
+                throw std::runtime_error("redis-server did not become ready");
+            char chunk[4096];
+            const ssize_t n = ::read(log_fd, chunk, sizeof chunk);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) {
+                int status = 0;
+                ::waitpid(pid_, &status, 0);
                 pid_ = -1;
-                throw std::runtime_error("redis-server exited at startup");
+                throw std::runtime_error("redis-server exited at startup: " + seen);
             }
-            asio::ip::tcp::socket s(ioc);
-            error_code ec;
-            s.connect(ep, ec);
-            if (!ec) {
-                // A reply to PING (PONG, or NOAUTH when a password is required) means it serves requests.
-                asio::write(s, asio::buffer(std::string("PING\r\n")), ec);
-                char c = 0;
-                if (!ec) asio::read(s, asio::buffer(&c, 1), ec);
-                if (!ec && (c == '+' || c == '-')) return;
-            }
-            std::this_thread::sleep_for(5ms);
+            seen.append(chunk, static_cast<std::size_t>(n));
+            if (seen.find("Ready to accept connections") != std::string::npos) return;
         }
-        throw std::runtime_error("redis-server did not become ready");
     }
 
     std::uint16_t port_;
