@@ -172,24 +172,10 @@ asio::awaitable<void> loop_reserve_release(benchmark::State& state, creditguard:
     }
 }
 
+// One coroutine per run (cg_bench::run_coroutine), reporting items per second.
 template <typename Body>
 void run_in_one_coroutine(benchmark::State& state, asio::io_context& ioc, Body body) {
-    bool done = false;
-    std::exception_ptr failure;
-    asio::co_spawn(ioc, std::move(body), [&](std::exception_ptr e) {
-        failure = e;
-        done = true;
-    });
-    ioc.restart();
-    while (!done)
-        ioc.run_one();
-    if (failure) {
-        try {
-            std::rethrow_exception(failure);
-        } catch (const std::exception& e) {
-            state.SkipWithError(e.what());
-        }
-    }
+    cg_bench::run_coroutine(state, ioc, std::move(body));
     state.SetItemsProcessed(state.iterations());
 }
 

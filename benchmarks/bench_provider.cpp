@@ -8,6 +8,8 @@
 //   case 6  one balance read over a kept-alive connection: Provider::async_balance (HttpClient, the
 //           project's path) vs a minimal synchronous Beast client doing the same GET and JSON read
 //           (target <= 1.3x).
+#include "bench_support.hpp"
+
 #include <creditguard/creditguard.hpp>
 #include <creditguard/http_client.hpp>
 #include <creditguard/mock_provider.hpp>
@@ -48,27 +50,6 @@ creditguard::Provider make_provider(asio::io_context& ioc, const creditguard::Mo
     if (!config) throw std::runtime_error("bench: no sunoapi preset");
     config->deduction = mc.deduct;
     return creditguard::Provider(creditguard::HttpClient(ioc.get_executor()), *config, mc.key);
-}
-
-// Runs `body` as one coroutine on `ioc` until it finishes; reports an exception as a benchmark error.
-template <typename Awaitable>
-void run_coroutine(benchmark::State& state, asio::io_context& ioc, Awaitable body) {
-    bool done = false;
-    std::exception_ptr failure;
-    asio::co_spawn(ioc, std::move(body), [&](std::exception_ptr e) {
-        failure = e;
-        done = true;
-    });
-    ioc.restart();
-    while (!done)
-        ioc.run_one();
-    if (failure) {
-        try {
-            std::rethrow_exception(failure);
-        } catch (const std::exception& e) {
-            state.SkipWithError(e.what());
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -255,7 +236,7 @@ void BM_balance_provider_async(benchmark::State& state) {
     creditguard::MockProvider mock(mc);
     asio::io_context ioc;
     creditguard::Provider provider = make_provider(ioc, mock, mc);
-    run_coroutine(state, ioc, balance_loop(state, provider));
+    cg_bench::run_coroutine(state, ioc, balance_loop(state, provider));
     const auto s = provider.http().stats();
     state.counters["conn_opened"] = static_cast<double>(s.connections_opened);
     state.counters["conn_reused"] = static_cast<double>(s.connections_reused);

@@ -4,10 +4,15 @@
 
 #include <creditguard/creditguard.hpp>
 
+#include <benchmark/benchmark.h>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 
 #include <atomic>
+#include <exception>
 #include <memory>
 #include <stdexcept>
 #include <utility>
@@ -69,5 +74,27 @@ struct GuardRig {
     GuardRig(const GuardRig&) = delete;
     GuardRig& operator=(const GuardRig&) = delete;
 };
+
+/// Runs `body` as one coroutine on `ioc` until it finishes; an exception becomes a benchmark error.
+/// Many iterations run inside the one coroutine, so co_spawn itself is not what gets measured.
+template <typename Awaitable>
+void run_coroutine(benchmark::State& state, boost::asio::io_context& ioc, Awaitable body) {
+    bool done = false;
+    std::exception_ptr failure;
+    boost::asio::co_spawn(ioc, std::move(body), [&](std::exception_ptr e) {
+        failure = e;
+        done = true;
+    });
+    ioc.restart();
+    while (!done)
+        ioc.run_one();
+    if (failure) {
+        try {
+            std::rethrow_exception(failure);
+        } catch (const std::exception& e) {
+            state.SkipWithError(e.what());
+        }
+    }
+}
 
 }  // namespace cg_bench
