@@ -40,6 +40,7 @@ GuardCore::~GuardCore() {
 }
 
 void GuardCore::start() {
+    ledger_->attach(std::weak_ptr<LedgerHost>(weak_from_this()));
     DeferredWork work;
     Lock lock(mutex_);
     schedule_locked(clock_->now(), work);
@@ -120,6 +121,7 @@ boost::system::result<Reservation> GuardCore::try_reserve(Credits cost) {
         ++counters_.rejected_paused;
         return make_error_code(pause_reason_);
     }
+    if (!local_ && fifo_.empty()) ledger_->note_demand(cost, cost);  // a shared ledger may fetch it for the next try
     const bool owed_to_waiters = !fifo_.empty() && available_locked() >= cost;
     why = owed_to_waiters ? errc::would_block : shortfall_reason_locked();
     ++(why == errc::balance_unknown ? counters_.rejected_balance_unknown : counters_.rejected_insufficient);
@@ -176,6 +178,8 @@ void GuardCore::park(Waiter* waiter, Credits cost, const ReserveOptions& options
     waiter->queued = true;
     waiter->deadline = saturating_add(now, options.max_wait.value_or(config_.default_max_wait));
     fifo_.push_back(waiter);
+    queued_cost_ += cost;
+    if (!local_ && !paused_) ledger_->note_demand(queued_cost_, fifo_.front()->cost);
     deadlines_.push(waiter);
     schedule_locked(now, work);
     run(lock, work);
@@ -205,6 +209,7 @@ void GuardCore::cancel(Waiter* waiter) noexcept {
 
 void GuardCore::unpark_locked(Waiter* waiter) noexcept {
     fifo_.erase(waiter);
+    queued_cost_ -= waiter->cost;
     deadlines_.erase(waiter);
     waiter->queued = false;
     if (waiter->recheck_only) --recheck_waiters_;
@@ -226,6 +231,7 @@ void GuardCore::drain_locked(DeferredWork& work) {
         return;
     }
     bool blocked = false;
+    Credits blocked_head = 0;
     for (Waiter* waiter = fifo_.front(); waiter != nullptr;) {
         Waiter* next = waiter->next;
         if (!blocked && try_hold_locked(waiter->cost)) {
@@ -237,11 +243,13 @@ void GuardCore::drain_locked(DeferredWork& work) {
             ++(why == errc::balance_unknown ? counters_.rejected_balance_unknown : counters_.rejected_insufficient);
             work.completions.push_back({waiter, make_error_code(why), {}});
         } else {
+            if (!blocked) blocked_head = waiter->cost;
             blocked = true;  // no barging: nobody behind an unserved waiter is granted
             if (recheck_waiters_ == 0) break;
         }
         waiter = next;
     }
+    if (!local_) ledger_->note_demand(blocked ? queued_cost_ : 0, blocked_head);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -392,6 +400,16 @@ void GuardCore::on_read_done(RefreshTicket ticket, boost::system::error_code ec,
     }
     drain_locked(work);
     after_change_locked(now, work);
+    run(lock, work);
+}
+
+void GuardCore::update_ledger(const std::function<void(Ledger&)>& change) {
+    DeferredWork work;
+    Lock lock(mutex_);
+    change(*ledger_);
+    if (shut_down_) return;
+    drain_locked(work);
+    after_change_locked(clock_->now(), work);
     run(lock, work);
 }
 

@@ -5,6 +5,7 @@
 #include "creditguard/types.hpp"
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -24,6 +25,18 @@ struct LedgerTotals {
     Credits pending = 0;           ///< submitted, not yet visible in B
     Credits available = 0;         ///< what admission may still grant (may be negative)
     bool zeroed = false;           ///< the provider said "insufficient": available is capped at 0 until a read
+};
+
+class Ledger;
+
+/// How a ledger that does its own I/O (the shared RedisLedger) hands asynchronous results to its guard.
+class LedgerHost {
+public:
+    virtual ~LedgerHost() = default;
+    /// Runs `change` on the ledger under the guard's lock, then grants the waiters the change made room for
+    /// and reschedules balance reads (both skipped once the guard has shut down: live reservations still
+    /// account through the ledger). Never call it from inside a Ledger member (the lock is held there).
+    virtual void update_ledger(const std::function<void(Ledger&)>& change) = 0;
 };
 
 /// The accounting interface. Implementations are I/O-free and not thread-safe: the guard serialises
@@ -61,6 +74,13 @@ public:
     virtual void forget_balance() noexcept = 0;
 
     virtual LedgerTotals totals() const noexcept = 0;
+
+    /// The guard attaches itself once, before the first read. Ledgers without I/O ignore it.
+    virtual void attach(std::weak_ptr<LedgerHost> /*host*/) {}
+    /// After the guard tried to serve its queue: `queued` credits wait unserved in all, `head` for the first
+    /// of them (both 0 when nobody waits). A shared ledger asks its pool for more here, or gives idle credits
+    /// back; the in-process one has nowhere to ask.
+    virtual void note_demand(Credits /*queued*/, Credits /*head*/) noexcept {}
 };
 
 /// The in-process ledger: exact integer accounting with event numbering (see accounting.md).

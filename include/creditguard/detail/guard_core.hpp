@@ -38,12 +38,12 @@ struct DeferredWork {
     std::shared_ptr<GuardCore> keep_alive_until_done;
 };
 
-class GuardCore : public std::enable_shared_from_this<GuardCore> {
+class GuardCore : public std::enable_shared_from_this<GuardCore>, public LedgerHost {
 public:
     enum class Admission : std::uint8_t { granted, must_wait, failed };
 
     GuardCore(boost::asio::any_io_executor executor, std::shared_ptr<BalanceSource> source, GuardConfig config);
-    ~GuardCore();
+    ~GuardCore() override;
     GuardCore(const GuardCore&) = delete;
     GuardCore& operator=(const GuardCore&) = delete;
 
@@ -77,6 +77,9 @@ public:
     /// The CreditGuard handle is going away; live reservations keep this core alive until they end.
     void detach_owner();
     GuardStats stats() const;
+
+    /// LedgerHost: a shared ledger's asynchronous results, applied under the lock.
+    void update_ledger(const std::function<void(Ledger&)>& change) override;
 
     // Reservation transitions (called by Reservation).
     void on_release(Credits cost) noexcept;
@@ -140,6 +143,7 @@ private:
     WaiterList ready_waiters_;
     DeadlineHeap deadlines_;
     std::size_t recheck_waiters_ = 0;
+    Credits queued_cost_ = 0;  // sum of the parked waiters' costs (told to shared ledgers on a shortfall)
     bool shut_down_ = false;
     bool owner_gone_ = false;
     std::shared_ptr<GuardCore> keep_alive_;  // set while the owner is gone and reservations live

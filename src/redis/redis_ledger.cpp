@@ -1,0 +1,216 @@
+// RedisLedger's local view: what this process may grant without a round trip, and the operations it queues
+// for Redis. Every member here runs under the guard's lock; nothing here does I/O (the remote does, see
+// redis_ledger_remote.cpp), so the guard's fast path stays a few arithmetic operations.
+#include "redis_ledger_internal.hpp"
+
+#include <algorithm>
+
+namespace creditguard {
+
+namespace {
+
+/// Forwards balance reads to the remote, which coordinates them across processes.
+class CoordinatedSource final : public BalanceSource {
+public:
+    CoordinatedSource(std::shared_ptr<detail::RedisLedgerRemote> remote, std::shared_ptr<BalanceSource> provider)
+        : remote_(std::move(remote)), provider_(std::move(provider)) {}
+    void read_balance(BalanceCallback done) override { remote_->read_balance(provider_, std::move(done)); }
+    void cancel() override { provider_->cancel(); }
+
+private:
+    std::shared_ptr<detail::RedisLedgerRemote> remote_;
+    std::shared_ptr<BalanceSource> provider_;
+};
+
+}  // namespace
+
+RedisLedger::RedisLedger(boost::asio::any_io_executor executor, RedisLedgerConfig config)
+    : config_(std::move(config)),
+      state_(std::make_unique<State>()),
+      remote_(std::make_shared<detail::RedisLedgerRemote>(std::move(executor), config_)) {
+    state_->allowance_left = config_.local_allowance;
+}
+
+RedisLedger::~RedisLedger() {
+    remote_->close(std::move(state_->outbox));
+}
+
+std::shared_ptr<BalanceSource> RedisLedger::coordinated_source(std::shared_ptr<BalanceSource> provider) {
+    return std::make_shared<CoordinatedSource>(remote_, std::move(provider));
+}
+
+RedisLedgerStats RedisLedger::ledger_stats() const {
+    return remote_->stats();
+}
+
+void RedisLedger::attach(std::weak_ptr<LedgerHost> host) {
+    remote_->start(std::move(host));
+}
+
+// While Redis answers, this process grants only from its lease. Cut off from it, it may still use a lease that
+// cannot have expired yet, plus the opt-in allowance: anything else could be granted twice.
+Credits RedisLedger::available() const noexcept {
+    const State& s = *state_;
+    Credits value = 0;
+    if (s.usable()) {
+        value = s.free_quota() + std::max<Credits>(s.shared.available, 0);
+    } else if (!s.reachable) {
+        const bool lease_alive = s.lease_ok && std::chrono::steady_clock::now() < s.lease_valid_until;
+        value = (lease_alive ? s.free_quota() : 0) + s.allowance_left;
+    }
+    return (s.zeroed || s.shared.zeroed) && value > 0 ? 0 : value;
+}
+
+bool RedisLedger::balance_known() const noexcept {
+    return state_->usable();
+}
+
+bool RedisLedger::try_hold(Credits cost) noexcept {
+    State& s = *state_;
+    if (cost == 0) return true;
+    if (s.zeroed || s.shared.zeroed) return false;
+    if (s.usable()) {
+        if (s.free_quota() < cost) return false;
+        s.held += cost;
+        return true;
+    }
+    if (s.reachable) return false;  // registering, or re-synchronising after a Redis restart: nothing yet
+    if (s.lease_ok && s.free_quota() >= cost && std::chrono::steady_clock::now() < s.lease_valid_until) {
+        s.held += cost;
+        return true;
+    }
+    if (s.allowance_left < cost) return false;
+    try {
+        s.outbox.push_back({'D', s.next_op, 0, cost, 0});
+    } catch (...) {
+        return false;
+    }
+    ++s.next_op;
+    s.allowance_left -= cost;
+    s.held += cost;
+    s.lease += cost;  // adopted into the lease once Redis is back
+    remote_->kick();
+    return true;
+}
+
+void RedisLedger::hold(Credits cost) noexcept {
+    state_->held += cost;
+}
+
+void RedisLedger::release_hold(Credits cost) noexcept {
+    State& s = *state_;
+    s.held -= cost;
+    // Idle credits go back to the pool (another process may be waiting for them).
+    if (cost > 0 && s.demand == 0 && s.free_quota() > config_.prefetch && s.usable()) remote_->kick();
+}
+
+JobHandle RedisLedger::commit(Credits cost) {
+    State& s = *state_;
+    JobHandle handle = 0;
+    if (!s.free_jobs.empty()) {
+        handle = s.free_jobs.back();
+    } else {
+        s.jobs.emplace_back();
+        handle = static_cast<JobHandle>(s.jobs.size() - 1);
+    }
+    s.outbox.push_back({'C', s.next_op, s.next_job, cost, 0});  // may throw: nothing changed yet
+    if (!s.free_jobs.empty()) s.free_jobs.pop_back();
+    ++s.next_op;
+    s.jobs[handle] = {s.next_job++, cost, true};
+    s.held -= cost;
+    s.lease -= cost;
+    remote_->kick();
+    return handle;
+}
+
+void RedisLedger::settle(JobHandle job, Credits actual) noexcept {
+    State& s = *state_;
+    State::Job& entry = s.jobs[job];
+    try {
+        s.outbox.push_back({'S', s.next_op++, entry.number, actual, entry.reserved});
+    } catch (...) {
+        return;  // out of memory: the job stays counted (conservative)
+    }
+    entry.open = false;
+    try {
+        s.free_jobs.push_back(job);
+    } catch (...) {
+    }
+    remote_->kick();
+}
+
+void RedisLedger::refund(JobHandle job) noexcept {
+    State& s = *state_;
+    State::Job& entry = s.jobs[job];
+    try {
+        s.outbox.push_back({'R', s.next_op++, entry.number, 0, entry.reserved});
+    } catch (...) {
+        return;
+    }
+    entry.open = false;
+    try {
+        s.free_jobs.push_back(job);
+    } catch (...) {
+    }
+    remote_->kick();
+}
+
+RefreshTicket RedisLedger::refresh_sent() noexcept {
+    return ++state_->sequence;
+}
+
+// The shared balance itself arrives with the script replies; a read the guard asked for only ends this process's
+// own doubts: a forgotten balance, and an "insufficient" it heard (once Redis has it, the shared state holds the
+// zero until a read sent after it).
+void RedisLedger::refresh_received(RefreshTicket ticket, Credits /*balance*/) noexcept {
+    State& s = *state_;
+    s.forgotten = false;
+    if (s.zeroed && ticket > s.zeroed_at && s.acked_upto >= s.zero_op && !s.shared.zeroed) s.zeroed = false;
+}
+
+void RedisLedger::provider_reported_insufficient() noexcept {
+    State& s = *state_;
+    s.zeroed = true;
+    s.zeroed_at = ++s.sequence;
+    try {
+        s.outbox.push_back({'Z', s.next_op, 0, 0, 0});
+        s.zero_op = s.next_op++;
+        remote_->kick();
+    } catch (...) {
+        s.zero_op = 0;  // the others learn it from their own create calls
+    }
+}
+
+void RedisLedger::forget_balance() noexcept {
+    state_->forgotten = true;
+}
+
+LedgerTotals RedisLedger::totals() const noexcept {
+    const State& s = *state_;
+    LedgerTotals totals;
+    totals.balance_known = balance_known();
+    totals.observed_balance = s.shared.balance;
+    totals.held = s.held;
+    totals.pending = s.shared.pending;
+    totals.available = available();
+    totals.zeroed = s.zeroed || s.shared.zeroed;
+    return totals;
+}
+
+void RedisLedger::note_demand(Credits queued, Credits head) noexcept {
+    State& s = *state_;
+    s.demand = queued;
+    if (queued == 0 || !s.usable() || s.acquire_outstanding || s.acquire_blocked) return;
+    const Credits free = s.free_quota();
+    const Credits minimum = head - free;
+    if (minimum <= 0) return;  // the head fits: something else (a zero) stops it
+    try {
+        s.outbox.push_back({'A', s.next_op++, 0, queued - free + config_.prefetch, minimum});
+    } catch (...) {
+        return;
+    }
+    s.acquire_outstanding = true;
+    remote_->kick();
+}
+
+}  // namespace creditguard

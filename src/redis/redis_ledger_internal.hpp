@@ -1,0 +1,170 @@
+// Internals of RedisLedger shared by its two translation units: the local view (redis_ledger.cpp, changed
+// under the guard's lock) and the I/O side (redis_ledger_remote.cpp, on its own strand).
+#pragma once
+
+#include "creditguard/redis_ledger.hpp"
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace creditguard {
+
+namespace detail {
+
+/// One operation written through to Redis (see ledger_scripts.hpp, script `apply`). Plain data: queuing one
+/// under the guard's lock does not allocate once the outbox has grown.
+struct LedgerOp {
+    char kind = 0;            // A acquire, G give back, D adopt, C commit, S settle, R refund, Z zero
+    std::uint64_t number = 0; // this process's operation counter
+    std::uint64_t job = 0;    // C/S/R: the job's number within this process
+    Credits a = 0;            // A: want; G/D: amount; C: cost; S: actual
+    Credits b = 0;            // A: minimum useful grant; S: what the job reserved
+    /// What the op does to this process's lease amount once applied (acquires: unknown until the reply).
+    [[nodiscard]] Credits lease_delta() const noexcept {
+        switch (kind) {
+        case 'C': return -a;
+        case 'G': return -a;
+        case 'D': return a;
+        default: return 0;
+        }
+    }
+};
+
+/// The shared account as the last script reply described it.
+struct SharedSnapshot {
+    bool synced = false;      // a provider read was applied in this epoch
+    Credits balance = 0;      // B
+    Credits available = 0;    // B - leases - pending (capped at 0 while zeroed)
+    Credits pending = 0;
+    bool zeroed = false;
+    bool resyncing = false;   // created recently: nothing is granted until every live process re-registered
+};
+
+}  // namespace detail
+
+/// The local view of a RedisLedger. Every member is read and written under the guard's lock (Ledger calls,
+/// and LedgerHost::update_ledger from the I/O side).
+struct RedisLedger::State {
+    struct Job {
+        std::uint64_t number = 0;
+        Credits reserved = 0;
+        bool open = false;
+    };
+
+    // This process's lease.
+    Credits held = 0;          // granted reservations not yet submitted or released
+    Credits lease = 0;         // what the Redis lease holds once every queued op is applied
+    bool lease_ok = false;     // registered in the current epoch (and not lost)
+    bool reachable = false;    // the last script call got through
+    std::chrono::steady_clock::time_point lease_valid_until{};  // while unreachable: the lease may have expired after
+    Credits allowance_left = 0;                                   // local_allowance left in this outage
+    std::string epoch;         // of the shared state the lease lives in ("" before the first open)
+
+    // The shared account.
+    detail::SharedSnapshot shared;
+
+    // Local event numbers for the guard's tickets, and the provider's "insufficient" answers.
+    std::uint64_t sequence = 0;
+    bool zeroed = false;
+    std::uint64_t zeroed_at = 0;
+    std::uint64_t zero_op = 0;  // the Z op telling the others; the local zero lasts until Redis has it
+    bool forgotten = false;     // the guard stopped trusting the balance (its reads keep failing)
+
+    // Submitted jobs (handles are indexes, reused once settled or refunded).
+    std::vector<Job> jobs;
+    std::vector<JobHandle> free_jobs;
+    std::uint64_t next_job = 1;
+
+    // Write-through.
+    std::vector<detail::LedgerOp> outbox;
+    std::uint64_t next_op = 1;
+    std::uint64_t absorbed_upto = 0;  // ops up to here were folded into a re-registered lease: no lease effect
+    std::uint64_t acked_upto = 0;     // ops up to here are applied in Redis
+    bool acquire_outstanding = false; // an acquire is queued or in flight
+    bool acquire_blocked = false;     // the pool said no: ask again on a wake-up or after poll_interval
+    Credits demand = 0;               // credits the queued reservations wait for (0: nobody waits)
+
+    [[nodiscard]] Credits free_quota() const noexcept { return lease - held; }
+    /// The lease once every queued op is applied, given what Redis said it holds after the last batch.
+    [[nodiscard]] Credits expected_lease(Credits applied_amount) const noexcept {
+        Credits expected = applied_amount;
+        for (const detail::LedgerOp& op : outbox)
+            if (op.number > absorbed_upto) expected += op.lease_delta();
+        return expected;
+    }
+    [[nodiscard]] bool usable() const noexcept {
+        return lease_ok && reachable && shared.synced && !shared.resyncing && !forgotten;
+    }
+};
+
+namespace detail {
+
+/// The I/O side of a RedisLedger: one coroutine that registers and renews the lease and writes the outbox
+/// through (one batch in flight), a pub/sub subscriber for wake-ups, and the coordinated balance reads.
+class RedisLedgerRemote : public std::enable_shared_from_this<RedisLedgerRemote> {
+public:
+    RedisLedgerRemote(boost::asio::any_io_executor executor, const RedisLedgerConfig& config);
+
+    void start(std::weak_ptr<LedgerHost> host);
+    /// Thread-safe: something was queued in the outbox (coalesced: at most one wake-up posted at a time).
+    void kick() noexcept;
+    /// The ledger is going away: flush `final_ops`, give the lease back, close the connections.
+    void close(std::vector<LedgerOp> final_ops);
+    void read_balance(std::shared_ptr<BalanceSource> provider, BalanceCallback done);
+    [[nodiscard]] RedisLedgerStats stats() const;
+    [[nodiscard]] const std::string& lease_id() const noexcept { return lease_id_; }
+
+private:
+    struct Counters {
+        std::atomic<std::uint64_t> batches{0}, operations{0}, acquires{0}, credits_acquired{0}, credits_returned{0},
+            lease_opens{0}, provider_reads{0}, shared_reads{0}, wakeups{0}, transport_errors{0}, resyncs{0};
+        std::atomic<bool> reachable{false};
+    };
+
+    boost::asio::awaitable<void> main_loop();
+    boost::asio::awaitable<bool> open_lease();
+    boost::asio::awaitable<void> send_batch(std::vector<LedgerOp>& batch);
+    boost::asio::awaitable<void> coordinated_read(std::shared_ptr<BalanceSource> provider, BalanceCallback done);
+    boost::asio::awaitable<void> wait_for(std::chrono::milliseconds delay);
+    /// Runs `change` on the ledger's State under the guard's lock (false once the guard is gone).
+    bool update(const std::function<void(RedisLedger::State&)>& change);
+    void on_event(const RedisPubSubEvent& event);
+    void apply_snapshot(RedisLedger::State& state, const RedisValue& reply);
+    std::vector<std::string> keys() const { return {prefix_}; }
+
+    boost::asio::strand<boost::asio::any_io_executor> strand_;
+    RedisLedgerConfig config_;
+    std::string prefix_;
+    std::string lease_id_;
+    std::string timing_;
+    RedisConnection connection_;
+    RedisSubscriber subscriber_;
+    boost::asio::steady_timer wake_;
+    std::weak_ptr<LedgerHost> host_;
+    std::atomic<bool> kick_posted_{false};
+    std::atomic<bool> closing_{false};
+    // Strand state.
+    bool epoch_seen_ = false;                     // this process has seen the shared state before
+    std::string epoch_;                           // the shared state's epoch the lease lives in
+    bool need_open_ = true;                       // (re-)register the lease before the next batch
+    bool kicked_ = false;                         // a kick or wake-up arrived since the loop last looked
+    bool renew_now_ = false;                      // the shared state was re-created: find out at once
+    bool give_all_idle_ = false;                  // another process starves: give back idle credits
+    bool wake_acquirers_ = false;                 // credits may have been freed: blocked acquirers ask again
+    std::optional<std::chrono::steady_clock::time_point> poll_due_;  // the polling fallback while blocked
+    std::vector<LedgerOp> final_ops_;
+    Counters counters_;
+};
+
+}  // namespace detail
+}  // namespace creditguard
