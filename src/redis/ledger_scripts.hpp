@@ -20,6 +20,10 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local function n(v) return tonumber(v) or 0 end
+-- HINCRBY refuses "-0", which is how Lua prints a negated zero.
+local function add_pending(delta)
+  if delta ~= 0 then redis.call('HINCRBY', ST, 'pending', string.format('%d', delta)) end
+end
 local function job_get(id)
   local v = redis.call('HGET', JB, id)
   if not v then return nil end
@@ -72,7 +76,7 @@ local created = 0
 if redis.call('EXISTS', ST) == 0 then
   redis.call('DEL', LS, JB, LOCK)
   redis.call('HSET', ST, 'epoch', ARGV[3], 'synced', 0, 'B', 0, 'pending', 0, 'seq', 0, 'last_ticket', 0,
-             'zeroed_at', 0, 'resync_until', now_ms() + tonumber(ARGV[4]), 'read_at', 0)
+             'zeroed_at', 0, 'resync_until', string.format('%d', now_ms() + tonumber(ARGV[4])), 'read_at', 0)
   created = 1
 end
 local L = P .. 'lease:' .. id
@@ -85,7 +89,7 @@ for i = 8, #ARGV - 1, 2 do
     local visible = 0
     if at_submit then visible = seq end
     job_put(ARGV[i], {amount = tonumber(ARGV[i + 1]), reserved = tonumber(ARGV[i + 1]), visible = visible, open = 1, lease = id, orphan = 0})
-    redis.call('HINCRBY', ST, 'pending', ARGV[i + 1])
+    add_pending(tonumber(ARGV[i + 1]))
   end
 end
 if created == 1 then redis.call('PUBLISH', CH, 'reset') end
@@ -125,7 +129,7 @@ for i = 5, #ARGV - 4, 5 do
       if grant > 0 then
         amount = amount + grant
         granted = granted + grant
-        redis.call('HSET', L, 'amount', amount)
+        redis.call('HSET', L, 'amount', string.format('%d', amount))
       else
         starved = 1
       end
@@ -134,20 +138,20 @@ for i = 5, #ARGV - 4, 5 do
     if fresh then
       if kind == 'G' then amount = amount - tonumber(ARGV[i + 2]); freed = 1
       else amount = amount + tonumber(ARGV[i + 2]) end
-      redis.call('HSET', L, 'amount', amount)
+      redis.call('HSET', L, 'amount', string.format('%d', amount))
     end
   elseif kind == 'C' then
     local job, cost = ARGV[i + 2], tonumber(ARGV[i + 3])
     if fresh then
       amount = amount - cost
-      redis.call('HSET', L, 'amount', amount)
+      redis.call('HSET', L, 'amount', string.format('%d', amount))
     end
     if redis.call('HEXISTS', JB, job) == 0 then
       local seq = redis.call('HINCRBY', ST, 'seq', 1)
       local visible = 0
       if at_submit then visible = seq end
       job_put(job, {amount = cost, reserved = cost, visible = visible, open = 1, lease = id, orphan = 0})
-      redis.call('HINCRBY', ST, 'pending', cost)
+      add_pending(cost)
     end
   elseif kind == 'S' or kind == 'R' then
     local job = ARGV[i + 2]
@@ -159,13 +163,13 @@ for i = 5, #ARGV - 4, 5 do
         -- Charged at completion (or unknown): a failed job was never charged. At submit: the refund shows in a later read.
         if not at_submit then
           redis.call('HDEL', JB, job)
-          redis.call('HINCRBY', ST, 'pending', -j.amount)
+          add_pending(-j.amount)
           freed = 1
           j = nil
         end
       elseif not at_submit then
         local actual = tonumber(ARGV[i + 3])
-        redis.call('HINCRBY', ST, 'pending', actual - j.amount)
+        add_pending(actual - j.amount)
         if actual < j.amount then freed = 1 end
         j.amount, j.visible = actual, seq
         if actual == 0 then redis.call('HDEL', JB, job); j = nil end
@@ -173,7 +177,7 @@ for i = 5, #ARGV - 4, 5 do
         local extra = tonumber(ARGV[i + 3]) - j.reserved
         if extra > 0 then
           j.amount, j.visible = j.amount + extra, seq
-          redis.call('HINCRBY', ST, 'pending', extra)
+          add_pending(extra)
         end
       end
       if j then job_put(job, j) end
@@ -183,7 +187,7 @@ for i = 5, #ARGV - 4, 5 do
       if extra > 0 then
         local seq = redis.call('HINCRBY', ST, 'seq', 1)
         job_put(job .. '+', {amount = extra, reserved = 0, visible = seq, open = 0, lease = id, orphan = 0})
-        redis.call('HINCRBY', ST, 'pending', extra)
+        add_pending(extra)
       end
     end
   elseif kind == 'Z' then
@@ -228,7 +232,7 @@ if redis.call('HGET', ST, 'epoch') ~= ARGV[2] then return snapshot('EPOCH', 0, 0
 local ticket = tonumber(ARGV[3])
 if ticket > n(redis.call('HGET', ST, 'last_ticket')) then
   local now, orphan_ttl = now_ms(), tonumber(ARGV[5])
-  redis.call('HSET', ST, 'B', ARGV[4], 'last_ticket', ticket, 'synced', 1, 'read_at', now)
+  redis.call('HSET', ST, 'B', ARGV[4], 'last_ticket', ticket, 'synced', 1, 'read_at', string.format('%d', now))
   local all = redis.call('HGETALL', JB)
   local dropped = 0
   for i = 1, #all, 2 do
@@ -243,7 +247,7 @@ if ticket > n(redis.call('HGET', ST, 'last_ticket')) then
       dropped = dropped + j.amount
     end
   end
-  redis.call('HINCRBY', ST, 'pending', -dropped)
+  add_pending(-dropped)
   redis.call('PUBLISH', CH, 'balance')
 end
 return snapshot('OK', 0, 0)

@@ -1,0 +1,364 @@
+// Case 7 of issue 5: the shared Redis ledger's write-through throughput against redis-benchmark on the same
+// server with the same pipelining depth (target: jobs/s >= 0.5x the baseline's requests/s).
+//
+// One redis-server runs for the whole case. A worker is a separate OS process (this binary re-executed with
+// --child PORT DEPTH SECONDS): one io_context thread, one CreditGuard over its own RedisLedger (at_submit,
+// prefetch 1000, so reservations are granted from the local lease), DEPTH coroutines each looping
+// reserve(1) -> commit -> settle(1). Every job writes a commit and a settle through to Redis; the ledger batches
+// them (one script call in flight), so DEPTH plays the part of redis-benchmark's -P. The parent starts 1 or 4
+// workers, lets them warm up, releases them at once (a go line on their stdin), sums their jobs/s, then runs
+// redis-benchmark -c PROCS -P DEPTH twice: EVALSHA of a trivial script (the cheapest script call) and INCR.
+#include "bench_support.hpp"
+
+#include <creditguard/creditguard.hpp>
+#include <creditguard/redis_ledger.hpp>
+
+#include <benchmark/benchmark.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+extern char** environ;
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+using creditguard::Credits;
+using SteadyClock = std::chrono::steady_clock;
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------------------
+// The server: its own launcher (the test fixture depends on Boost.Test).
+
+class RedisServer {
+public:
+    RedisServer() {
+        port_ = free_port();
+        const std::string port = std::to_string(port_);
+        int out[2];
+        if (::pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
+        const pid_t parent = ::getpid();
+        pid_ = ::fork();
+        if (pid_ < 0) throw std::runtime_error("fork failed");
+        if (pid_ == 0) {
+            ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive a crashed benchmark
+            if (::getppid() != parent) ::_exit(126);
+            ::dup2(out[1], STDOUT_FILENO);
+            ::chdir("/tmp");  // --save '' writes nothing; no dump file is loaded from here either
+            ::execl("/usr/bin/redis-server", "redis-server", "--port", port.c_str(), "--bind", "127.0.0.1", "--save",
+                    "", "--appendonly", "no", "--daemonize", "no", "--logfile", "", nullptr);
+            ::_exit(127);
+        }
+        ::close(out[1]);
+        // Ready once the server logs that it accepts connections (EOF: it exited; 10 s: it hangs).
+        std::string seen;
+        while (seen.find("Ready to accept connections") == std::string::npos) {
+            pollfd pfd{out[0], POLLIN, 0};
+            char chunk[4096];
+            const ssize_t n = ::poll(&pfd, 1, 10'000) == 1 ? ::read(out[0], chunk, sizeof chunk) : 0;
+            if (n <= 0) throw std::runtime_error("redis-server did not start: " + seen);
+            seen.append(chunk, static_cast<std::size_t>(n));
+        }
+        ::close(out[0]);  // later log lines are dropped (redis ignores SIGPIPE)
+    }
+    ~RedisServer() {
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, nullptr, 0);
+    }
+    RedisServer(const RedisServer&) = delete;
+    RedisServer& operator=(const RedisServer&) = delete;
+    std::uint16_t port() const { return port_; }
+
+private:
+    static std::uint16_t free_port() {
+        const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t len = sizeof addr;
+        if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0 ||
+            ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0)
+            throw std::runtime_error("no free port");
+        ::close(fd);
+        return ntohs(addr.sin_port);
+    }
+    std::uint16_t port_ = 0;
+    pid_t pid_ = -1;
+};
+
+RedisServer* server = nullptr;  // set by main() for the whole run
+
+/// The first line of a shell command's output, or "" (redis-cli and redis-benchmark).
+std::string run_command(const std::string& command) {
+    std::string out;
+    if (FILE* p = ::popen(command.c_str(), "r")) {
+        char line[512];
+        while (std::fgets(line, sizeof line, p))
+            out += line;
+        ::pclose(p);
+    }
+    return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// A worker process
+
+struct WorkerState {
+    std::atomic<std::uint64_t> jobs{0};  // written by the io thread only, read by the main thread
+    std::atomic<std::uint64_t> errors{0};
+    std::atomic<int> workers_left{0};
+    std::atomic<bool> stop{false};
+};
+
+// Not a lambda (g++ 12 miscompiles capturing coroutine lambdas): the guard and state outlive every worker.
+asio::awaitable<void> job_loop(creditguard::CreditGuard& guard, WorkerState& s) {
+    while (!s.stop.load(std::memory_order_relaxed)) {
+        auto [ec, r] = co_await guard.async_reserve(1, asio::as_tuple(asio::use_awaitable));
+        if (ec) {
+            s.errors.fetch_add(1, std::memory_order_relaxed);
+            break;  // reservations time out after 60 s: something is broken, and a retry would spin
+        }
+        r.commit();
+        r.settle(1);
+        s.jobs.store(s.jobs.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    }
+    s.workers_left.fetch_sub(1);
+}
+
+// Protocol with the parent: "ready" once jobs flow and the warm-up is over; waits for a line on stdin; measures
+// for `seconds`; stops the coroutines, waits until Redis has applied every commit and settle, prints "result".
+int child_main(std::uint16_t port, int depth, double seconds) {
+    ::alarm(static_cast<unsigned>(seconds) + 90);  // a hung worker dies instead of hanging the benchmark
+    asio::io_context ioc(1);
+    creditguard::RedisLedgerConfig lc;
+    lc.redis.host = "127.0.0.1";
+    lc.redis.port = port;
+    lc.account = "bench";
+    lc.deduction = creditguard::DeductionTiming::at_submit;
+    lc.prefetch = 1000;  // reservations are served from the local lease, refilled 1000 credits at a time
+    auto owned = std::make_unique<creditguard::RedisLedger>(ioc.get_executor(), lc);
+    creditguard::RedisLedger* ledger = owned.get();
+    // The provider answers a balance no run can use up, posted (never inline).
+    auto source = owned->coordinated_source(
+        std::make_shared<cg_bench::FixedSource>(ioc.get_executor(), Credits{1'000'000'000'000'000}));
+    creditguard::GuardConfig gc;
+    gc.deduction = creditguard::DeductionTiming::at_submit;
+    gc.ledger = std::move(owned);
+    gc.random_seed = 7;
+    auto guard = std::make_unique<creditguard::CreditGuard>(ioc.get_executor(), source, std::move(gc));
+
+    WorkerState s;
+    s.workers_left = depth;
+    for (int i = 0; i < depth; ++i)
+        asio::co_spawn(ioc, job_loop(*guard, s), asio::detached);
+    std::thread io([&ioc] { ioc.run(); });
+
+    // The first grant can take up to lease_ttl (5 s) on a fresh server: the shared state waits for every live
+    // process to re-register before granting anything.
+    while (s.jobs.load() == 0 && s.workers_left.load() == depth)
+        std::this_thread::sleep_for(5ms);
+    std::this_thread::sleep_for(500ms);  // warm-up
+    std::printf("ready\n");
+    std::fflush(stdout);
+    char go[16];
+    if (!std::fgets(go, sizeof go, stdin)) std::_Exit(3);
+
+    const auto t0 = SteadyClock::now();
+    const std::uint64_t jobs0 = s.jobs.load();
+    std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+    const std::uint64_t jobs1 = s.jobs.load();
+    const double window = std::chrono::duration<double>(SteadyClock::now() - t0).count();
+    s.stop = true;
+    while (s.workers_left.load() > 0)
+        std::this_thread::sleep_for(1ms);
+
+    // Every job wrote two operations (each batch carries at most one acquire besides them).
+    const auto t_flush = SteadyClock::now();
+    creditguard::RedisLedgerStats st = ledger->ledger_stats();
+    while (st.operations - st.acquires < 2 * s.jobs.load() && SteadyClock::now() - t_flush < 10s) {
+        std::this_thread::sleep_for(1ms);
+        st = ledger->ledger_stats();
+    }
+    const double flush_ms = std::chrono::duration<double, std::milli>(SteadyClock::now() - t_flush).count();
+    asio::post(ioc, [&guard] { guard.reset(); });  // the ledger gives its lease back, then the context runs out
+    io.join();
+    std::printf("result %llu %.6f %llu %llu %llu %llu %llu %.3f\n", static_cast<unsigned long long>(jobs1 - jobs0),
+                window, static_cast<unsigned long long>(s.jobs.load()),
+                static_cast<unsigned long long>(st.operations - st.acquires),
+                static_cast<unsigned long long>(st.batches), static_cast<unsigned long long>(st.transport_errors),
+                static_cast<unsigned long long>(s.errors.load()), flush_ms);
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The parent side
+
+struct Child {
+    pid_t pid = -1;
+    FILE* in = nullptr;   // its stdin
+    FILE* out = nullptr;  // its stdout
+};
+
+Child spawn_child(std::uint16_t port, int depth, double seconds) {
+    int to[2], from[2];
+    if (::pipe2(to, O_CLOEXEC) != 0 || ::pipe2(from, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, to[0], STDIN_FILENO);  // dup2 clears close-on-exec
+    posix_spawn_file_actions_adddup2(&actions, from[1], STDOUT_FILENO);
+    std::vector<std::string> args = {"bench_redis_ledger", "--child", std::to_string(port), std::to_string(depth),
+                                     std::to_string(seconds)};
+    std::vector<char*> argv;
+    for (auto& a : args)
+        argv.push_back(a.data());
+    argv.push_back(nullptr);
+    Child c;
+    const int rc = ::posix_spawn(&c.pid, "/proc/self/exe", &actions, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    ::close(to[0]);
+    ::close(from[1]);
+    if (rc != 0) throw std::runtime_error("posix_spawn failed");
+    c.in = ::fdopen(to[1], "w");
+    c.out = ::fdopen(from[0], "r");
+    return c;
+}
+
+struct Totals {
+    double jobs_per_s = 0;
+    double jobs = 0, ops = 0, batches = 0, transport_errors = 0, errors = 0, flush_ms = 0;
+    bool ok = true;
+};
+
+Totals run_workers(int procs, int depth, double seconds) {
+    std::vector<Child> children;
+    for (int i = 0; i < procs; ++i)
+        children.push_back(spawn_child(server->port(), depth, seconds));
+    char line[256];
+    Totals t;
+    for (Child& c : children)  // every worker has warmed up before any is measured
+        t.ok = t.ok && std::fgets(line, sizeof line, c.out) && std::strncmp(line, "ready", 5) == 0;
+    for (Child& c : children) {
+        std::fputs("go\n", c.in);
+        std::fflush(c.in);
+    }
+    for (Child& c : children) {
+        unsigned long long n = 0, total = 0, ops = 0, batches = 0, terr = 0, err = 0;
+        double window = 0, flush = 0;
+        t.ok = t.ok && std::fgets(line, sizeof line, c.out) &&
+               std::sscanf(line, "result %llu %lf %llu %llu %llu %llu %llu %lf", &n, &window, &total, &ops, &batches,
+                           &terr, &err, &flush) == 8 &&
+               window > 0;
+        if (window > 0) t.jobs_per_s += static_cast<double>(n) / window;
+        t.jobs += static_cast<double>(total);
+        t.ops += static_cast<double>(ops);
+        t.batches += static_cast<double>(batches);
+        t.transport_errors += static_cast<double>(terr);
+        t.errors += static_cast<double>(err);
+        t.flush_ms = std::max(t.flush_ms, flush);
+        std::fclose(c.in);
+        std::fclose(c.out);
+        int status = 0;
+        ::waitpid(c.pid, &status, 0);
+        t.ok = t.ok && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    }
+    return t;
+}
+
+/// redis-benchmark's requests/s for `command` ("-t incr" or a custom command line), run for about 2 s: a short
+/// run sizes the measured one.
+double redis_benchmark_rps(int clients, int depth, const std::string& command) {
+    const std::string base = "redis-benchmark -h 127.0.0.1 -p " + std::to_string(server->port()) + " -c " +
+                             std::to_string(clients) + " -P " + std::to_string(depth) + " -q --csv -n ";
+    double rps = 0;
+    for (double n : {200'000.0, 0.0}) {
+        if (n == 0) n = std::max(200'000.0, rps * 2);
+        const std::string out = run_command(base + std::to_string(static_cast<long long>(n)) + " " + command);
+        // Two lines: the CSV header, then "name","rps",...
+        const auto row = out.find('\n');
+        const auto comma = out.find("\",\"", row == std::string::npos ? 0 : row);
+        rps = comma == std::string::npos ? 0 : std::atof(out.c_str() + comma + 3);
+    }
+    return rps;
+}
+
+constexpr double measure_seconds = 2.0;
+
+void BM_redis_ledger(benchmark::State& state) {
+    const int procs = static_cast<int>(state.range(0));
+    const int depth = static_cast<int>(state.range(1));
+    for (auto _ : state) {
+        const Totals t = run_workers(procs, depth, measure_seconds);
+        if (!t.ok) {
+            state.SkipWithError("a worker process failed (see its stderr)");
+            break;
+        }
+        const std::string port = std::to_string(server->port());
+        std::string sha = run_command("redis-cli -p " + port + " SCRIPT LOAD 'return 1'");
+        sha.erase(sha.find_last_not_of(" \r\n") + 1);
+        const double evalsha = redis_benchmark_rps(procs, depth, "EVALSHA " + sha + " 0");
+        const double incr = redis_benchmark_rps(procs, depth, "-t incr");
+        if (evalsha <= 0 || incr <= 0) {
+            state.SkipWithError("could not run or parse redis-benchmark");
+            break;
+        }
+        // Jobs the shared state still lists: at_submit jobs stay until a provider read shows them.
+        const double jobs_in_redis = std::atof(run_command("redis-cli -p " + port + " HLEN 'creditguard:{bench}:jobs'").c_str());
+        state.SetIterationTime(measure_seconds);
+        state.counters["jobs_per_s"] = t.jobs_per_s;
+        state.counters["evalsha_rps"] = evalsha;
+        state.counters["incr_rps"] = incr;
+        state.counters["ratio_vs_evalsha"] = t.jobs_per_s / evalsha;
+        state.counters["ratio_vs_incr"] = t.jobs_per_s / incr;
+        state.counters["ops_per_job"] = t.ops / std::max(t.jobs, 1.0);      // commit + settle = 2
+        state.counters["ops_per_batch"] = t.ops / std::max(t.batches, 1.0);  // the ledger's own pipelining
+        state.counters["flush_ms"] = t.flush_ms;  // after the last job, until Redis had applied every operation
+        state.counters["transport_errors"] = t.transport_errors;
+        state.counters["reserve_errors"] = t.errors;
+        state.counters["jobs_hash_len"] = jobs_in_redis;
+    }
+}
+
+BENCHMARK(BM_redis_ledger)
+    ->ArgNames({"procs", "depth"})
+    ->ArgsProduct({{1, 4}, {16, 64}})
+    ->Iterations(1)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc == 5 && std::strcmp(argv[1], "--child") == 0)
+        return child_main(static_cast<std::uint16_t>(std::atoi(argv[2])), std::atoi(argv[3]), std::atof(argv[4]));
+    benchmark::Initialize(&argc, argv);
+    if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+    RedisServer redis;  // one server for the whole case
+    server = &redis;
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    return 0;
+}
