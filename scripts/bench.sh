@@ -30,6 +30,9 @@ run bench_guard --benchmark_repetitions=5 --benchmark_report_aggregates_only=tru
 run bench_waiters --benchmark_report_aggregates_only=true
 # Cases 5-6: 10,000 jobs (guarded and naive) and the keep-alive balance fetch, 3 repetitions.
 run bench_provider --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
+# Case 7: shared Redis ledger vs redis-benchmark on one redis-server it starts (needs redis-server,
+# redis-cli and redis-benchmark); 1 and 4 worker processes at depth 16 and 64, about 40 s per repetition.
+run bench_redis_ledger --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
 
 python3 benchmarks/summarize.py --results "$out" --work "$root/build-release/bench-plot" \
   --gnuplot-script benchmarks/ratios.gp

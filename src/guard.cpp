@@ -164,7 +164,9 @@ void GuardCore::park(Waiter* waiter, Credits cost, const ReserveOptions& options
         const bool can_read = read_in_flight_ || consecutive_failures_ == 0 || now >= backoff_until_;
         const bool out_of_date = !ledger_->balance_known() || ledger_->totals().zeroed ||
                                  now - last_ok_ >= config_.refresh.recheck_before_reject;
-        if (!(can_read && (out_of_date || read_in_flight_))) {
+        // A shared ledger whose estimate covers the cost asks its pool first; the answer decides.
+        const bool pool_may_serve = !local_ && ledger_->balance_known() && available_locked() >= cost;
+        if (!pool_may_serve && !(can_read && (out_of_date || read_in_flight_))) {
             why = shortfall_reason_locked();
             ++(why == errc::balance_unknown ? counters_.rejected_balance_unknown : counters_.rejected_insufficient);
             work.completions.push_back({waiter, make_error_code(why), {}});
@@ -403,11 +405,12 @@ void GuardCore::on_read_done(RefreshTicket ticket, boost::system::error_code ec,
     run(lock, work);
 }
 
-void GuardCore::update_ledger(const std::function<void(Ledger&)>& change) {
+void GuardCore::update_ledger(const std::function<void(Ledger&)>& change, bool answered) {
     DeferredWork work;
     Lock lock(mutex_);
     change(*ledger_);
     if (shut_down_) return;
+    if (answered) ++rounds_completed_;
     drain_locked(work);
     after_change_locked(clock_->now(), work);
     run(lock, work);

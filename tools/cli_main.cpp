@@ -100,7 +100,21 @@ struct RunTally {
     int maintenance = 0;
     int workers_left = 0;
     std::vector<std::string> errors;
+    std::unique_ptr<cg::CreditGuard>* guard = nullptr;
+    cg::GuardStats* stats = nullptr;
+    std::optional<cg::RedisLedgerStats> ledger_stats;
 };
+
+cg::RedisLedger* shared_ledger = nullptr;  // owned by the guard, and cleared when it goes
+
+// The last worker ends the guard, so that the io_context runs out of work: a shared ledger then writes
+// what is left through to Redis and gives its lease back before its connections close.
+void finish(RunTally& t) {
+    *t.stats = (*t.guard)->stats();
+    if (shared_ledger != nullptr) t.ledger_stats = shared_ledger->ledger_stats();
+    shared_ledger = nullptr;
+    t.guard->reset();
+}
 
 asio::awaitable<void> worker(cg::CreditGuard& guard, const cg::Provider& provider, const Options& o, RunTally& t) {
     while (t.next < t.jobs) {
@@ -121,7 +135,7 @@ asio::awaitable<void> worker(cg::CreditGuard& guard, const cg::Provider& provide
         if (r.status != cg::JobStatus::completed && t.errors.size() < 5)
             t.errors.push_back(std::string(cg::to_string(r.status)) + ": " + r.error.message());
     }
-    if (--t.workers_left == 0) guard.shutdown();  // lets the io_context finish
+    if (--t.workers_left == 0) finish(t);
 }
 
 asio::awaitable<void> progress(cg::CreditGuard& guard, const RunTally& t) {
@@ -170,14 +184,28 @@ int run_command(Options o) {
         gc.deduction = config->deduction;
         gc.default_max_wait = o.max_wait;
         gc.low_watermark = o.cost * o.concurrency;
-        cg::CreditGuard guard(ioc.get_executor(), provider.balance_source(), std::move(gc));
+        std::shared_ptr<cg::BalanceSource> source = provider.balance_source();
+        if (o.redis) {
+            cg::RedisLedgerConfig lc;
+            lc.redis = *o.redis;
+            lc.account = o.account.empty() ? o.provider : o.account;
+            lc.deduction = config->deduction;
+            if (o.lease_ttl) lc.lease_ttl = *o.lease_ttl;
+            auto ledger = std::make_unique<cg::RedisLedger>(ioc.get_executor(), std::move(lc));
+            shared_ledger = ledger.get();
+            source = ledger->coordinated_source(std::move(source));
+            gc.ledger = std::move(ledger);
+            gc.refresh.starved_interval = std::chrono::seconds(1);  // shared reads are cheap to reuse
+        }
+        auto guard = std::make_unique<cg::CreditGuard>(ioc.get_executor(), std::move(source), std::move(gc));
+        tally.guard = &guard;
+        tally.stats = &stats;
         tally.workers_left = std::max(1, std::min(o.concurrency, o.jobs));
-        if (o.jobs == 0) guard.shutdown();
+        if (o.jobs == 0) finish(tally);
         for (int i = 0; i < tally.workers_left && o.jobs > 0; ++i)
-            asio::co_spawn(ioc, worker(guard, provider, o, tally), asio::detached);
-        if (!o.json && isatty(STDERR_FILENO) && o.jobs > 0) asio::co_spawn(ioc, progress(guard, tally), asio::detached);
+            asio::co_spawn(ioc, worker(*guard, provider, o, tally), asio::detached);
+        if (!o.json && isatty(STDERR_FILENO) && o.jobs > 0) asio::co_spawn(ioc, progress(*guard, tally), asio::detached);
         ioc.run();
-        stats = guard.stats();
         provider.http().cancel();
     } catch (const std::exception& e) {
         return fail("invalid_configuration", e.what());
@@ -199,6 +227,13 @@ int run_command(Options o) {
                                 {"balance_requests", balance_requests},
                                 {"elapsed_s", elapsed}};
         if (mock) out["mock_balance_left"] = mock->credits();
+        out["ledger"] = o.redis ? "redis" : "local";
+        if (tally.ledger_stats) {
+            out["ledger_provider_reads"] = tally.ledger_stats->provider_reads;
+            out["ledger_shared_reads"] = tally.ledger_stats->shared_reads;
+            out["ledger_lease_opens"] = tally.ledger_stats->lease_opens;
+            out["ledger_batches"] = tally.ledger_stats->batches;
+        }
         std::cout << boost::json::serialize(out) << "\n";
     } else {
         std::cout << "jobs " << tally.jobs << ": " << tally.completed << " completed, " << tally.rejected

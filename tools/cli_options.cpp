@@ -52,6 +52,29 @@ bool origin_of(std::string_view url, std::string& origin, std::string& why) {
     return true;
 }
 
+// --ledger local | redis://HOST[:PORT][/DB]. A password in the URL would show in `ps`: refused.
+bool ledger_of(std::string_view value, Options& o, std::string& why) {
+    if (value == "local") {
+        o.redis.reset();
+        return true;
+    }
+    cg::RedisConfig base;
+    base.host.clear();
+    auto parsed = cg::redis_config_from_url(value, base);
+    if (!parsed || parsed->host.empty()) {
+        why = "--ledger must be local or redis://HOST[:PORT][/DB]";
+        return false;
+    }
+    if (!parsed->password.empty()) {
+        why = "put the Redis password in CREDITGUARD_REDIS_PASSWORD, not in the --ledger URL";
+        return false;
+    }
+    if (const char* password = std::getenv("CREDITGUARD_REDIS_PASSWORD"); password != nullptr && *password != 0)
+        parsed->password = cg::SecretString(std::string(password));
+    o.redis = std::move(*parsed);
+    return true;
+}
+
 }  // namespace
 
 int usage(std::string_view why) {
@@ -63,10 +86,13 @@ int usage(std::string_view why) {
                   [--policy queue|reject] [--max-wait SECONDS] [--json]
                   [--deduct submit|complete|unknown] [--poll-interval SECONDS] [--timeout SECONDS]
                   [--mock-credits N] [--mock-deduct submit|complete] [--mock-polls N] [--mock-failure-rate F]
+                  [--ledger local|redis://HOST[:PORT][/DB]] [--account NAME] [--lease-ttl SECONDS]
   creditguard mock [--port P] [--credits N] [--cost K] [--deduct submit|complete] [...]
 common: [--api-key-file PATH] [--ca-file PATH] [--allow-insecure-http]
 ID is one of sunoapi, udioapi, crun, kie. The API key comes from CREDITGUARD_API_KEY or --api-key-file.
 run without --base-url starts the embedded mock provider (its own key).
+--ledger redis://... shares one account's credits among every process using the same server and --account
+(default: the provider's name); a Redis password comes from CREDITGUARD_REDIS_PASSWORD, never the URL.
 )";
     return 2;
 }
@@ -131,6 +157,15 @@ bool parse(int argc, char** argv, Options& o, std::string& why) {
                 o.deduct = cg::DeductionTiming::unknown;
             else
                 ok = false;
+        } else if (arg == "--ledger") {
+            ok = ledger_of(value, o, why);
+        } else if (arg == "--account") {
+            o.account = std::string(value);
+            ok = !o.account.empty();
+        } else if (arg == "--lease-ttl") {
+            cg::Duration d{};
+            ok = seconds(value, d) && d >= std::chrono::milliseconds(100);
+            o.lease_ttl = std::chrono::duration_cast<std::chrono::milliseconds>(d);
         } else if (arg == "--mock-credits")
             ok = number(value, o.mock.credits);
         else if (arg == "--mock-deduct") {
@@ -157,6 +192,10 @@ bool parse(int argc, char** argv, Options& o, std::string& why) {
             if (why.empty()) why = "bad value for " + std::string(arg);
             return false;
         }
+    }
+    if (!o.redis && (!o.account.empty() || o.lease_ttl)) {
+        why = "--account and --lease-ttl need --ledger redis://HOST:PORT";
+        return false;
     }
     o.mock.cost = o.cost;
     return true;

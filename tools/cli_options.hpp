@@ -4,6 +4,7 @@
 #include <creditguard/config.hpp>
 #include <creditguard/http_client.hpp>
 #include <creditguard/mock_provider.hpp>
+#include <creditguard/redis_ledger.hpp>
 #include <creditguard/runner.hpp>
 #include <creditguard/secret.hpp>
 
@@ -28,6 +29,10 @@ struct Options {
     bool poll_interval_set = false;
     creditguard::HttpClientConfig http;
     creditguard::MockConfig mock;  ///< the embedded mock provider (run without --base-url)
+    /// --ledger redis://HOST:PORT[/DB]: the shared ledger (password from CREDITGUARD_REDIS_PASSWORD).
+    std::optional<creditguard::RedisConfig> redis;
+    std::string account;                                 ///< --account (default: the provider's name)
+    std::optional<std::chrono::milliseconds> lease_ttl;  ///< --lease-ttl
 };
 
 /// Parses argv[1..argc) (argv[0] is the command). On failure says why.

@@ -35,8 +35,10 @@ public:
     virtual ~LedgerHost() = default;
     /// Runs `change` on the ledger under the guard's lock, then grants the waiters the change made room for
     /// and reschedules balance reads (both skipped once the guard has shut down: live reservations still
-    /// account through the ledger). Never call it from inside a Ledger member (the lock is held there).
-    virtual void update_ledger(const std::function<void(Ledger&)>& change) = 0;
+    /// account through the ledger). `answered`: the change carries the pool's "no" to what the queue asked
+    /// for, which decides reject-policy waiters as a balance read would. Never call it from inside a Ledger
+    /// member (the lock is held there).
+    virtual void update_ledger(const std::function<void(Ledger&)>& change, bool answered = false) = 0;
 };
 
 /// The accounting interface. Implementations are I/O-free and not thread-safe: the guard serialises

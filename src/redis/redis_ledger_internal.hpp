@@ -136,8 +136,10 @@ private:
     boost::asio::awaitable<void> send_batch(std::vector<LedgerOp>& batch);
     boost::asio::awaitable<void> coordinated_read(std::shared_ptr<BalanceSource> provider, BalanceCallback done);
     boost::asio::awaitable<void> wait_for(std::chrono::milliseconds delay);
+    /// A read's waiters are decided after it completes: first let the pool answer the acquire they caused.
+    boost::asio::awaitable<void> settle_acquire();
     /// Runs `change` on the ledger's State under the guard's lock (false once the guard is gone).
-    bool update(const std::function<void(RedisLedger::State&)>& change);
+    bool update(const std::function<void(RedisLedger::State&)>& change, bool answered = false);
     void on_event(const RedisPubSubEvent& event);
     void apply_snapshot(RedisLedger::State& state, const RedisValue& reply);
     std::vector<std::string> keys() const { return {prefix_}; }
@@ -150,6 +152,7 @@ private:
     RedisConnection connection_;
     RedisSubscriber subscriber_;
     boost::asio::steady_timer wake_;
+    boost::asio::steady_timer acquire_answered_;  // cancelled whenever an acquire's reply was applied
     std::weak_ptr<LedgerHost> host_;
     std::atomic<bool> kick_posted_{false};
     std::atomic<bool> closing_{false};

@@ -85,7 +85,8 @@ RedisLedgerRemote::RedisLedgerRemote(asio::any_io_executor executor, const Redis
       timing_(config.deduction == DeductionTiming::at_submit ? "submit" : "completion"),
       connection_(executor, config.redis),
       subscriber_(executor, config.redis, [this](const RedisPubSubEvent& event) { on_event(event); }),
-      wake_(strand_) {}
+      wake_(strand_),
+      acquire_answered_(strand_) {}
 
 void RedisLedgerRemote::start(std::weak_ptr<LedgerHost> host) {
     host_ = std::move(host);
@@ -134,11 +135,21 @@ RedisLedgerStats RedisLedgerRemote::stats() const {
     return out;
 }
 
-bool RedisLedgerRemote::update(const std::function<void(RedisLedger::State&)>& change) {
+bool RedisLedgerRemote::update(const std::function<void(RedisLedger::State&)>& change, bool answered) {
     auto host = host_.lock();
     if (!host) return false;
-    host->update_ledger([&change](Ledger& ledger) { change(*static_cast<RedisLedger&>(ledger).state_); });
+    host->update_ledger([&change](Ledger& ledger) { change(*static_cast<RedisLedger&>(ledger).state_); }, answered);
     return true;
+}
+
+asio::awaitable<void> RedisLedgerRemote::settle_acquire() {
+    for (int round = 0; round < 3; ++round) {
+        bool outstanding = false;
+        if (!update([&](RedisLedger::State& s) { outstanding = s.acquire_outstanding && s.reachable; })) co_return;
+        if (!outstanding) co_return;
+        acquire_answered_.expires_after(config_.redis.request_timeout);
+        co_await acquire_answered_.async_wait(asio::as_tuple(asio::use_awaitable));
+    }
 }
 
 asio::awaitable<void> RedisLedgerRemote::wait_for(milliseconds delay) {
@@ -299,8 +310,9 @@ asio::awaitable<void> RedisLedgerRemote::send_batch(std::vector<LedgerOp>& batch
         }
         s.lease = s.expected_lease(field(reply, 8));
         s.lease_valid_until = sent + config_.lease_ttl;
-    });
+    }, has_acquire && granted == 0);
     if (has_acquire && granted == 0) poll_due_ = SteadyClock::now() + config_.poll_interval;
+    if (has_acquire) acquire_answered_.cancel();
     if (lost) need_open_ = true;
     batch.clear();
 }
@@ -429,6 +441,7 @@ asio::awaitable<void> RedisLedgerRemote::coordinated_read(std::shared_ptr<Balanc
         update([&](RedisLedger::State& s) { apply_snapshot(s, reply); });
         if (status == "FRESH") {
             ++counters_.shared_reads;
+            co_await settle_acquire();
             done({}, field(reply, 3));
             co_return;
         }
@@ -460,6 +473,7 @@ asio::awaitable<void> RedisLedgerRemote::coordinated_read(std::shared_ptr<Balanc
             co_return;
         }
         update([&](RedisLedger::State& s) { apply_snapshot(s, end_reply); });
+        co_await settle_acquire();
         done({}, balance);
         co_return;
     }

@@ -79,7 +79,7 @@ public:
     GuardStats stats() const;
 
     /// LedgerHost: a shared ledger's asynchronous results, applied under the lock.
-    void update_ledger(const std::function<void(Ledger&)>& change) override;
+    void update_ledger(const std::function<void(Ledger&)>& change, bool answered) override;
 
     // Reservation transitions (called by Reservation).
     void on_release(Credits cost) noexcept;
