@@ -69,7 +69,6 @@ asio::awaitable<void> two_processes_share(RedisServer& server) {
     b.stop();
 }
 
-
 // ---- the scripts themselves: a batch resent after a lost reply changes nothing twice ----
 
 namespace lua = creditguard::detail::ledger_lua;
@@ -78,8 +77,8 @@ asio::awaitable<RedisValue> run_script(RedisConnection& c, const char* body, std
     const creditguard::RedisScript script(lua::with_prelude(body));
     error_code ec;
     std::vector<std::string> keys{"creditguard:{s}:"};
-    RedisValue reply = co_await script.async_run(c, std::move(keys), std::move(args),
-                                                 asio::redirect_error(asio::use_awaitable, ec));
+    RedisValue reply =
+        co_await script.async_run(c, std::move(keys), std::move(args), asio::redirect_error(asio::use_awaitable, ec));
     BOOST_REQUIRE_MESSAGE(!ec, ec.message() << ": " << reply.to_display());
     co_return reply;
 }
@@ -98,8 +97,8 @@ asio::awaitable<void> resent_batches_apply_once(RedisConnection& c) {
     co_await run_script(c, lua::read_end, end_args);
 
     // acquire 30, commit job 1 (cost 10), give back 5.
-    const std::vector<std::string> batch{"L", "10000", "e1", "submit", "A", "1", "30", "10", "0",
-                                         "C", "2", "L:1", "10", "0", "G", "3", "5", "0", "0"};
+    const std::vector<std::string> batch{"L", "10000", "e1", "submit", "A", "1", "30", "10", "0", "C",
+                                         "2", "L:1",   "10", "0",      "G", "3", "5",  "0",  "0"};
     RedisValue first = co_await run_script(c, lua::apply, batch);
     BOOST_TEST(first.at(0).str() == "OK");
     BOOST_TEST(first.at(10).integer() == 30);  // granted

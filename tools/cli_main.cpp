@@ -204,7 +204,8 @@ int run_command(Options o) {
         if (o.jobs == 0) finish(tally);
         for (int i = 0; i < tally.workers_left && o.jobs > 0; ++i)
             asio::co_spawn(ioc, worker(*guard, provider, o, tally), asio::detached);
-        if (!o.json && isatty(STDERR_FILENO) && o.jobs > 0) asio::co_spawn(ioc, progress(*guard, tally), asio::detached);
+        if (!o.json && isatty(STDERR_FILENO) && o.jobs > 0)
+            asio::co_spawn(ioc, progress(*guard, tally), asio::detached);
         ioc.run();
         provider.http().cancel();
     } catch (const std::exception& e) {

@@ -54,18 +54,18 @@ struct RedisLedgerConfig {
 
 /// Counters of one RedisLedger (monotonic, except where noted).
 struct RedisLedgerStats {
-    std::uint64_t batches = 0;          ///< script calls that applied this process's operations
-    std::uint64_t operations = 0;       ///< commits, settles, refunds, acquires, returns written to Redis
-    std::uint64_t acquires = 0;         ///< requests for credits from the shared pool
-    std::uint64_t credits_acquired = 0; ///< credits the pool granted to this process
-    std::uint64_t credits_returned = 0; ///< idle credits given back to the pool
-    std::uint64_t lease_opens = 0;      ///< lease registrations (1 + re-registrations after loss or restart)
-    std::uint64_t provider_reads = 0;   ///< balance reads this process made for everyone (holding the lock)
-    std::uint64_t shared_reads = 0;     ///< balance reads answered by another process's recent read
-    std::uint64_t wakeups = 0;          ///< pub/sub messages received from other processes
-    std::uint64_t transport_errors = 0; ///< script calls that failed in transport (resent once reconnected)
-    std::uint64_t resyncs = 0;          ///< times the shared state was found empty (Redis restarted or flushed)
-    bool reachable = false;             ///< current: the last script call got through
+    std::uint64_t batches = 0;           ///< script calls that applied this process's operations
+    std::uint64_t operations = 0;        ///< commits, settles, refunds, acquires, returns written to Redis
+    std::uint64_t acquires = 0;          ///< requests for credits from the shared pool
+    std::uint64_t credits_acquired = 0;  ///< credits the pool granted to this process
+    std::uint64_t credits_returned = 0;  ///< idle credits given back to the pool
+    std::uint64_t lease_opens = 0;       ///< lease registrations (1 + re-registrations after loss or restart)
+    std::uint64_t provider_reads = 0;    ///< balance reads this process made for everyone (holding the lock)
+    std::uint64_t shared_reads = 0;      ///< balance reads answered by another process's recent read
+    std::uint64_t wakeups = 0;           ///< pub/sub messages received from other processes
+    std::uint64_t transport_errors = 0;  ///< script calls that failed in transport (resent once reconnected)
+    std::uint64_t resyncs = 0;           ///< times the shared state was found empty (Redis restarted or flushed)
+    bool reachable = false;              ///< current: the last script call got through
 };
 
 /// A Ledger whose truth lives in Redis, shared by every process guarding the same account.

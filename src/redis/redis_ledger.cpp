@@ -134,8 +134,7 @@ void RedisLedger::settle(JobHandle job, Credits actual) noexcept {
     entry.open = false;
     try {
         s.free_jobs.push_back(job);
-    } catch (...) {
-    }
+    } catch (...) {}
     remote_->kick();
 }
 
@@ -150,8 +149,7 @@ void RedisLedger::refund(JobHandle job) noexcept {
     entry.open = false;
     try {
         s.free_jobs.push_back(job);
-    } catch (...) {
-    }
+    } catch (...) {}
     remote_->kick();
 }
 

@@ -24,11 +24,11 @@ namespace detail {
 /// One operation written through to Redis (see ledger_scripts.hpp, script `apply`). Plain data: queuing one
 /// under the guard's lock does not allocate once the outbox has grown.
 struct LedgerOp {
-    char kind = 0;            // A acquire, G give back, D adopt, C commit, S settle, R refund, Z zero
-    std::uint64_t number = 0; // this process's operation counter
-    std::uint64_t job = 0;    // C/S/R: the job's number within this process
-    Credits a = 0;            // A: want; G/D: amount; C: cost; S: actual
-    Credits b = 0;            // A: minimum useful grant; S: what the job reserved
+    char kind = 0;             // A acquire, G give back, D adopt, C commit, S settle, R refund, Z zero
+    std::uint64_t number = 0;  // this process's operation counter
+    std::uint64_t job = 0;     // C/S/R: the job's number within this process
+    Credits a = 0;             // A: want; G/D: amount; C: cost; S: actual
+    Credits b = 0;             // A: minimum useful grant; S: what the job reserved
     /// What the op does to this process's lease amount once applied (acquires: unknown until the reply).
     [[nodiscard]] Credits lease_delta() const noexcept {
         switch (kind) {
@@ -42,12 +42,12 @@ struct LedgerOp {
 
 /// The shared account as the last script reply described it.
 struct SharedSnapshot {
-    bool synced = false;      // a provider read was applied in this epoch
-    Credits balance = 0;      // B
-    Credits available = 0;    // B - leases - pending (capped at 0 while zeroed)
+    bool synced = false;    // a provider read was applied in this epoch
+    Credits balance = 0;    // B
+    Credits available = 0;  // B - leases - pending (capped at 0 while zeroed)
     Credits pending = 0;
     bool zeroed = false;
-    bool resyncing = false;   // created recently: nothing is granted until every live process re-registered
+    bool resyncing = false;  // created recently: nothing is granted until every live process re-registered
 };
 
 }  // namespace detail
@@ -62,13 +62,13 @@ struct RedisLedger::State {
     };
 
     // This process's lease.
-    Credits held = 0;          // granted reservations not yet submitted or released
-    Credits lease = 0;         // what the Redis lease holds once every queued op is applied
-    bool lease_ok = false;     // registered in the current epoch (and not lost)
-    bool reachable = false;    // the last script call got through
+    Credits held = 0;        // granted reservations not yet submitted or released
+    Credits lease = 0;       // what the Redis lease holds once every queued op is applied
+    bool lease_ok = false;   // registered in the current epoch (and not lost)
+    bool reachable = false;  // the last script call got through
     std::chrono::steady_clock::time_point lease_valid_until{};  // while unreachable: the lease may have expired after
-    Credits allowance_left = 0;                                   // local_allowance left in this outage
-    std::string epoch;         // of the shared state the lease lives in ("" before the first open)
+    Credits allowance_left = 0;                                 // local_allowance left in this outage
+    std::string epoch;  // of the shared state the lease lives in ("" before the first open)
 
     // The shared account.
     detail::SharedSnapshot shared;
@@ -88,11 +88,11 @@ struct RedisLedger::State {
     // Write-through.
     std::vector<detail::LedgerOp> outbox;
     std::uint64_t next_op = 1;
-    std::uint64_t absorbed_upto = 0;  // ops up to here were folded into a re-registered lease: no lease effect
-    std::uint64_t acked_upto = 0;     // ops up to here are applied in Redis
-    bool acquire_outstanding = false; // an acquire is queued or in flight
-    bool acquire_blocked = false;     // the pool said no: ask again on a wake-up or after poll_interval
-    Credits demand = 0;               // credits the queued reservations wait for (0: nobody waits)
+    std::uint64_t absorbed_upto = 0;   // ops up to here were folded into a re-registered lease: no lease effect
+    std::uint64_t acked_upto = 0;      // ops up to here are applied in Redis
+    bool acquire_outstanding = false;  // an acquire is queued or in flight
+    bool acquire_blocked = false;      // the pool said no: ask again on a wake-up or after poll_interval
+    Credits demand = 0;                // credits the queued reservations wait for (0: nobody waits)
 
     [[nodiscard]] Credits free_quota() const noexcept { return lease - held; }
     /// The lease once every queued op is applied, given what Redis said it holds after the last batch.
@@ -157,13 +157,13 @@ private:
     std::atomic<bool> kick_posted_{false};
     std::atomic<bool> closing_{false};
     // Strand state.
-    bool epoch_seen_ = false;                     // this process has seen the shared state before
-    std::string epoch_;                           // the shared state's epoch the lease lives in
-    bool need_open_ = true;                       // (re-)register the lease before the next batch
-    bool kicked_ = false;                         // a kick or wake-up arrived since the loop last looked
-    bool renew_now_ = false;                      // the shared state was re-created: find out at once
-    bool give_all_idle_ = false;                  // another process starves: give back idle credits
-    bool wake_acquirers_ = false;                 // credits may have been freed: blocked acquirers ask again
+    bool epoch_seen_ = false;      // this process has seen the shared state before
+    std::string epoch_;            // the shared state's epoch the lease lives in
+    bool need_open_ = true;        // (re-)register the lease before the next batch
+    bool kicked_ = false;          // a kick or wake-up arrived since the loop last looked
+    bool renew_now_ = false;       // the shared state was re-created: find out at once
+    bool give_all_idle_ = false;   // another process starves: give back idle credits
+    bool wake_acquirers_ = false;  // credits may have been freed: blocked acquirers ask again
     std::optional<std::chrono::steady_clock::time_point> poll_due_;  // the polling fallback while blocked
     std::vector<LedgerOp> final_ops_;
     Counters counters_;

@@ -69,7 +69,7 @@ auto async_read_provider(BalanceSource& source, CompletionToken&& token) {
             auto shared = std::make_shared<Handler>(std::move(handler));
             source.read_balance([shared](error_code ec, Credits balance) {
                 auto executor = asio::get_associated_executor(*shared);
-                asio::post(executor, [shared, ec, balance]() mutable { std::move(*shared)(ec, balance); });
+                asio::post(executor, [shared, ec, balance]() mutable { std::move (*shared)(ec, balance); });
             });
         },
         token);
@@ -94,7 +94,8 @@ void RedisLedgerRemote::start(std::weak_ptr<LedgerHost> host) {
     connection_.async_run(asio::detached);
     subscriber_.subscribe({prefix_ + "events"});
     subscriber_.async_run(asio::detached);
-    asio::co_spawn(strand_, [self]() { return self->main_loop(); }, asio::detached);
+    asio::co_spawn(
+        strand_, [self]() { return self->main_loop(); }, asio::detached);
 }
 
 void RedisLedgerRemote::kick() noexcept {
@@ -191,8 +192,8 @@ asio::awaitable<bool> RedisLedgerRemote::open_lease() {
             }
         }
     }
-    std::vector<std::string> args{lease_id_, std::to_string(config_.lease_ttl.count()), random_hex(16),
-                                  std::to_string(grace), "", "", timing_};
+    std::vector<std::string> args{
+        lease_id_, std::to_string(config_.lease_ttl.count()), random_hex(16), std::to_string(grace), "", "", timing_};
     const bool attached = update([&](RedisLedger::State& s) {
         // Everything queued so far is folded into the lease registered now: it holds exactly what is reserved
         // and not yet submitted, and the jobs still open are (re-)registered with it.
@@ -212,8 +213,8 @@ asio::awaitable<bool> RedisLedgerRemote::open_lease() {
     });
     if (!attached) co_return false;
     const SteadyClock::time_point sent = SteadyClock::now();
-    auto [ec, reply] = co_await script(ledger_lua::open).async_run(connection_, keys(), std::move(args),
-                                                                     asio::as_tuple(asio::use_awaitable));
+    auto [ec, reply] = co_await script(ledger_lua::open)
+                           .async_run(connection_, keys(), std::move(args), asio::as_tuple(asio::use_awaitable));
     if (ec || status_of(reply) != "OK") {
         ++counters_.transport_errors;
         counters_.reachable = false;
@@ -260,8 +261,8 @@ asio::awaitable<void> RedisLedgerRemote::send_batch(std::vector<LedgerOp>& batch
         if (op.kind == 'G') returned += op.a;
     }
     const SteadyClock::time_point sent = SteadyClock::now();
-    auto [ec, reply] = co_await script(ledger_lua::apply).async_run(connection_, keys(), std::move(args),
-                                                                      asio::as_tuple(asio::use_awaitable));
+    auto [ec, reply] = co_await script(ledger_lua::apply)
+                           .async_run(connection_, keys(), std::move(args), asio::as_tuple(asio::use_awaitable));
     if (ec && ec != errc::redis_error) {
         ++counters_.transport_errors;
         counters_.reachable = false;
@@ -295,22 +296,24 @@ asio::awaitable<void> RedisLedgerRemote::send_batch(std::vector<LedgerOp>& batch
     counters_.reachable = true;
     const std::uint64_t last = batch.empty() ? 0 : batch.back().number;
     const bool lost = status == "LOST";
-    update([&](RedisLedger::State& s) {
-        apply_snapshot(s, reply);
-        if (!s.reachable) s.allowance_left = config_.local_allowance;
-        s.reachable = true;
-        s.acked_upto = std::max(s.acked_upto, last);
-        if (has_acquire) {
-            s.acquire_outstanding = false;
-            s.acquire_blocked = granted == 0;
-        }
-        if (lost) {
-            s.lease_ok = false;  // it expired: re-registered at once with what is still held
-            return;
-        }
-        s.lease = s.expected_lease(field(reply, 8));
-        s.lease_valid_until = sent + config_.lease_ttl;
-    }, has_acquire && granted == 0);
+    update(
+        [&](RedisLedger::State& s) {
+            apply_snapshot(s, reply);
+            if (!s.reachable) s.allowance_left = config_.local_allowance;
+            s.reachable = true;
+            s.acked_upto = std::max(s.acked_upto, last);
+            if (has_acquire) {
+                s.acquire_outstanding = false;
+                s.acquire_blocked = granted == 0;
+            }
+            if (lost) {
+                s.lease_ok = false;  // it expired: re-registered at once with what is still held
+                return;
+            }
+            s.lease = s.expected_lease(field(reply, 8));
+            s.lease_valid_until = sent + config_.lease_ttl;
+        },
+        has_acquire && granted == 0);
     if (has_acquire && granted == 0) poll_due_ = SteadyClock::now() + config_.poll_interval;
     if (has_acquire) acquire_answered_.cancel();
     if (lost) need_open_ = true;
@@ -381,8 +384,9 @@ asio::awaitable<void> RedisLedgerRemote::main_loop() {
     batch.insert(batch.end(), final_ops_.begin(), final_ops_.end());
     if (!batch.empty() && !need_open_) co_await send_batch(batch);
     std::vector<std::string> close_args{lease_id_};
-    auto [ec, ignored] = co_await script(ledger_lua::close).async_run(connection_, keys(), std::move(close_args),
-                                                                        asio::as_tuple(asio::use_awaitable));
+    auto [ec, ignored] =
+        co_await script(ledger_lua::close)
+            .async_run(connection_, keys(), std::move(close_args), asio::as_tuple(asio::use_awaitable));
     (void)ec;
     (void)ignored;
     subscriber_.cancel();
@@ -454,9 +458,9 @@ asio::awaitable<void> RedisLedgerRemote::coordinated_read(std::shared_ptr<Balanc
         auto [read_ec, balance] = co_await async_read_provider(*provider, asio::as_tuple(asio::use_awaitable));
         if (read_ec) {
             std::vector<std::string> abort_args{owner};
-            auto [abort_ec, ignored] = co_await script(ledger_lua::read_abort)
-                                           .async_run(connection_, keys(), std::move(abort_args),
-                                                      asio::as_tuple(asio::use_awaitable));
+            auto [abort_ec, ignored] =
+                co_await script(ledger_lua::read_abort)
+                    .async_run(connection_, keys(), std::move(abort_args), asio::as_tuple(asio::use_awaitable));
             (void)abort_ec;
             (void)ignored;
             done(read_ec, 0);
@@ -465,9 +469,9 @@ asio::awaitable<void> RedisLedgerRemote::coordinated_read(std::shared_ptr<Balanc
         ++counters_.provider_reads;
         std::vector<std::string> end_args{owner, epoch, std::to_string(ticket), std::to_string(balance),
                                           std::to_string(config_.orphan_job_ttl.count())};
-        auto [end_ec, end_reply] = co_await script(ledger_lua::read_end)
-                                       .async_run(connection_, keys(), std::move(end_args),
-                                                  asio::as_tuple(asio::use_awaitable));
+        auto [end_ec, end_reply] =
+            co_await script(ledger_lua::read_end)
+                .async_run(connection_, keys(), std::move(end_args), asio::as_tuple(asio::use_awaitable));
         if (end_ec) {
             done(end_ec, 0);
             co_return;

@@ -1,0 +1,247 @@
+// A fleet of `creditguard run --ledger redis://...` processes sharing one provider account (the mock provider,
+// in this process) through a real redis-server: the multi-process guarantees of the shared ledger.
+#include "redis_fixture.hpp"
+
+#include <creditguard/mock_provider.hpp>
+
+#include <boost/json/parse.hpp>
+
+#include <spawn.h>
+
+#include <fstream>
+#include <sstream>
+
+extern char** environ;
+
+using namespace redis_test;
+
+namespace {
+
+namespace cg = creditguard;
+const std::string kKey = "sk-fleet-0ddba11";
+
+/// One `creditguard run` child process; its stdout (the --json summary) goes to a file.
+class CliProcess {
+public:
+    explicit CliProcess(std::vector<std::string> args) {
+        out_ = std::filesystem::temp_directory_path() /
+               ("cg_fleet_" + std::to_string(::getpid()) + "_" + std::to_string(counter()++) + ".json");
+        args.insert(args.begin(), CREDITGUARD_CLI_PATH);
+        std::vector<char*> argv;
+        for (auto& a : args)
+            argv.push_back(a.data());
+        argv.push_back(nullptr);
+        std::vector<std::string> env_storage{"CREDITGUARD_API_KEY=" + kKey};
+        for (char** e = environ; *e != nullptr; ++e)
+            if (std::string_view(*e).rfind("CREDITGUARD_", 0) != 0) env_storage.emplace_back(*e);
+        std::vector<char*> envp;
+        for (auto& e : env_storage)
+            envp.push_back(e.data());
+        envp.push_back(nullptr);
+        posix_spawn_file_actions_t actions;
+        posix_spawn_file_actions_init(&actions);
+        posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+        const int rc = posix_spawn(&pid_, CREDITGUARD_CLI_PATH, &actions, nullptr, argv.data(), envp.data());
+        posix_spawn_file_actions_destroy(&actions);
+        if (rc != 0) throw std::runtime_error("posix_spawn failed");
+    }
+    ~CliProcess() {
+        if (pid_ > 0) {
+            ::kill(pid_, SIGKILL);
+            wait();
+        }
+        std::error_code ignored;
+        std::filesystem::remove(out_, ignored);
+    }
+    CliProcess(const CliProcess&) = delete;
+    CliProcess& operator=(const CliProcess&) = delete;
+
+    void kill9() { ::kill(pid_, SIGKILL); }
+    /// Waits for the exit; the exit code (-1 if killed by a signal).
+    int wait() {
+        if (pid_ > 0) {
+            int status = 0;
+            ::waitpid(pid_, &status, 0);
+            exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+            pid_ = -1;
+        }
+        return exit_code_;
+    }
+    boost::json::object summary() const {
+        std::ifstream in(out_);
+        std::stringstream text;
+        text << in.rdbuf();
+        BOOST_TEST_MESSAGE("run summary: " << text.str());
+        return boost::json::parse(text.str()).as_object();
+    }
+
+private:
+    static int& counter() {
+        static int n = 0;
+        return n;
+    }
+    pid_t pid_ = -1;
+    int exit_code_ = -1;
+    std::filesystem::path out_;
+};
+
+std::vector<std::string> run_args(const cg::MockProvider& mock, const RedisServer& redis, int jobs,
+                                  const std::string& deduct) {
+    return {"run",
+            "--provider",
+            "sunoapi",
+            "--base-url",
+            mock.base_url(),
+            "--jobs",
+            std::to_string(jobs),
+            "--concurrency",
+            "8",
+            "--cost",
+            "1",
+            "--policy",
+            "reject",
+            "--poll-interval",
+            "0.01",
+            "--deduct",
+            deduct,
+            "--ledger",
+            "redis://127.0.0.1:" + std::to_string(redis.port()),
+            "--account",
+            "fleet",
+            "--lease-ttl",
+            "1",
+            "--json"};
+}
+
+cg::MockConfig mock_config(cg::DeductionTiming deduct) {
+    cg::MockConfig config;
+    config.key = cg::SecretString(kKey);
+    config.credits = 1000;
+    config.cost = 1;
+    config.deduct = deduct;
+    config.polls_to_complete = 2;
+    return config;
+}
+
+struct FleetTotals {
+    std::int64_t completed = 0;
+    std::int64_t spent = 0;
+    std::int64_t failed = 0;
+    std::int64_t provider_insufficient = 0;
+};
+
+FleetTotals add_up(std::vector<std::unique_ptr<CliProcess>>& fleet, std::size_t skip = ~std::size_t{0}) {
+    FleetTotals totals;
+    for (std::size_t i = 0; i < fleet.size(); ++i) {
+        if (i == skip) continue;
+        BOOST_TEST(fleet[i]->wait() == 0);
+        const boost::json::object s = fleet[i]->summary();
+        totals.completed += s.at("completed").as_int64();
+        totals.spent += s.at("credits_spent").as_int64();
+        totals.failed += s.at("failed").as_int64() + s.at("ambiguous").as_int64();
+        totals.provider_insufficient += s.at("provider_insufficient").as_int64();
+    }
+    return totals;
+}
+
+asio::awaitable<std::size_t> lease_count(RedisConnection& c) {
+    const RedisValue keys = co_await command(c, "KEYS", "creditguard:{fleet}:lease:*");
+    co_return keys.elements().size();
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(redis_fleet)
+
+BOOST_AUTO_TEST_CASE(four_processes_share_one_account_without_overspending) {
+    RedisServer redis;
+    cg::MockProvider mock(mock_config(cg::DeductionTiming::at_submit));
+    std::vector<std::unique_ptr<CliProcess>> fleet;
+    for (int i = 0; i < 4; ++i)
+        fleet.push_back(std::make_unique<CliProcess>(run_args(mock, redis, 500, "submit")));
+    const FleetTotals totals = add_up(fleet);
+    const cg::MockCounters counters = mock.counters();
+    BOOST_TEST_MESSAGE("fleet: " << totals.completed << " jobs completed, " << totals.spent << " credits spent, "
+                                 << counters.balance_requests << " balance reads");
+    BOOST_TEST(counters.insufficient_answers == 0u);  // the provider never had to refuse
+    BOOST_TEST(totals.provider_insufficient == 0);
+    BOOST_TEST(totals.failed == 0);
+    BOOST_TEST(mock.credits() >= 0);
+    BOOST_TEST(totals.spent == 1000 - mock.credits());
+    BOOST_TEST(totals.spent <= 1000);              // granted never exceeded the balance
+    BOOST_TEST(totals.completed >= 950);           // and the fleet used (nearly) all of it
+    BOOST_TEST(counters.balance_requests < 200u);  // one refresher at a time, the others reuse its read
+}
+
+BOOST_AUTO_TEST_CASE(a_killed_process_gives_its_credits_back_within_the_lease_ttl) {
+    RedisServer redis;
+    cg::MockProvider mock(mock_config(cg::DeductionTiming::at_submit));
+    asio::io_context ioc;
+    RedisConnection probe(ioc.get_executor(), redis.config());
+    run_in_background(probe);
+    std::vector<std::unique_ptr<CliProcess>> fleet;
+    for (int i = 0; i < 4; ++i)
+        fleet.push_back(std::make_unique<CliProcess>(run_args(mock, redis, 500, "submit")));
+    std::chrono::milliseconds returned_after{};
+    run_coro(ioc, [](RedisConnection& c, CliProcess& victim, std::chrono::milliseconds& took) -> asio::awaitable<void> {
+        // Mid-run: every process holds a lease and jobs are going.
+        while ((co_await lease_count(c)) < 4)
+            co_await pause(20ms);
+        co_await pause(200ms);
+        victim.kill9();
+        const auto killed = std::chrono::steady_clock::now();
+        // The others keep renewing (every ttl/3); the victim's lease is the one that goes.
+        while ((co_await lease_count(c)) >= 4)
+            co_await pause(20ms);
+        took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - killed);
+        c.cancel();
+    }(probe, *fleet[0], returned_after));
+    BOOST_TEST_MESSAGE("the killed process's lease expired " << returned_after.count()
+                                                             << " ms after kill -9 (ttl 1000)");
+    BOOST_TEST(returned_after.count() <= 1300);
+    const FleetTotals totals = add_up(fleet, 0);
+    BOOST_TEST(mock.counters().insufficient_answers == 0u);
+    BOOST_TEST(totals.failed == 0);
+    BOOST_TEST(mock.credits() >= 0);
+    // Nothing stayed locked in the victim's lease: the pool holds no lease at all once the survivors left, and
+    // they spent nearly everything the victim did not (a few credits may be left by their last rejections).
+    asio::io_context check_ioc;
+    RedisConnection check(check_ioc.get_executor(), redis.config());
+    run_in_background(check);
+    std::size_t leases_left = 99;
+    run_coro(check_ioc, [](RedisConnection& c, std::size_t& left) -> asio::awaitable<void> {
+        left = co_await lease_count(c);
+        c.cancel();
+    }(check, leases_left));
+    BOOST_TEST(leases_left == 0u);
+    BOOST_TEST(mock.credits() <= 50);
+}
+
+BOOST_AUTO_TEST_CASE(redis_restarted_mid_run_no_overspend_and_the_run_completes) {
+    RedisServer redis;
+    cg::MockProvider mock(mock_config(cg::DeductionTiming::at_completion));
+    asio::io_context ioc;
+    RedisConnection probe(ioc.get_executor(), redis.config());
+    run_in_background(probe);
+    std::vector<std::unique_ptr<CliProcess>> fleet;
+    for (int i = 0; i < 4; ++i)
+        fleet.push_back(std::make_unique<CliProcess>(run_args(mock, redis, 500, "complete")));
+    run_coro(ioc, [](RedisConnection& c, RedisServer& server) -> asio::awaitable<void> {
+        while ((co_await lease_count(c)) < 4)
+            co_await pause(20ms);
+        co_await pause(200ms);
+        c.cancel();
+        server.kill();
+        server.start();  // empty
+    }(probe, redis));
+    const FleetTotals totals = add_up(fleet);
+    BOOST_TEST_MESSAGE("after a restart: " << totals.completed << " completed, " << totals.spent << " spent");
+    BOOST_TEST(mock.counters().insufficient_answers == 0u);
+    BOOST_TEST(totals.failed == 0);
+    BOOST_TEST(mock.credits() >= 0);  // at completion an overspend would show as a negative balance
+    BOOST_TEST(totals.spent == 1000 - mock.credits());
+    BOOST_TEST(totals.completed > 0);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
