@@ -93,7 +93,8 @@ asio::awaitable<void> resent_batches_apply_once(RedisConnection& c) {
     RedisValue begin = co_await run_script(c, lua::read_begin, begin_args);
     BOOST_REQUIRE(begin.at(0).str() == "GO");
     const std::string ticket = std::to_string(begin.at(10).integer());
-    const std::vector<std::string> end_args{"me", "e1", ticket, "100", "3600000"};
+    const std::string seen = std::to_string(begin.at(11).integer());  // the `visible` total at the ticket
+    const std::vector<std::string> end_args{"me", "e1", ticket, "100", "3600000", seen};
     co_await run_script(c, lua::read_end, end_args);
 
     // acquire 30, commit job 1 (cost 10), give back 5.
@@ -119,13 +120,14 @@ asio::awaitable<void> resent_batches_apply_once(RedisConnection& c) {
     // A read sent now reflects both the submit charge and the excess: pending drops to 0.
     begin = co_await run_script(c, lua::read_begin, begin_args);
     BOOST_REQUIRE(begin.at(0).str() == "GO");
-    const std::vector<std::string> second_end{"me", "e1", std::to_string(begin.at(10).integer()), "86", "3600000"};
+    const std::vector<std::string> second_end{"me", "e1",      std::to_string(begin.at(10).integer()),
+                                              "86", "3600000", std::to_string(begin.at(11).integer())};
     RedisValue read = co_await run_script(c, lua::read_end, second_end);
     BOOST_TEST(read.at(5).integer() == 0);
     BOOST_TEST(read.at(4).integer() == 71);  // 86 - 15 leased
 
     // An older read answering late changes nothing.
-    const std::vector<std::string> late_end{"me", "e1", ticket, "500", "3600000"};
+    const std::vector<std::string> late_end{"me", "e1", ticket, "500", "3600000", seen};
     RedisValue late = co_await run_script(c, lua::read_end, late_end);
     BOOST_TEST(late.at(3).integer() == 86);
     // Another epoch's batch is refused whole.

@@ -9,9 +9,15 @@ namespace creditguard::detail::ledger_lua {
 
 // Helpers shared by every script (prepended to each).
 //
-// Keys: state (hash: epoch, synced, B, pending, seq, last_ticket, zeroed_at, resync_until, read_at),
-// leases (set of lease ids), lease:<id> (hash: amount, op; expires unless renewed), jobs (hash: job id ->
-// "amount reserved visible_after open lease orphan_since"), lock (refresher), events (pub/sub channel).
+// Keys: state (hash: epoch, synced, B, pending, seq, last_ticket, zeroed_at, resync_until, read_at, visible,
+// visible_applied), leases (set of lease ids), lease:<id> (hash: amount, op; expires unless renewed), jobs (hash:
+// job id -> "amount lease orphan_since", only jobs charged at completion and still running), lock (refresher), events (pub/sub channel).
+//
+// Visibility without a record per job: every amount that becomes visible to balance reads at a known moment (a
+// job committed at an at-submit provider, an excess charged at settle, a job settled at an at-completion
+// provider) is added to `pending` and to the running total `visible` at that moment. A read takes its ticket
+// together with the `visible` total of that moment; applying it drops exactly (that total - the total at the
+// last applied read) from `pending`. So applying a read costs O(running jobs), not O(jobs since the last read).
 inline constexpr const char* prelude = R"LUA(
 local P = KEYS[1]
 local ST, LS, JB, LOCK, CH = P .. 'state', P .. 'leases', P .. 'jobs', P .. 'lock', P .. 'events'
@@ -24,15 +30,18 @@ local function n(v) return tonumber(v) or 0 end
 local function add_pending(delta)
   if delta ~= 0 then redis.call('HINCRBY', ST, 'pending', string.format('%d', delta)) end
 end
+local function add_visible(delta)
+  if delta ~= 0 then redis.call('HINCRBY', ST, 'visible', string.format('%d', delta)) end
+end
 local function job_get(id)
   local v = redis.call('HGET', JB, id)
   if not v then return nil end
   local f = {}
   for w in string.gmatch(v, '%S+') do f[#f + 1] = w end
-  return {amount = n(f[1]), reserved = n(f[2]), visible = n(f[3]), open = n(f[4]), lease = f[5], orphan = n(f[6])}
+  return {amount = n(f[1]), lease = f[2], orphan = n(f[3])}
 end
 local function job_put(id, j)
-  redis.call('HSET', JB, id, string.format('%d %d %d %d %s %d', j.amount, j.reserved, j.visible, j.open, j.lease, j.orphan))
+  redis.call('HSET', JB, id, string.format('%d %s %d', j.amount, j.lease, j.orphan))
 end
 -- Credits held by live leases; an expired lease (its process stopped renewing) no longer counts.
 local function reserved_total()
@@ -83,15 +92,19 @@ local L = P .. 'lease:' .. id
 redis.call('HSET', L, 'amount', ARGV[5], 'op', ARGV[6])
 redis.call('PEXPIRE', L, ttl)
 redis.call('SADD', LS, id)
+local pending, visible = 0, 0
 for i = 8, #ARGV - 1, 2 do
-  if redis.call('HEXISTS', JB, ARGV[i]) == 0 then
-    local seq = redis.call('HINCRBY', ST, 'seq', 1)
-    local visible = 0
-    if at_submit then visible = seq end
-    job_put(ARGV[i], {amount = tonumber(ARGV[i + 1]), reserved = tonumber(ARGV[i + 1]), visible = visible, open = 1, lease = id, orphan = 0})
-    add_pending(tonumber(ARGV[i + 1]))
+  local cost = tonumber(ARGV[i + 1])
+  if at_submit then
+    -- Charged already: counted until a read sent from now on (at worst twice until then: conservative).
+    pending, visible = pending + cost, visible + cost
+  elseif redis.call('HEXISTS', JB, ARGV[i]) == 0 then
+    job_put(ARGV[i], {amount = cost, lease = id, orphan = 0})
+    pending = pending + cost
   end
 end
+add_pending(pending)
+add_visible(visible)
 if created == 1 then redis.call('PUBLISH', CH, 'reset') end
 return snapshot('OK', tonumber(ARGV[5]), created)
 )LUA";
@@ -100,7 +113,9 @@ return snapshot('OK', tonumber(ARGV[5]), created)
 // One process's operations, in order. Lease effects (acquire A want min, give back G amount, adopt D amount,
 // the lease part of commit) apply only to a live lease and only for op numbers above the lease's counter, so a
 // batch resent after a lost reply changes nothing twice. Job effects (commit C job cost, settle S job actual
-// reserved, refund R job, zero Z) are idempotent by the job's own record. Renews the lease.
+// reserved, refund R job, zero Z): at completion they are idempotent by the job's record; at submit (no
+// record) by the op number, or, when the lease is gone and the number cannot tell, applied (counting a charge
+// twice until the next read is conservative). Sums are written once per call. Renews the lease.
 inline constexpr const char* apply = R"LUA(
 if redis.call('EXISTS', ST) == 0 then return {'NOINIT'} end
 if redis.call('HGET', ST, 'epoch') ~= ARGV[3] then return snapshot('EPOCH', 0, 0) end
@@ -112,13 +127,25 @@ if live then
   last = n(redis.call('HGET', L, 'op'))
   amount = n(redis.call('HGET', L, 'amount'))
 end
+local written = amount
 local top, granted, freed, starved = last, 0, 0, 0
+local pending, visible = 0, 0
+local function flush()
+  add_pending(pending)
+  add_visible(visible)
+  pending, visible = 0, 0
+  if live and amount ~= written then
+    redis.call('HSET', L, 'amount', string.format('%d', amount))
+    written = amount
+  end
+end
 for i = 5, #ARGV - 4, 5 do
   local kind, op = ARGV[i], tonumber(ARGV[i + 1])
   local fresh = live and op > last
   if fresh and op > top then top = op end
   if kind == 'A' then
     if fresh then
+      flush()
       local s = state()
       local grant = 0
       if n(s[2]) == 1 and now_ms() >= n(s[7]) then
@@ -129,72 +156,45 @@ for i = 5, #ARGV - 4, 5 do
       if grant > 0 then
         amount = amount + grant
         granted = granted + grant
-        redis.call('HSET', L, 'amount', string.format('%d', amount))
       else
         starved = 1
       end
     end
-  elseif kind == 'G' or kind == 'D' then
-    if fresh then
-      if kind == 'G' then amount = amount - tonumber(ARGV[i + 2]); freed = 1
-      else amount = amount + tonumber(ARGV[i + 2]) end
-      redis.call('HSET', L, 'amount', string.format('%d', amount))
-    end
+  elseif kind == 'G' then
+    if fresh then amount = amount - tonumber(ARGV[i + 2]); freed = 1 end
+  elseif kind == 'D' then
+    if fresh then amount = amount + tonumber(ARGV[i + 2]) end
   elseif kind == 'C' then
-    local job, cost = ARGV[i + 2], tonumber(ARGV[i + 3])
-    if fresh then
-      amount = amount - cost
-      redis.call('HSET', L, 'amount', string.format('%d', amount))
+    local cost = tonumber(ARGV[i + 3])
+    if fresh then amount = amount - cost end
+    if at_submit then
+      if fresh or not live then pending, visible = pending + cost, visible + cost end
+    elseif redis.call('HEXISTS', JB, ARGV[i + 2]) == 0 then
+      job_put(ARGV[i + 2], {amount = cost, lease = id, orphan = 0})
+      pending = pending + cost
     end
-    if redis.call('HEXISTS', JB, job) == 0 then
-      local seq = redis.call('HINCRBY', ST, 'seq', 1)
-      local visible = 0
-      if at_submit then visible = seq end
-      job_put(job, {amount = cost, reserved = cost, visible = visible, open = 1, lease = id, orphan = 0})
-      add_pending(cost)
-    end
+  elseif kind == 'S' and at_submit then
+    -- The submit charge is already counted; an excess over the reservation is charged now.
+    local extra = tonumber(ARGV[i + 3]) - tonumber(ARGV[i + 4])
+    if extra > 0 and (fresh or not live) then pending, visible = pending + extra, visible + extra end
   elseif kind == 'S' or kind == 'R' then
+    -- Charged at completion (or unknown, read as completion): a settled job is charged `actual` from now on;
+    -- a failed one was never charged. (At submit a refund shows in a later read: nothing to do.)
     local job = ARGV[i + 2]
     local j = job_get(job)
-    if j and j.open == 1 then
-      local seq = redis.call('HINCRBY', ST, 'seq', 1)
-      j.open = 0
-      if kind == 'R' then
-        -- Charged at completion (or unknown): a failed job was never charged. At submit: the refund shows in a later read.
-        if not at_submit then
-          redis.call('HDEL', JB, job)
-          add_pending(-j.amount)
-          freed = 1
-          j = nil
-        end
-      elseif not at_submit then
-        local actual = tonumber(ARGV[i + 3])
-        add_pending(actual - j.amount)
-        if actual < j.amount then freed = 1 end
-        j.amount, j.visible = actual, seq
-        if actual == 0 then redis.call('HDEL', JB, job); j = nil end
-      else
-        local extra = tonumber(ARGV[i + 3]) - j.reserved
-        if extra > 0 then
-          j.amount, j.visible = j.amount + extra, seq
-          add_pending(extra)
-        end
-      end
-      if j then job_put(job, j) end
-    elseif not j and kind == 'S' and at_submit and redis.call('HEXISTS', JB, job .. '+') == 0 then
-      -- The submit charge is already in B; an excess over the reservation is charged now.
-      local extra = tonumber(ARGV[i + 3]) - tonumber(ARGV[i + 4])
-      if extra > 0 then
-        local seq = redis.call('HINCRBY', ST, 'seq', 1)
-        job_put(job .. '+', {amount = extra, reserved = 0, visible = seq, open = 0, lease = id, orphan = 0})
-        add_pending(extra)
-      end
+    if j then
+      redis.call('HDEL', JB, job)
+      local actual = 0
+      if kind == 'S' then actual = tonumber(ARGV[i + 3]) end
+      pending, visible = pending + actual - j.amount, visible + actual
+      if actual < j.amount then freed = 1 end
     end
   elseif kind == 'Z' then
     redis.call('HSET', ST, 'zeroed_at', redis.call('HINCRBY', ST, 'seq', 1))
     redis.call('PUBLISH', CH, 'zeroed')
   end
 end
+flush()
 if live then
   redis.call('HSET', L, 'op', top)
   redis.call('PEXPIRE', L, ttl)
@@ -207,8 +207,8 @@ return snapshot('LOST', 0, 0)
 
 // read_begin(owner, lock_ttl_ms, fresh_ms)
 // FRESH: a read younger than fresh_ms, sent after the last "insufficient", can be reused. GO: the caller holds
-// the refresher lock; `extra` is the read's event number, taken now, before the provider is called. BUSY:
-// another process is reading.
+// the refresher lock; `extra` is the read's event number, taken now, before the provider is called, and the
+// element after it the `visible` total of this moment (passed back to read_end). BUSY: another process reads.
 inline constexpr const char* read_begin = R"LUA(
 if redis.call('EXISTS', ST) == 0 then return {'NOINIT'} end
 local s = state()
@@ -216,15 +216,18 @@ if n(s[2]) == 1 and now_ms() - n(s[8]) < tonumber(ARGV[3]) and n(s[5]) <= n(s[6]
   return snapshot('FRESH', 0, 0)
 end
 if redis.call('SET', LOCK, ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return snapshot('GO', 0, redis.call('HINCRBY', ST, 'seq', 1))
+  local reply = snapshot('GO', 0, redis.call('HINCRBY', ST, 'seq', 1))
+  reply[#reply + 1] = n(redis.call('HGET', ST, 'visible'))
+  return reply
 end
 return snapshot('BUSY', 0, 0)
 )LUA";
 
-// read_end(owner, epoch, ticket, balance, orphan_ttl_ms)
-// Applies a provider read sent with `ticket` unless a newer one was applied: B := balance, and every job the read
-// reflects (visible_after < ticket) leaves `pending`. An open job whose process died is assumed charged once it
-// has been orphaned for orphan_ttl. Releases the lock if still held by `owner`.
+// read_end(owner, epoch, ticket, balance, orphan_ttl_ms, visible_at_ticket)
+// Applies a provider read sent with `ticket` unless a newer one was applied: B := balance, and everything that
+// became visible before the ticket leaves `pending` (the difference of the `visible` totals). A running job whose
+// process died is assumed charged once it has been orphaned for orphan_ttl. Releases the lock if still held by
+// `owner`.
 inline constexpr const char* read_end = R"LUA(
 if redis.call('EXISTS', ST) == 0 then return {'NOINIT'} end
 if redis.call('GET', LOCK) == ARGV[1] then redis.call('DEL', LOCK) end
@@ -232,19 +235,19 @@ if redis.call('HGET', ST, 'epoch') ~= ARGV[2] then return snapshot('EPOCH', 0, 0
 local ticket = tonumber(ARGV[3])
 if ticket > n(redis.call('HGET', ST, 'last_ticket')) then
   local now, orphan_ttl = now_ms(), tonumber(ARGV[5])
-  redis.call('HSET', ST, 'B', ARGV[4], 'last_ticket', ticket, 'synced', 1, 'read_at', string.format('%d', now))
+  local seen = tonumber(ARGV[6])
+  local dropped = seen - n(redis.call('HGET', ST, 'visible_applied'))
+  redis.call('HSET', ST, 'B', ARGV[4], 'last_ticket', ticket, 'synced', 1, 'read_at', string.format('%d', now),
+             'visible_applied', ARGV[6])
   local all = redis.call('HGETALL', JB)
-  local dropped = 0
   for i = 1, #all, 2 do
     local j = job_get(all[i])
-    local drop = j.visible ~= 0 and j.visible < ticket
-    if not drop and j.open == 1 and redis.call('EXISTS', P .. 'lease:' .. j.lease) == 0 then
+    if redis.call('EXISTS', P .. 'lease:' .. j.lease) == 0 then
       if j.orphan == 0 then j.orphan = now; job_put(all[i], j)
-      elseif now - j.orphan >= orphan_ttl then drop = true end
-    end
-    if drop then
-      redis.call('HDEL', JB, all[i])
-      dropped = dropped + j.amount
+      elseif now - j.orphan >= orphan_ttl then
+        redis.call('HDEL', JB, all[i])
+        dropped = dropped + j.amount
+      end
     end
   end
   add_pending(-dropped)

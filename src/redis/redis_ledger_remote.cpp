@@ -467,8 +467,12 @@ asio::awaitable<void> RedisLedgerRemote::coordinated_read(std::shared_ptr<Balanc
             co_return;
         }
         ++counters_.provider_reads;
-        std::vector<std::string> end_args{owner, epoch, std::to_string(ticket), std::to_string(balance),
-                                          std::to_string(config_.orphan_job_ttl.count())};
+        std::vector<std::string> end_args{owner,
+                                          epoch,
+                                          std::to_string(ticket),
+                                          std::to_string(balance),
+                                          std::to_string(config_.orphan_job_ttl.count()),
+                                          std::to_string(field(reply, 11))};
         auto [end_ec, end_reply] =
             co_await script(ledger_lua::read_end)
                 .async_run(connection_, keys(), std::move(end_args), asio::as_tuple(asio::use_awaitable));
