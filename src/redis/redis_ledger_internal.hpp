@@ -144,6 +144,9 @@ private:
     void apply_snapshot(RedisLedger::State& state, const RedisValue& reply);
     std::vector<std::string> keys() const { return {prefix_}; }
 
+    // Declared first: the subscriber's handler (constructed below) holds it.
+    std::shared_ptr<std::weak_ptr<RedisLedgerRemote>> self_for_events_ =
+        std::make_shared<std::weak_ptr<RedisLedgerRemote>>();
     boost::asio::strand<boost::asio::any_io_executor> strand_;
     RedisLedgerConfig config_;
     std::string prefix_;

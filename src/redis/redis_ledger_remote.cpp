@@ -84,12 +84,16 @@ RedisLedgerRemote::RedisLedgerRemote(asio::any_io_executor executor, const Redis
       lease_id_(random_hex(16)),
       timing_(config.deduction == DeductionTiming::at_submit ? "submit" : "completion"),
       connection_(executor, config.redis),
-      subscriber_(executor, config.redis, [this](const RedisPubSubEvent& event) { on_event(event); }),
+      subscriber_(executor, config.redis,
+                  [self = self_for_events_](const RedisPubSubEvent& event) {
+                      if (auto remote = self->lock()) remote->on_event(event);
+                  }),
       wake_(strand_),
       acquire_answered_(strand_) {}
 
 void RedisLedgerRemote::start(std::weak_ptr<LedgerHost> host) {
     host_ = std::move(host);
+    *self_for_events_ = weak_from_this();  // before the subscriber runs: events never reach a dead remote
     auto self = shared_from_this();
     connection_.async_run(asio::detached);
     subscriber_.subscribe({prefix_ + "events"});
@@ -213,8 +217,10 @@ asio::awaitable<bool> RedisLedgerRemote::open_lease() {
     });
     if (!attached) co_return false;
     const SteadyClock::time_point sent = SteadyClock::now();
-    auto [ec, reply] = co_await script(ledger_lua::open)
-                           .async_run(connection_, keys(), std::move(args), asio::as_tuple(asio::use_awaitable));
+    auto reply_outcome = co_await script(ledger_lua::open)
+                             .async_run(connection_, keys(), std::move(args), asio::as_tuple(asio::use_awaitable));
+    const error_code ec = std::get<0>(reply_outcome);  // not a structured binding: clang 14 cannot capture one
+    const RedisValue& reply = std::get<1>(reply_outcome);
     if (ec || status_of(reply) != "OK") {
         ++counters_.transport_errors;
         counters_.reachable = false;
@@ -261,8 +267,10 @@ asio::awaitable<void> RedisLedgerRemote::send_batch(std::vector<LedgerOp>& batch
         if (op.kind == 'G') returned += op.a;
     }
     const SteadyClock::time_point sent = SteadyClock::now();
-    auto [ec, reply] = co_await script(ledger_lua::apply)
-                           .async_run(connection_, keys(), std::move(args), asio::as_tuple(asio::use_awaitable));
+    auto reply_outcome = co_await script(ledger_lua::apply)
+                             .async_run(connection_, keys(), std::move(args), asio::as_tuple(asio::use_awaitable));
+    const error_code ec = std::get<0>(reply_outcome);  // not a structured binding: clang 14 cannot capture one
+    const RedisValue& reply = std::get<1>(reply_outcome);
     if (ec && ec != errc::redis_error) {
         ++counters_.transport_errors;
         counters_.reachable = false;
@@ -429,8 +437,10 @@ asio::awaitable<void> RedisLedgerRemote::coordinated_read(std::shared_ptr<Balanc
     while (SteadyClock::now() < give_up && !closing_) {
         std::vector<std::string> args{owner, std::to_string(config_.refresh_lock_ttl.count()),
                                       std::to_string(config_.shared_read_max_age.count())};
-        auto [ec, reply] = co_await script(ledger_lua::read_begin)
-                               .async_run(connection_, keys(), std::move(args), asio::as_tuple(asio::use_awaitable));
+        auto reply_outcome = co_await script(ledger_lua::read_begin)
+                                 .async_run(connection_, keys(), std::move(args), asio::as_tuple(asio::use_awaitable));
+        const error_code ec = std::get<0>(reply_outcome);  // not a structured binding: clang 14 cannot capture one
+        const RedisValue& reply = std::get<1>(reply_outcome);
         if (ec) {
             done(ec, 0);
             co_return;
@@ -473,9 +483,11 @@ asio::awaitable<void> RedisLedgerRemote::coordinated_read(std::shared_ptr<Balanc
                                           std::to_string(balance),
                                           std::to_string(config_.orphan_job_ttl.count()),
                                           std::to_string(field(reply, 11))};
-        auto [end_ec, end_reply] =
+        auto end_outcome =
             co_await script(ledger_lua::read_end)
                 .async_run(connection_, keys(), std::move(end_args), asio::as_tuple(asio::use_awaitable));
+        const error_code end_ec = std::get<0>(end_outcome);
+        const RedisValue& end_reply = std::get<1>(end_outcome);
         if (end_ec) {
             done(end_ec, 0);
             co_return;
