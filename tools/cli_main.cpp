@@ -102,17 +102,16 @@ struct RunTally {
     std::vector<std::string> errors;
     std::unique_ptr<cg::CreditGuard>* guard = nullptr;
     cg::GuardStats* stats = nullptr;
+    cg::RedisLedger* shared_ledger = nullptr;  // owned by the guard; null once it is gone
     std::optional<cg::RedisLedgerStats> ledger_stats;
 };
-
-cg::RedisLedger* shared_ledger = nullptr;  // owned by the guard, and cleared when it goes
 
 // The last worker ends the guard, so that the io_context runs out of work: a shared ledger then writes
 // what is left through to Redis and gives its lease back before its connections close.
 void finish(RunTally& t) {
     *t.stats = (*t.guard)->stats();
-    if (shared_ledger != nullptr) t.ledger_stats = shared_ledger->ledger_stats();
-    shared_ledger = nullptr;
+    if (t.shared_ledger != nullptr) t.ledger_stats = t.shared_ledger->ledger_stats();
+    t.shared_ledger = nullptr;
     t.guard->reset();
 }
 
@@ -192,7 +191,7 @@ int run_command(Options o) {
             lc.deduction = config->deduction;
             if (o.lease_ttl) lc.lease_ttl = *o.lease_ttl;
             auto ledger = std::make_unique<cg::RedisLedger>(ioc.get_executor(), std::move(lc));
-            shared_ledger = ledger.get();
+            tally.shared_ledger = ledger.get();
             source = ledger->coordinated_source(std::move(source));
             gc.ledger = std::move(ledger);
             gc.refresh.starved_interval = std::chrono::seconds(1);  // shared reads are cheap to reuse

@@ -38,7 +38,7 @@ public:
     /// account through the ledger). `answered`: the change carries the pool's "no" to what the queue asked
     /// for, which decides reject-policy waiters as a balance read would. Never call it from inside a Ledger
     /// member (the lock is held there).
-    virtual void update_ledger(const std::function<void(Ledger&)>& change, bool answered = false) = 0;
+    virtual void update_ledger(const std::function<void(Ledger&)>& change, bool answered) = 0;
 };
 
 /// The accounting interface. Implementations are I/O-free and not thread-safe: the guard serialises

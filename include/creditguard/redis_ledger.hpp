@@ -64,7 +64,7 @@ struct RedisLedgerStats {
     std::uint64_t shared_reads = 0;      ///< balance reads answered by another process's recent read
     std::uint64_t wakeups = 0;           ///< pub/sub messages received from other processes
     std::uint64_t transport_errors = 0;  ///< script calls that failed in transport (resent once reconnected)
-    std::uint64_t resyncs = 0;           ///< times the shared state was found empty (Redis restarted or flushed)
+    std::uint64_t resyncs = 0;           ///< times the shared state this process knew was lost and re-created
     bool reachable = false;              ///< current: the last script call got through
 };
 

@@ -68,7 +68,6 @@ struct RedisLedger::State {
     bool reachable = false;  // the last script call got through
     std::chrono::steady_clock::time_point lease_valid_until{};  // while unreachable: the lease may have expired after
     Credits allowance_left = 0;                                 // local_allowance left in this outage
-    std::string epoch;  // of the shared state the lease lives in ("" before the first open)
 
     // The shared account.
     detail::SharedSnapshot shared;

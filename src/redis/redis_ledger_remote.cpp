@@ -231,13 +231,13 @@ asio::awaitable<bool> RedisLedgerRemote::open_lease() {
         co_return false;
     }
     ++counters_.lease_opens;
-    if (field(reply, 10) == 1 && epoch_seen_) ++counters_.resyncs;
+    std::string epoch = reply.at(1).is_string() ? reply.at(1).str() : std::string{};
+    if (epoch_seen_ && epoch != epoch_) ++counters_.resyncs;  // the state this process knew was lost and re-created
     epoch_seen_ = true;
-    epoch_ = reply.at(1).is_string() ? reply.at(1).str() : std::string{};
+    epoch_ = std::move(epoch);
     counters_.reachable = true;
     update([&](RedisLedger::State& s) {
         apply_snapshot(s, reply);
-        s.epoch = epoch_;
         s.lease_ok = true;
         s.reachable = true;
         s.allowance_left = config_.local_allowance;
