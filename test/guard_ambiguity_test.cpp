@@ -1,0 +1,75 @@
+// Jobs whose create call may or may not have reached the provider (reply lost after sending, connection
+// reset mid-response): their credits stay counted until a balance read shows them spent, whatever the
+// deduction rule, and are never granted twice.
+#include "support/fixture.hpp"
+
+#include <boost/test/unit_test.hpp>
+
+using namespace cg_test;
+using creditguard::DeductionTiming;
+using creditguard::Reservation;
+
+namespace {
+
+constexpr DeductionTiming all_timings[] = {DeductionTiming::at_submit, DeductionTiming::at_completion,
+                                           DeductionTiming::unknown};
+
+struct AmbiguityFixture : GuardFixture {
+    /// A guard reading `balance`, with one job of `cost` whose create outcome was lost.
+    void start(DeductionTiming timing, Credits balance, Credits cost) {
+        auto c = config();
+        c.deduction = timing;
+        make_guard_with_balance(std::move(c), balance);
+        Reservation r = guard->try_reserve(cost).value();
+        BOOST_TEST(!r.provider_refused(errc::ambiguous_outcome));
+        // Whatever job code does with the reservation afterwards, the job's fate is unknown.
+    }
+
+    /// Lets the guard send a read and answers it with `balance`.
+    void read(Credits balance) {
+        guard->refresh();
+        advance(1s);
+        BOOST_REQUIRE(source->outstanding() == 1u);
+        source->answer(balance);
+        drain();
+    }
+};
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(guard_ambiguity)
+
+// The create never reached the provider: reads keep showing the old balance. The credits must stay
+// counted (the request may still arrive, or the task may be charged when it finishes), not re-granted.
+BOOST_AUTO_TEST_CASE(a_lost_create_is_not_regranted_by_reads_that_show_no_charge) {
+    for (DeductionTiming timing : all_timings) {
+        BOOST_TEST_CONTEXT("timing " << static_cast<int>(timing)) {
+            AmbiguityFixture f;
+            f.start(timing, 100, 10);
+            BOOST_TEST(f.guard->stats().available == 90);
+            f.read(100);
+            BOOST_TEST(f.guard->stats().available == 90);
+            f.read(100);
+            BOOST_TEST(f.guard->stats().available == 90);
+            BOOST_TEST(!f.guard->try_reserve(91));
+        }
+    }
+}
+
+// The create was processed and charged (at submit, or the task finished at a completion provider): a
+// read that shows the drop resolves the job, and the credits are counted once, not twice.
+BOOST_AUTO_TEST_CASE(a_read_showing_the_charge_resolves_the_lost_create_once) {
+    for (DeductionTiming timing : all_timings) {
+        BOOST_TEST_CONTEXT("timing " << static_cast<int>(timing)) {
+            AmbiguityFixture f;
+            f.start(timing, 100, 10);
+            f.read(100);  // not charged yet (still in flight, or running)
+            BOOST_TEST(f.guard->stats().available == 90);
+            f.read(90);  // now it is
+            BOOST_TEST(f.guard->stats().available == 90);
+            BOOST_TEST(f.guard->stats().committed_unreflected == 0);
+        }
+    }
+}
+
+BOOST_AUTO_TEST_SUITE_END()
