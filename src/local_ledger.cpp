@@ -25,6 +25,8 @@ JobHandle LocalLedger::allocate(const Entry& entry) {
     Entry& stored = entries_[job];
     if (stored.counted) {
         pending_ += stored.amount;
+        certain_pending_ += stored.certain;
+        if (stored.unresolved) unresolved_pending_ += stored.amount;
         ++counted_entries_;
         if (!stored.listed) {
             stored.listed = true;
@@ -37,8 +39,16 @@ JobHandle LocalLedger::allocate(const Entry& entry) {
 void LocalLedger::uncount(Entry& entry) noexcept {
     if (!entry.counted) return;
     pending_ -= entry.amount;
+    certain_pending_ -= entry.certain;
+    if (entry.unresolved) unresolved_pending_ -= entry.amount;
     entry.counted = false;
+    entry.unresolved = false;
     --counted_entries_;
+}
+
+void LocalLedger::set_certain(Entry& entry, Credits certain) noexcept {
+    if (entry.counted) certain_pending_ += certain - entry.certain;
+    entry.certain = certain;
 }
 
 void LocalLedger::free_if_done(JobHandle job) noexcept {
@@ -70,6 +80,7 @@ void LocalLedger::settle(JobHandle job, Credits actual) noexcept {
         if (entry.counted) {
             pending_ += actual - entry.amount;
             entry.amount = actual;
+            set_certain(entry, actual);
             entry.visible_after = now;
             if (actual == 0) uncount(entry);
         }
@@ -79,14 +90,18 @@ void LocalLedger::settle(JobHandle job, Credits actual) noexcept {
         if (entry.counted) {
             entry.amount += extra;
             pending_ += extra;
+            set_certain(entry, entry.amount);
             entry.visible_after = now;
         } else {
             Entry late;
             late.amount = extra;
+            late.certain = extra;
             late.counted = true;
             late.visible_after = now;
             allocate(late);
         }
+    } else {
+        set_certain(entry, actual);
     }
     // A cheaper-than-reserved job at an at-submit provider: the difference comes back in a later
     // read, never added early.
@@ -104,16 +119,83 @@ void LocalLedger::refund(JobHandle job) noexcept {
     free_if_done(job);
 }
 
-void LocalLedger::refresh_received(RefreshTicket ticket, Credits balance) noexcept {
-    if (ticket <= last_applied_) return;  // an older read answering late never overrides a newer one
+void LocalLedger::commit_unresolved(Credits cost, TimePoint expires) {
+    Entry entry;
+    entry.amount = cost;
+    entry.reserved = cost;
+    entry.counted = true;
+    unresolved_.reserve(unresolved_.size() + 1);  // may throw: before anything changes
+    const JobHandle job = allocate(entry);
+    ++sequence_;
+    held_ -= cost;
+    make_unresolved(job, expires);
+}
+
+void LocalLedger::abandon(JobHandle job, TimePoint expires) noexcept {
+    Entry& entry = entries_[job];
+    if (charges_at_submit() || !entry.counted) {
+        // Charged when it was submitted; what it finally costs will never be known: the reserved cost.
+        settle(job, entry.reserved);
+        return;
+    }
+    ++sequence_;
+    entry.open = false;
+    try {
+        unresolved_.reserve(unresolved_.size() + 1);
+    } catch (...) {  // no room to track it: it stays pending for good, which never overspends
+        return;
+    }
+    make_unresolved(job, expires);
+}
+
+// The caller has made room in unresolved_ for one more handle.
+void LocalLedger::make_unresolved(JobHandle job, TimePoint expires) noexcept {
+    Entry& entry = entries_[job];
+    unresolved_.push_back(job);
+    entry.visible_after = 0;
+    entry.expires = expires;
+    set_certain(entry, 0);
+    entry.unresolved = true;
+    unresolved_pending_ += entry.amount;
+}
+
+void LocalLedger::expire_unresolved(TimePoint now) noexcept {
+    auto keep = unresolved_.begin();
+    for (JobHandle job : unresolved_) {
+        Entry& entry = entries_[job];
+        if (!entry.unresolved) continue;  // resolved by a read meanwhile
+        if (entry.expires > now) {
+            *keep++ = job;
+            continue;
+        }
+        // Long enough that a task it created would have finished: count it as charged from now on.
+        unresolved_pending_ -= entry.amount;
+        entry.unresolved = false;
+        set_certain(entry, entry.amount);
+        entry.visible_after = ++sequence_;
+    }
+    unresolved_.erase(keep, unresolved_.end());
+}
+
+ReadOutcome LocalLedger::refresh_received(RefreshTicket ticket, Credits balance) noexcept {
+    ReadOutcome outcome;
+    if (ticket <= last_applied_) return outcome;  // an older read answering late never overrides a newer one
+    outcome.applied = true;
     last_applied_ = ticket;
+    const Credits previous = balance_;
+    const bool compare = ever_read_;
+    ever_read_ = true;
     known_ = true;
     balance_ = balance;
     if (zeroed_ && zeroed_at_ < ticket) zeroed_ = false;
+
+    Credits dropped = 0;          // charges this read shows for the first time, by our books
+    Credits maybe_reflected = 0;  // kept pending, yet possibly already charged at the provider
     auto keep = pending_list_.begin();
     for (JobHandle job : pending_list_) {
         Entry& entry = entries_[job];
         if (entry.counted && entry.visible_after != 0 && entry.visible_after < ticket) {
+            dropped += entry.amount;
             uncount(entry);
             free_if_done(job);
         }
@@ -121,14 +203,36 @@ void LocalLedger::refresh_received(RefreshTicket ticket, Credits balance) noexce
             entry.listed = false;  // swept; a reused slot lists itself again
             continue;
         }
+        if (!entry.unresolved) maybe_reflected += entry.amount;
         *keep++ = job;
     }
     pending_list_.erase(keep, pending_list_.end());
+    if (!compare) return outcome;
+
+    outcome.unexplained = previous - dropped - balance;
+    // An unresolved job is taken as charged only when the fall is larger than every other job still
+    // pending could explain: a task of ours that finished at the provider before we polled it must not
+    // be mistaken for it (that would re-grant credits a running task still owes).
+    Credits resolvable = outcome.unexplained - maybe_reflected;
+    for (JobHandle job : unresolved_) {
+        Entry& entry = entries_[job];
+        if (!entry.unresolved || entry.amount > resolvable) continue;
+        resolvable -= entry.amount;
+        outcome.resolved += entry.amount;
+        uncount(entry);
+        free_if_done(job);
+    }
+    if (outcome.resolved > 0) std::erase_if(unresolved_, [this](JobHandle job) { return !entries_[job].unresolved; });
+    return outcome;
 }
 
 void LocalLedger::provider_reported_insufficient() noexcept {
     zeroed_ = true;
     zeroed_at_ = ++sequence_;
+}
+
+Credits LocalLedger::best_case_available() const noexcept {
+    return (known_ ? balance_ - margin_ : allowance_) - certain_pending_;
 }
 
 LedgerTotals LocalLedger::totals() const noexcept {
@@ -139,6 +243,9 @@ LedgerTotals LocalLedger::totals() const noexcept {
     totals.pending = pending_;
     totals.available = available();
     totals.zeroed = zeroed_;
+    totals.unresolved = unresolved_pending_;
+    totals.margin = margin_;
+    totals.best_case = best_case_available();
     return totals;
 }
 

@@ -6,6 +6,23 @@
 using creditguard::Credits;
 using creditguard::DeductionTiming;
 using creditguard::LocalLedger;
+using creditguard::TimePoint;
+using namespace std::chrono_literals;
+
+namespace {
+
+const TimePoint t0{};
+constexpr DeductionTiming all_timings[] = {DeductionTiming::at_submit, DeductionTiming::at_completion,
+                                           DeductionTiming::unknown};
+
+// How a create call whose reply was lost ended at the provider.
+enum class LostCreate {
+    never_arrived,          // timed out before the provider read it: never charged
+    charged_at_once,        // processed, reply lost (timeout after sending, reset mid-response); at submit
+    charged_when_finished,  // processed, charged when the task finished (at completion)
+};
+
+}  // namespace
 
 BOOST_AUTO_TEST_SUITE(local_ledger)
 
@@ -208,6 +225,163 @@ BOOST_AUTO_TEST_CASE(job_slots_are_reused_without_leaking_pending_entries) {
         BOOST_TEST(ledger.totals().pending == 0);
     }
     BOOST_TEST(ledger.available() == 1'000'000 - 100 * 25 * 3);
+}
+
+// A create sent and never answered: held -> unresolved, counted until a read explains it, for every
+// deduction rule and every way the provider may have handled it.
+BOOST_AUTO_TEST_CASE(a_lost_create_is_counted_until_a_read_shows_it_or_it_expires) {
+    for (DeductionTiming timing : all_timings) {
+        for (LostCreate fate :
+             {LostCreate::never_arrived, LostCreate::charged_at_once, LostCreate::charged_when_finished}) {
+            BOOST_TEST_CONTEXT("timing " << static_cast<int>(timing) << ", fate " << static_cast<int>(fate)) {
+                LocalLedger ledger(timing);
+                ledger.refresh_received(ledger.refresh_sent(), 100);
+                BOOST_TEST(ledger.try_hold(10));
+                ledger.commit_unresolved(10, t0 + 30min);
+                auto t = ledger.totals();
+                BOOST_TEST(t.held == 0);
+                BOOST_TEST(t.pending == 10);
+                BOOST_TEST(t.unresolved == 10);
+                BOOST_TEST(ledger.available() == 90);
+
+                // A read that shows no charge (not processed yet, never, or still running) changes nothing.
+                auto outcome = ledger.refresh_received(ledger.refresh_sent(), 100);
+                BOOST_TEST(outcome.applied);
+                BOOST_TEST(outcome.resolved == 0);
+                BOOST_TEST(ledger.available() == 90);
+
+                if (fate == LostCreate::never_arrived) {
+                    ledger.expire_unresolved(t0 + 29min);  // not yet
+                    ledger.refresh_received(ledger.refresh_sent(), 100);
+                    BOOST_TEST(ledger.available() == 90);
+                    ledger.expire_unresolved(t0 + 30min);  // counts as charged from now on
+                    BOOST_TEST(ledger.available() == 90);
+                    ledger.refresh_received(ledger.refresh_sent(), 100);
+                    BOOST_TEST(ledger.available() == 100);
+                    BOOST_TEST(ledger.totals().unresolved == 0);
+                } else {
+                    outcome = ledger.refresh_received(ledger.refresh_sent(), 90);  // the charge shows
+                    BOOST_TEST(outcome.unexplained == 10);
+                    BOOST_TEST(outcome.resolved == 10);
+                    BOOST_TEST(ledger.available() == 90);  // once, not twice
+                    BOOST_TEST(ledger.totals().pending == 0);
+                    ledger.expire_unresolved(t0 + 31min);  // already resolved: nothing left to expire
+                    ledger.refresh_received(ledger.refresh_sent(), 90);
+                    BOOST_TEST(ledger.available() == 90);
+                }
+                BOOST_TEST(ledger.pending_jobs() == 0u);
+            }
+        }
+    }
+}
+
+// A fall that another job of ours may explain (a task that finished at the provider before we polled it)
+// must not resolve a lost create: that would re-grant credits the running task still owes.
+BOOST_AUTO_TEST_CASE(a_fall_other_running_jobs_may_explain_does_not_resolve_a_lost_create) {
+    LocalLedger ledger(DeductionTiming::at_completion);
+    ledger.refresh_received(ledger.refresh_sent(), 100);
+    ledger.try_hold(10);
+    const auto running = ledger.commit(10);
+    ledger.try_hold(10);
+    ledger.commit_unresolved(10, t0 + 30min);
+    BOOST_TEST(ledger.available() == 80);
+    // 10 gone: either the running task finished or the lost one did; we cannot tell.
+    auto outcome = ledger.refresh_received(ledger.refresh_sent(), 90);
+    BOOST_TEST(outcome.resolved == 0);
+    BOOST_TEST(ledger.available() == 70);  // conservative: both still counted
+    ledger.settle(running, 10);
+    outcome = ledger.refresh_received(ledger.refresh_sent(), 90);  // the running one explains the fall
+    BOOST_TEST(outcome.unexplained == -10);
+    BOOST_TEST(ledger.available() == 80);                          // the lost create is still counted
+    outcome = ledger.refresh_received(ledger.refresh_sent(), 80);  // and now it shows
+    BOOST_TEST(outcome.resolved == 10);
+    BOOST_TEST(ledger.available() == 80);
+    BOOST_TEST(ledger.pending_jobs() == 0u);
+}
+
+// A submitted job whose end will never be reported (polling gave up): charged at submit it is settled at
+// its reserved cost; otherwise the task may still finish and charge, so it is unresolved.
+BOOST_AUTO_TEST_CASE(abandoning_a_running_job_depends_on_when_the_provider_charges) {
+    for (DeductionTiming timing : all_timings) {
+        BOOST_TEST_CONTEXT("timing " << static_cast<int>(timing)) {
+            LocalLedger ledger(timing);
+            ledger.refresh_received(ledger.refresh_sent(), 100);
+            ledger.try_hold(10);
+            const auto job = ledger.commit(10);
+            ledger.abandon(job, t0 + 30min);
+            const bool at_submit = timing == DeductionTiming::at_submit;
+            BOOST_TEST(ledger.totals().unresolved == (at_submit ? 0 : 10));
+            // The provider has not charged (at completion: still running).
+            const Credits shown = at_submit ? 90 : 100;
+            ledger.refresh_received(ledger.refresh_sent(), shown);
+            BOOST_TEST(ledger.available() == 90);
+            ledger.refresh_received(ledger.refresh_sent(), 90);  // finished and charged
+            BOOST_TEST(ledger.available() == 90);
+            BOOST_TEST(ledger.totals().pending == 0);
+            BOOST_TEST(ledger.pending_jobs() == 0u);
+        }
+    }
+}
+
+// What the reject policy may still hope for: the balance minus what no outcome can give back.
+BOOST_AUTO_TEST_CASE(best_case_counts_only_what_is_surely_spent) {
+    {
+        LocalLedger ledger(DeductionTiming::at_completion);
+        ledger.refresh_received(ledger.refresh_sent(), 100);
+        ledger.try_hold(30);  // may be released
+        ledger.try_hold(20);
+        const auto running = ledger.commit(20);  // may be refunded
+        ledger.try_hold(10);
+        ledger.commit_unresolved(10, t0 + 1h);  // may never have been created
+        BOOST_TEST(ledger.available() == 40);
+        BOOST_TEST(ledger.best_case_available() == 100);
+        ledger.settle(running, 15);  // charged for sure now
+        BOOST_TEST(ledger.best_case_available() == 85);
+        BOOST_TEST(ledger.available() == 45);
+    }
+    {
+        LocalLedger ledger(DeductionTiming::at_submit);
+        ledger.refresh_received(ledger.refresh_sent(), 100);
+        ledger.try_hold(20);
+        const auto refunded = ledger.commit(20);
+        ledger.try_hold(20);
+        const auto cheaper = ledger.commit(20);
+        ledger.try_hold(20);
+        const auto dearer = ledger.commit(20);
+        BOOST_TEST(ledger.best_case_available() == 100);
+        ledger.refund(refunded);    // the provider gives it back at some point
+        ledger.settle(cheaper, 5);  // 15 come back at some point
+        ledger.settle(dearer, 25);  // 25 spent for sure
+        BOOST_TEST(ledger.best_case_available() == 100 - 5 - 25);
+        BOOST_TEST(ledger.available() == 100 - 20 - 20 - 25);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(the_margin_lowers_what_may_be_granted_while_the_balance_is_known) {
+    LocalLedger ledger(DeductionTiming::at_completion, 10);
+    BOOST_TEST(ledger.available() == 10);  // the allowance is not cut by a margin
+    ledger.set_margin(15);
+    BOOST_TEST(ledger.available() == 10);
+    ledger.refresh_received(ledger.refresh_sent(), 100);
+    BOOST_TEST(ledger.available() == 85);
+    BOOST_TEST(ledger.best_case_available() == 85);
+    BOOST_TEST(!ledger.try_hold(86));
+    BOOST_TEST(ledger.totals().margin == 15);
+}
+
+BOOST_AUTO_TEST_CASE(a_read_reports_the_fall_its_jobs_do_not_explain) {
+    LocalLedger ledger(DeductionTiming::at_submit);
+    auto outcome = ledger.refresh_received(ledger.refresh_sent(), 100);
+    BOOST_TEST(outcome.applied);
+    BOOST_TEST(outcome.unexplained == 0);  // nothing to compare with yet
+    ledger.try_hold(10);
+    ledger.commit(10);
+    outcome = ledger.refresh_received(ledger.refresh_sent(), 85);  // ours 10, someone else's 5
+    BOOST_TEST(outcome.unexplained == 5);
+    outcome = ledger.refresh_received(ledger.refresh_sent(), 185);  // a top-up
+    BOOST_TEST(outcome.unexplained == -100);
+    const auto stale = ledger.refresh_received(1, 0);
+    BOOST_TEST(!stale.applied);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

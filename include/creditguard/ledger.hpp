@@ -25,6 +25,19 @@ struct LedgerTotals {
     Credits pending = 0;           ///< submitted, not yet visible in B
     Credits available = 0;         ///< what admission may still grant (may be negative)
     bool zeroed = false;           ///< the provider said "insufficient": available is capped at 0 until a read
+    Credits unresolved = 0;        ///< part of `pending`: jobs whose outcome is unknown (see commit_unresolved)
+    Credits margin = 0;            ///< kept back for spend nobody reports to the ledger (see set_margin)
+    Credits best_case = 0;         ///< best_case_available()
+};
+
+/// What applying a balance read found.
+struct ReadOutcome {
+    bool applied = false;  ///< false: an older read answering late, ignored
+    /// The balance fell by this much more than the jobs this ledger knows of explain (negative: rose by
+    /// more, e.g. a top-up or a refund). Someone else spending on the account shows up here.
+    Credits unexplained = 0;
+    /// Credits of unresolved jobs that the read accounted for (no longer pending).
+    Credits resolved = 0;
 };
 
 class Ledger;
@@ -64,11 +77,25 @@ public:
     virtual void settle(JobHandle job, Credits actual) noexcept = 0;
     /// The job failed and the provider refunds (or never charged) it.
     virtual void refund(JobHandle job) noexcept = 0;
+    /// A held reservation whose create call has an unknown outcome (the reply was lost after the request
+    /// was sent): the task may exist and be charged now, later, or never. Its cost stays pending and no
+    /// read's ticket makes it visible; only a read whose balance fell by more than the other jobs in
+    /// flight can explain resolves it, or `expires` passing (expire_unresolved) makes it count as
+    /// charged from then on. The job has ended for its owner: there is nothing to settle.
+    virtual void commit_unresolved(Credits cost, TimePoint expires) = 0;
+    /// A committed job whose end will never be reported (polling gave up, its Reservation was destroyed
+    /// while committed). Charged at submit: it counts as settled at its reserved cost. Otherwise it may
+    /// still be running and charge later: unresolved, as with commit_unresolved.
+    virtual void abandon(JobHandle job, TimePoint expires) noexcept = 0;
+    /// Unresolved jobs whose expiry is at or before `now` count as charged now. The guard calls this just
+    /// before a read is sent, so that read is the first to be trusted to show them.
+    virtual void expire_unresolved(TimePoint now) noexcept = 0;
 
     /// A balance read is being sent now; pass the ticket back with its answer.
     virtual RefreshTicket refresh_sent() noexcept = 0;
-    /// The answer to the read sent with `ticket`: B := balance; drop pending jobs the read reflects.
-    virtual void refresh_received(RefreshTicket ticket, Credits balance) noexcept = 0;
+    /// The answer to the read sent with `ticket`: B := balance; drop pending jobs the read reflects, and
+    /// unresolved ones that a fall of the balance beyond what the rest explains accounts for.
+    virtual ReadOutcome refresh_received(RefreshTicket ticket, Credits balance) noexcept = 0;
     /// The provider answered "insufficient credits" to a job the guard admitted: available := 0 until
     /// a balance read sent after this moment.
     virtual void provider_reported_insufficient() noexcept = 0;
@@ -76,6 +103,14 @@ public:
     virtual void forget_balance() noexcept = 0;
 
     virtual LedgerTotals totals() const noexcept = 0;
+
+    /// The most admission could grant if every job in flight ended in our favour (refunded, settled
+    /// cheaper, held credits released): the balance minus what is surely spent. The reject policy refuses
+    /// at once only a cost above this; below it, waiting for those outcomes may make room.
+    virtual Credits best_case_available() const noexcept = 0;
+    /// Credits to keep back from admission for spending the ledger cannot see (another client on the
+    /// same account), estimated by the guard from reads. Lowers available() while the balance is known.
+    virtual void set_margin(Credits margin) noexcept = 0;
 
     /// The guard attaches itself once, before the first read. Ledgers without I/O ignore it.
     virtual void attach(std::weak_ptr<LedgerHost> /*host*/) {}
@@ -93,7 +128,7 @@ public:
 
     // The hot calls are defined here so that a caller holding a LocalLedger* inlines them.
     Credits available() const noexcept override {
-        const Credits value = (known_ ? balance_ : allowance_) - held_ - pending_;
+        const Credits value = (known_ ? balance_ - margin_ : allowance_) - held_ - pending_;
         return zeroed_ && value > 0 ? 0 : value;
     }
     bool balance_known() const noexcept override { return known_; }
@@ -107,11 +142,16 @@ public:
     JobHandle commit(Credits cost) override;
     void settle(JobHandle job, Credits actual) noexcept override;
     void refund(JobHandle job) noexcept override;
+    void commit_unresolved(Credits cost, TimePoint expires) override;
+    void abandon(JobHandle job, TimePoint expires) noexcept override;
+    void expire_unresolved(TimePoint now) noexcept override;
     RefreshTicket refresh_sent() noexcept override { return ++sequence_; }
-    void refresh_received(RefreshTicket ticket, Credits balance) noexcept override;
+    ReadOutcome refresh_received(RefreshTicket ticket, Credits balance) noexcept override;
     void provider_reported_insufficient() noexcept override;
     void forget_balance() noexcept override { known_ = false; }
     LedgerTotals totals() const noexcept override;
+    Credits best_case_available() const noexcept override;
+    void set_margin(Credits margin) noexcept override { margin_ = margin; }
 
     /// Pending entries still tracked (for tests and stats).
     std::size_t pending_jobs() const noexcept { return counted_entries_; }
@@ -121,15 +161,20 @@ private:
     struct Entry {
         Credits amount = 0;               // what this entry still adds to `pending`
         Credits reserved = 0;             // what the job reserved (submit rule: charged at submit)
+        Credits certain = 0;              // the part of `amount` that no outcome can give back
         std::uint64_t visible_after = 0;  // a read sent after this event reflects it; 0 = not yet
+        TimePoint expires{};              // unresolved: when it counts as charged
         bool counted = false;             // part of `pending` now
         bool open = false;                // its Reservation has not settled or refunded yet
         bool listed = false;              // its handle is in pending_list_
+        bool unresolved = false;          // outcome unknown: resolved by a read's fall or by `expires`
     };
 
     bool charges_at_submit() const noexcept { return timing_ == DeductionTiming::at_submit; }
     JobHandle allocate(const Entry& entry);
     void uncount(Entry& entry) noexcept;
+    void set_certain(Entry& entry, Credits certain) noexcept;
+    void make_unresolved(JobHandle job, TimePoint expires) noexcept;
     void free_if_done(JobHandle job) noexcept;
 
     DeductionTiming timing_;
@@ -138,6 +183,10 @@ private:
     Credits balance_ = 0;
     Credits held_ = 0;
     Credits pending_ = 0;
+    Credits certain_pending_ = 0;  // sum of `certain` over counted entries
+    Credits unresolved_pending_ = 0;
+    Credits margin_ = 0;
+    bool ever_read_ = false;
     bool zeroed_ = false;
     std::uint64_t zeroed_at_ = 0;
     std::uint64_t sequence_ = 0;
@@ -146,6 +195,7 @@ private:
     std::vector<JobHandle> free_;
     std::size_t counted_entries_ = 0;
     std::vector<JobHandle> pending_list_;  // every counted entry, plus uncounted ones not yet swept
+    std::vector<JobHandle> unresolved_;    // unresolved entries, oldest first
 };
 
 }  // namespace creditguard

@@ -115,10 +115,15 @@ public:
     void settle(JobHandle job, Credits actual) noexcept override;
     void refund(JobHandle job) noexcept override;
     RefreshTicket refresh_sent() noexcept override;
-    void refresh_received(RefreshTicket ticket, Credits balance) noexcept override;
+    void commit_unresolved(Credits cost, TimePoint expires) override;
+    void abandon(JobHandle job, TimePoint expires) noexcept override;
+    void expire_unresolved(TimePoint now) noexcept override;
+    ReadOutcome refresh_received(RefreshTicket ticket, Credits balance) noexcept override;
     void provider_reported_insufficient() noexcept override;
     void forget_balance() noexcept override;
     LedgerTotals totals() const noexcept override;
+    Credits best_case_available() const noexcept override;
+    void set_margin(Credits margin) noexcept override;
     void attach(std::weak_ptr<LedgerHost> host) override;
     void note_demand(Credits queued, Credits head) noexcept override;
 

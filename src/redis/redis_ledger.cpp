@@ -160,11 +160,28 @@ RefreshTicket RedisLedger::refresh_sent() noexcept {
 // The shared balance itself arrives with the script replies; a read the guard asked for only ends this process's
 // own doubts: a forgotten balance, and an "insufficient" it heard (once Redis has it, the shared state holds the
 // zero until a read sent after it).
-void RedisLedger::refresh_received(RefreshTicket ticket, Credits /*balance*/) noexcept {
+ReadOutcome RedisLedger::refresh_received(RefreshTicket ticket, Credits /*balance*/) noexcept {
     State& s = *state_;
     s.forgotten = false;
     if (s.zeroed && ticket > s.zeroed_at && s.acked_upto >= s.zero_op && !s.shared.zeroed) s.zeroed = false;
+    return {};
 }
+
+// PROVISIONAL until the shared scripts know unresolved jobs: the job stays open in the pool, so its credits
+// stay pending for as long as this process lives (never re-granted, possibly stranded).
+void RedisLedger::commit_unresolved(Credits cost, TimePoint /*expires*/) {
+    commit(cost);
+}
+
+void RedisLedger::abandon(JobHandle /*job*/, TimePoint /*expires*/) noexcept {}
+
+void RedisLedger::expire_unresolved(TimePoint /*now*/) noexcept {}
+
+Credits RedisLedger::best_case_available() const noexcept {
+    return available();
+}
+
+void RedisLedger::set_margin(Credits /*margin*/) noexcept {}
 
 void RedisLedger::provider_reported_insufficient() noexcept {
     State& s = *state_;
