@@ -6,6 +6,7 @@
 #include <boost/system/system_error.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <stdexcept>
 
 namespace creditguard {
@@ -33,6 +34,9 @@ GuardCore::GuardCore(boost::asio::any_io_executor executor, std::shared_ptr<Bala
         throw std::invalid_argument("creditguard: negative max_reservation, fail_open_allowance or hysteresis");
     if (config_.refresh.jitter < 0.0 || config_.refresh.jitter >= 1.0)
         throw std::invalid_argument("creditguard: refresh.jitter must be in [0, 1)");
+    if (!(config_.refresh.drift_margin_factor >= 0.0 && config_.refresh.drift_margin_factor <= 100.0) ||
+        config_.refresh.drift_interval <= Duration::zero())
+        throw std::invalid_argument("creditguard: refresh.drift_interval must be > 0, drift_margin_factor in [0, 100]");
 }
 
 GuardCore::~GuardCore() {
@@ -155,25 +159,26 @@ void GuardCore::park(Waiter* waiter, Credits cost, const ReserveOptions& options
             work.completions.push_back({waiter, make_error_code(errc::queue_full), {}});
             return run(lock, work);
         }
-    } else if (paused_) {
-        ++counters_.rejected_paused;
-        work.completions.push_back({waiter, make_error_code(pause_reason_), {}});
-        return run(lock, work);
     } else {
-        // Policy reject: wait only for one fresh read, and only when the estimate may be out of date.
+        // Policy reject: refuse at once only what the account could not pay even if every job in flight
+        // ended in our favour, and only on a fresh estimate; otherwise wait (within the deadline) for a
+        // read, the pause to end or those outcomes, and decide as they arrive.
         const bool can_read = read_in_flight_ || consecutive_failures_ == 0 || now >= backoff_until_;
         const bool out_of_date = !ledger_->balance_known() || ledger_->totals().zeroed ||
                                  now - last_ok_ >= config_.refresh.recheck_before_reject;
+        const bool wants_read = can_read && (out_of_date || read_in_flight_);
         // A shared ledger whose estimate covers the cost asks its pool first; the answer decides.
         const bool pool_may_serve = !local_ && ledger_->balance_known() && available_locked() >= cost;
-        if (!pool_may_serve && !(can_read && (out_of_date || read_in_flight_))) {
-            why = shortfall_reason_locked();
-            ++(why == errc::balance_unknown ? counters_.rejected_balance_unknown : counters_.rejected_insufficient);
-            work.completions.push_back({waiter, make_error_code(why), {}});
+        waiter->recheck_only = true;
+        waiter->decide_after_round = rounds_completed_ + (wants_read || pool_may_serve ? 1 : 0);
+        if (!paused_ && decides_reject_locked(waiter)) {
+            reject_locked(waiter, work);
             return run(lock, work);
         }
-        waiter->recheck_only = true;
-        waiter->decide_after_round = rounds_completed_ + 1;
+        if (wants_read) {
+            waiter->awaits_read = true;
+            ++reads_awaited_;
+        }
         ++recheck_waiters_;
     }
 
@@ -215,18 +220,39 @@ void GuardCore::unpark_locked(Waiter* waiter) noexcept {
     deadlines_.erase(waiter);
     waiter->queued = false;
     if (waiter->recheck_only) --recheck_waiters_;
+    if (waiter->awaits_read) {
+        waiter->awaits_read = false;
+        --reads_awaited_;
+    }
 }
 
-// Grants in FIFO order while the head fits; decides reject-policy waiters whose read has come back.
+// A reject-policy waiter is refused once its read (if it wanted one) has come back and its cost is beyond
+// the best case: the balance minus what is surely spent. Below that, refunds, cheaper settles and
+// released holds of the jobs in flight may still make room, so it keeps waiting.
+bool GuardCore::decides_reject_locked(Waiter* waiter) noexcept {
+    if (!waiter->recheck_only || rounds_completed_ < waiter->decide_after_round) return false;
+    if (waiter->awaits_read) {
+        waiter->awaits_read = false;
+        --reads_awaited_;
+    }
+    return !ledger_->balance_known() || waiter->cost > ledger_->best_case_available();
+}
+
+void GuardCore::reject_locked(Waiter* waiter, DeferredWork& work) {
+    const errc why = shortfall_reason_locked();
+    ++(why == errc::balance_unknown ? counters_.rejected_balance_unknown : counters_.rejected_insufficient);
+    work.completions.push_back({waiter, make_error_code(why), {}});
+}
+
+// Grants in FIFO order while the head fits; decides reject-policy waiters as outcomes arrive.
 void GuardCore::drain_locked(DeferredWork& work) {
     if (paused_) {
-        // Nothing is granted while paused; reject-policy waiters get the reason now instead of waiting.
+        // Nothing is granted while paused; reject-policy waiters that no outcome can serve are told now.
         for (Waiter* waiter = fifo_.front(); waiter != nullptr && recheck_waiters_ > 0;) {
             Waiter* next = waiter->next;
-            if (waiter->recheck_only) {
+            if (decides_reject_locked(waiter)) {
                 unpark_locked(waiter);
-                ++counters_.rejected_paused;
-                work.completions.push_back({waiter, make_error_code(pause_reason_), {}});
+                reject_locked(waiter, work);
             }
             waiter = next;
         }
@@ -239,11 +265,9 @@ void GuardCore::drain_locked(DeferredWork& work) {
         if (!blocked && try_hold_locked(waiter->cost)) {
             unpark_locked(waiter);
             work.completions.push_back({waiter, {}, grant_locked(waiter->cost)});
-        } else if (waiter->recheck_only && rounds_completed_ >= waiter->decide_after_round) {
+        } else if (decides_reject_locked(waiter)) {
             unpark_locked(waiter);
-            const errc why = shortfall_reason_locked();
-            ++(why == errc::balance_unknown ? counters_.rejected_balance_unknown : counters_.rejected_insufficient);
-            work.completions.push_back({waiter, make_error_code(why), {}});
+            reject_locked(waiter, work);
         } else {
             if (!blocked) blocked_head = waiter->cost;
             blocked = true;  // no barging: nobody behind an unserved waiter is granted
@@ -294,10 +318,10 @@ void GuardCore::schedule_locked(TimePoint now, DeferredWork& work) {
         const auto consider = [&wanted](TimePoint t) {
             if (!wanted || t < *wanted) wanted = t;
         };
-        if (!ledger_->balance_known() || refresh_requested_ || recheck_waiters_ > 0 || ledger_->totals().zeroed)
+        if (!ledger_->balance_known() || refresh_requested_ || reads_awaited_ > 0 || ledger_->totals().zeroed)
             consider(now);
         if (starved_locked()) consider(ever_sent_ ? saturating_add(last_sent_, rc.starved_interval) : now);
-        if (ever_ok_ && rc.interval > Duration::zero()) consider(next_periodic_);
+        if (ever_ok_ && (rc.interval > Duration::zero() || foreign_rate_ > 0)) consider(next_periodic_);
         const bool in_maintenance = paused_ && pause_reason_ == errc::maintenance;
         if (in_maintenance) consider(next_probe_);  // probing is how maintenance ends
         if (terminal_) wanted.reset();              // the key is refused: stop calling the provider
@@ -316,12 +340,13 @@ void GuardCore::schedule_locked(TimePoint now, DeferredWork& work) {
         ever_sent_ = true;
         last_sent_ = now;
         work.start_read = true;
+        ledger_->expire_unresolved(now);  // this read is the first trusted to show them
         work.ticket = ledger_->refresh_sent();
         read_at.reset();
     }
 
     std::optional<TimePoint> wake = read_at;
-    if (paused_ && pause_reason_ == errc::rate_limited && (!wake || paused_until_ < *wake)) wake = paused_until_;
+    if (timed_pause_locked() && (!wake || paused_until_ < *wake)) wake = paused_until_;
     if (!deadlines_.empty() && (!wake || deadlines_.top()->deadline < *wake)) wake = deadlines_.top()->deadline;
     if (wake) {
         if (!alarm_armed_ || *wake != alarm_at_) {
@@ -343,7 +368,7 @@ void GuardCore::on_alarm() {
     alarm_armed_ = false;
     if (shut_down_) return;
     const TimePoint now = clock_->now();
-    if (paused_ && pause_reason_ == errc::rate_limited && now >= paused_until_) unpause_locked(work);
+    if (timed_pause_locked() && now >= paused_until_) unpause_locked(work);
     bool expired = false;
     while (!deadlines_.empty() && deadlines_.top()->deadline <= now) {
         Waiter* waiter = deadlines_.top();
@@ -380,7 +405,7 @@ void GuardCore::on_read_done(RefreshTicket ticket, boost::system::error_code ec,
     if (shut_down_) return;
     const TimePoint now = clock_->now();
     if (!ec) {
-        ledger_->refresh_received(ticket, balance);
+        note_read_locked(ledger_->refresh_received(ticket, balance), now);
         ever_ok_ = true;
         last_ok_ = now;
         consecutive_failures_ = 0;
@@ -388,13 +413,16 @@ void GuardCore::on_read_done(RefreshTicket ticket, boost::system::error_code ec,
         ++counters_.refreshes_ok;
         if (paused_ && pause_reason_ == errc::maintenance) unpause_locked(work);  // the probe got through
         const RefreshConfig& rc = config_.refresh;
+        Duration period = rc.interval > Duration::zero() ? rc.interval : Duration::max();
+        if (foreign_rate_ > 0) period = std::min(period, rc.drift_interval);  // watch a foreign spender closely
         std::uniform_real_distribution<double> spread(-rc.jitter, rc.jitter);
-        const auto jittered = std::chrono::duration_cast<Duration>(rc.interval * (1.0 + spread(random_)));
+        const auto jittered =
+            period == Duration::max() ? period : std::chrono::duration_cast<Duration>(period * (1.0 + spread(random_)));
         next_periodic_ = saturating_add(now, jittered);
     } else if (ec == errc::rate_limited || ec == errc::maintenance || ec == errc::unauthorized) {
         // The balance endpoint speaks for the whole provider: the same signals as a create call.
         ++counters_.refreshes_failed;
-        report_locked(static_cast<errc>(ec.value()), std::nullopt, now, work);
+        report_locked(static_cast<errc>(ec.value()), std::nullopt, last_sent_, now, work);
     } else {
         ++counters_.refreshes_failed;
         ++consecutive_failures_;
@@ -403,6 +431,33 @@ void GuardCore::on_read_done(RefreshTicket ticket, boost::system::error_code ec,
     drain_locked(work);
     after_change_locked(now, work);
     run(lock, work);
+}
+
+// The running total of unexplained falls, sampled at the last few reads, gives the rate of spending
+// nobody reported to us. The margin keeps back what that spender may take before the next read (which
+// comes within refresh.drift_interval while it lasts); a window shorter than that interval is not
+// extrapolated, so one burst of foreign spending keeps back no more than it took. Transient artefacts (a
+// task that finished at the provider before we polled it shows as a fall at one read and as a rise at
+// the next) cancel out in the running total.
+void GuardCore::note_read_locked(const ReadOutcome& outcome, TimePoint now) {
+    if (!outcome.applied) return;
+    counters_.unexplained_spend += outcome.unexplained - outcome.resolved;
+    drift_samples_[drift_reads_ % drift_window] = {now, counters_.unexplained_spend};
+    ++drift_reads_;
+    const std::size_t samples = std::min(drift_reads_, drift_window);
+    if (samples < 2) return;
+    const DriftSample& oldest = drift_samples_[(drift_reads_ - samples) % drift_window];
+    const RefreshConfig& rc = config_.refresh;
+    const double spent = static_cast<double>(std::max<Credits>(counters_.unexplained_spend - oldest.total, 0));
+    const double span = std::chrono::duration<double>(now - oldest.at).count();
+    const double interval = std::chrono::duration<double>(rc.drift_interval).count();
+    foreign_rate_ = spent > 0 ? spent / std::max(span, 1e-3) : 0.0;
+    const double per_interval = spent * interval / std::max(span, interval);
+    const double margin =
+        std::min(std::ceil(per_interval * rc.drift_margin_factor), static_cast<double>(config_.max_reservation));
+    counters_.foreign_spend_per_minute = foreign_rate_ * 60;
+    counters_.drift_margin = static_cast<Credits>(margin);
+    ledger_->set_margin(counters_.drift_margin);
 }
 
 void GuardCore::update_ledger(const std::function<void(Ledger&)>& change, bool answered) {
@@ -477,6 +532,8 @@ JobHandle GuardCore::on_commit(Credits cost) noexcept {
     Lock lock(mutex_);
     ++counters_.committed;
     rate_limit_streak_ = 0;  // the provider accepted a create call
+    server_errors_in_row_ = 0;
+    breaker_trips_in_row_ = 0;
     try {
         return ledger_->commit(cost);
     } catch (...) {
@@ -496,6 +553,30 @@ void GuardCore::on_settle(JobHandle job, Credits actual) noexcept {
     } catch (...) {}
 }
 
+void GuardCore::on_abandon(JobHandle job) noexcept {
+    try {
+        Lock lock(mutex_);
+        if (job != invalid_job) ledger_->abandon(job, saturating_add(clock_->now(), config_.unresolved_job_ttl));
+        ++counters_.abandoned;
+        --counters_.live_reservations;
+        finish_transition(lock, true);
+    } catch (...) {}
+}
+
+void GuardCore::on_commit_unresolved(Credits cost) noexcept {
+    try {
+        Lock lock(mutex_);
+        ++counters_.committed;
+        ++counters_.abandoned;
+        --counters_.live_reservations;
+        try {
+            ledger_->commit_unresolved(cost, saturating_add(clock_->now(), config_.unresolved_job_ttl));
+        } catch (...) {  // no room for the record: the credits stay held for good, which never overspends
+        }
+        finish_transition(lock, false);
+    } catch (...) {}
+}
+
 void GuardCore::on_refund(JobHandle job) noexcept {
     try {
         Lock lock(mutex_);
@@ -509,7 +590,8 @@ void GuardCore::on_refund(JobHandle job) noexcept {
 // ---------------------------------------------------------------------------------------------
 // Provider signals
 
-void GuardCore::on_refused(Credits cost, errc what, std::optional<Duration> retry_after) noexcept {
+void GuardCore::on_refused(Credits cost, errc what, std::optional<Duration> retry_after,
+                           std::optional<TimePoint> sent_at) noexcept {
     try {
         DeferredWork work;
         Lock lock(mutex_);
@@ -517,7 +599,7 @@ void GuardCore::on_refused(Credits cost, errc what, std::optional<Duration> retr
         ++counters_.released;
         --counters_.live_reservations;
         const TimePoint now = clock_->now();
-        report_locked(what, retry_after, now, work);
+        report_locked(what, retry_after, sent_at, now, work);
         drain_locked(work);  // the released credits may serve a waiter
         after_change_locked(now, work);
         if (owner_gone_ && counters_.live_reservations == 0) work.keep_alive_until_done = std::move(keep_alive_);
@@ -525,15 +607,31 @@ void GuardCore::on_refused(Credits cost, errc what, std::optional<Duration> retr
     } catch (...) {}
 }
 
-void GuardCore::report(errc what, std::optional<Duration> retry_after) {
+void GuardCore::report(errc what, std::optional<Duration> retry_after, std::optional<TimePoint> sent_at) {
     DeferredWork work;
     Lock lock(mutex_);
     if (shut_down_) return;
-    report_locked(what, retry_after, clock_->now(), work);
+    report_locked(what, retry_after, sent_at, clock_->now(), work);
     run(lock, work);
 }
 
-void GuardCore::report_locked(errc what, std::optional<Duration> retry_after, TimePoint now, DeferredWork& work) {
+void GuardCore::pause_until_locked(errc reason, TimePoint until) {
+    if (paused_ && pause_reason_ == errc::maintenance) {
+        next_probe_ = std::max(next_probe_, until);  // stay in maintenance, probe after the pause
+    } else if (paused_) {
+        if (until > paused_until_) {
+            paused_until_ = until;
+            pause_reason_ = reason;
+        }
+    } else {
+        paused_ = true;
+        pause_reason_ = reason;
+        paused_until_ = until;
+    }
+}
+
+void GuardCore::report_locked(errc what, std::optional<Duration> retry_after, std::optional<TimePoint> sent_at,
+                              TimePoint now, DeferredWork& work) {
     const SignalConfig& sc = config_.signals;
     switch (what) {
     case errc::insufficient_credits:
@@ -543,18 +641,31 @@ void GuardCore::report_locked(errc what, std::optional<Duration> retry_after, Ti
         break;
     case errc::rate_limited: {
         ++counters_.rate_limited_signals;
-        ++rate_limit_streak_;
-        const Duration pause = retry_after ? std::min(*retry_after, sc.max_retry_after)
-                                           : jittered_backoff(sc.rate_limit_backoff_initial, sc.rate_limit_backoff_max,
-                                                              rate_limit_streak_);
-        const TimePoint until = saturating_add(now, std::max(pause, Duration::zero()));
-        if (paused_ && pause_reason_ == errc::maintenance) {
-            next_probe_ = std::max(next_probe_, until);  // stay in maintenance, probe after the limit
+        // One burst is one signal: requests sent before the latest pause began were answered by the
+        // same burst. Only a refusal of a request sent after a pause ended takes the next back-off step.
+        const bool same_burst = sent_at ? *sent_at < rate_pause_started_ : timed_pause_locked();
+        if (same_burst && !retry_after) return;
+        Duration pause{};
+        if (retry_after) {
+            pause = std::min(*retry_after, sc.max_retry_after);
         } else {
-            paused_until_ = paused_ ? std::max(paused_until_, until) : until;
-            paused_ = true;
-            pause_reason_ = errc::rate_limited;
+            ++rate_limit_streak_;
+            pause = jittered_backoff(sc.rate_limit_backoff_initial, sc.rate_limit_backoff_max, rate_limit_streak_);
         }
+        if (!timed_pause_locked()) rate_pause_started_ = now;
+        pause_until_locked(errc::rate_limited, saturating_add(now, std::max(pause, Duration::zero())));
+        break;
+    }
+    case errc::server_error: {
+        ++counters_.server_error_signals;
+        if (sc.server_error_threshold == 0 || ++server_errors_in_row_ < sc.server_error_threshold) return;
+        // The breaker opens; after the pause it is half open: the next server error opens it again.
+        server_errors_in_row_ = sc.server_error_threshold - 1;
+        ++breaker_trips_in_row_;
+        ++counters_.breaker_trips;
+        const Duration pause =
+            jittered_backoff(sc.server_error_pause_initial, sc.server_error_pause_max, breaker_trips_in_row_);
+        pause_until_locked(errc::server_error, saturating_add(now, pause));
         break;
     }
     case errc::maintenance:
@@ -573,7 +684,7 @@ void GuardCore::report_locked(errc what, std::optional<Duration> retry_after, Ti
         terminal_ = errc::unauthorized;
         fail_all_locked(errc::unauthorized, work);
         break;
-    default: return;  // other answers (invalid request, server error, ...) say nothing about the account
+    default: return;  // other answers (invalid request, malformed, ...) say nothing about the account
     }
     drain_locked(work);
     after_change_locked(now, work);
@@ -654,6 +765,7 @@ GuardStats GuardCore::stats() const {
     stats.available = totals.available;
     stats.held = totals.held;
     stats.committed_unreflected = totals.pending;
+    stats.unresolved = totals.unresolved;
     stats.waiters = fifo_.size() + ready_waiters_.size();
     stats.paused = paused_;
     stats.terminal = terminal_.has_value();
@@ -670,7 +782,7 @@ void Reservation::end_now() noexcept {
     if (state_ == State::held) {
         release();
     } else if (state_ == State::committed) {
-        settle(cost_);  // submitted, outcome never reported: count it at what was reserved
+        abandon();  // submitted, its end never reported: counted until a read shows it
     }
 }
 
@@ -696,10 +808,21 @@ boost::system::error_code Reservation::refund() noexcept {
     return {};
 }
 
-boost::system::error_code Reservation::provider_refused(errc what, std::optional<Duration> retry_after) noexcept {
-    if (what == errc::ambiguous_outcome) return commit();  // a lost reply may still be a charged job
+boost::system::error_code Reservation::abandon() noexcept {
+    if (state_ != State::committed) return make_error_code(errc::invalid_transition);
+    core_->on_abandon(job_);
+    state_ = State::ended;
+    return {};
+}
+
+boost::system::error_code Reservation::provider_refused(errc what, std::optional<Duration> retry_after,
+                                                        std::optional<TimePoint> sent_at) noexcept {
     if (state_ != State::held) return make_error_code(errc::invalid_transition);
-    core_->on_refused(cost_, what, retry_after);
+    if (what == errc::ambiguous_outcome) {
+        core_->on_commit_unresolved(cost_);  // a lost reply may still be a charged job
+    } else {
+        core_->on_refused(cost_, what, retry_after, sent_at);
+    }
     state_ = State::ended;
     return {};
 }

@@ -6,6 +6,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include <algorithm>
+#include <random>
 
 namespace creditguard {
 namespace {
@@ -18,9 +19,25 @@ std::optional<Duration> retry_after_of(const Classification& cls) {
     return std::chrono::duration_cast<Duration>(*cls.retry_after);
 }
 
-// Answers that waiting (for credits, the rate limit, maintenance) can fix.
-bool worth_retrying(const boost::system::error_code& ec) {
-    return ec == errc::insufficient_credits || ec == errc::rate_limited || ec == errc::maintenance;
+// Refusals that pass: the guard pauses for the first two; the runner backs off for the others (an answer
+// arrived, or the request never left, so resending cannot create a second task).
+bool passes_with_time(const boost::system::error_code& ec) {
+    return ec == errc::rate_limited || ec == errc::maintenance || ec == errc::server_error ||
+           ec == errc::connection_failed || ec == errc::connect_timeout;
+}
+bool guard_paces(const boost::system::error_code& ec) {
+    return ec == errc::rate_limited || ec == errc::maintenance;
+}
+
+// min(max, initial * 2^(attempt-1)), half of it random, so that jobs refused together spread out.
+Duration retry_delay(const RunnerConfig& config, unsigned attempt) {
+    Duration base = config.retry_initial;
+    for (unsigned i = 1; i < attempt && base < config.retry_max; ++i)
+        base *= 2;
+    base = std::min(base, config.retry_max);
+    thread_local std::mt19937_64 random{std::random_device{}()};
+    std::uniform_int_distribution<Duration::rep> spread(0, base.count() / 2);
+    return base - Duration(spread(random));
 }
 
 // Our code for an error; a foreign one (never expected from Provider) maps to a code the guard ignores.
@@ -52,6 +69,10 @@ asio::awaitable<JobResult> run_guarded_job(CreditGuard& guard, const Provider& p
                                            Credits cost, RunnerConfig config) {
     JobResult result;
     Reservation reservation;
+    asio::steady_timer timer(co_await asio::this_coro::executor);
+    const auto submit_until = SteadyClock::now() + config.submit_deadline;
+    int insufficient_refusals = 0;
+    unsigned backoffs = 0;
 
     // Submit: reserve, create, and react to what the provider answers.
     for (;;) {
@@ -64,6 +85,7 @@ asio::awaitable<JobResult> run_guarded_job(CreditGuard& guard, const Provider& p
         }
         reservation = std::move(std::get<1>(reserved));
 
+        const TimePoint sent_at = guard.now();
         auto created = co_await provider.async_create_task(create_body, use_tuple);
         const boost::system::error_code ec = std::get<0>(created);
         if (!ec) {
@@ -73,27 +95,35 @@ asio::awaitable<JobResult> run_guarded_job(CreditGuard& guard, const Provider& p
         }
         count_answer(result, ec);
         if (ec == errc::ambiguous_outcome) {
-            // The task may exist and be charged: count it as spent, never resend.
+            // The task may exist and be charged, now or later: its credits stay counted, never resend.
             reservation.provider_refused(errc::ambiguous_outcome);
-            reservation.settle(cost);
             result.status = JobStatus::ambiguous;
             result.error = ec;
             result.charged = cost;
             co_return result;
         }
-        reservation.provider_refused(as_errc(ec), retry_after_of(std::get<1>(created).cls));
-        if (ec == errc::unauthorized || !worth_retrying(ec) || result.submit_attempts >= config.max_submit_attempts) {
+        reservation.provider_refused(as_errc(ec), retry_after_of(std::get<1>(created).cls), sent_at);
+        const bool insufficient = ec == errc::insufficient_credits;
+        if (insufficient) ++insufficient_refusals;
+        const bool retry = insufficient ? insufficient_refusals < config.max_submit_attempts
+                                        : passes_with_time(ec) && SteadyClock::now() < submit_until;
+        if (!retry) {
             result.status = ec == errc::unauthorized ? JobStatus::unauthorized
-                            : worth_retrying(ec)     ? JobStatus::rejected
+                            : insufficient           ? JobStatus::rejected
                                                      : JobStatus::error;
             result.error = ec;
             co_return result;
+        }
+        if (!insufficient && !guard_paces(ec)) {
+            // The guard's breaker pauses admissions after a run of these; each job also backs off itself.
+            const auto until = std::min(SteadyClock::now() + retry_delay(config, ++backoffs), submit_until);
+            timer.expires_at(until);
+            co_await timer.async_wait(use_tuple);
         }
         // The next reserve waits until the guard admits again (pause over, credits back).
     }
 
     // Poll the task until it finishes.
-    asio::steady_timer timer(co_await asio::this_coro::executor);
     const auto give_up = SteadyClock::now() + config.max_job_time;
     Duration delay = config.poll_initial;
     for (;;) {
@@ -103,21 +133,22 @@ asio::awaitable<JobResult> run_guarded_job(CreditGuard& guard, const Provider& p
 
         auto ready = co_await guard.async_wait_ready(use_tuple);  // polls count against rate limits too
         if (auto ec = std::get<0>(ready)) {
-            reservation.settle(cost);  // submitted and never seen finishing: counted at its reserved cost
+            reservation.abandon();  // submitted and never seen finishing: counted until a read shows it
             result.status = ec == errc::unauthorized ? JobStatus::unauthorized : JobStatus::error;
             result.error = ec;
             result.charged = cost;
             co_return result;
         }
         ++result.polls;
+        const TimePoint sent_at = guard.now();
         auto polled = co_await provider.async_task_status(result.task_id, use_tuple);
         const boost::system::error_code ec = std::get<0>(polled);
         const TaskStatus& status = std::get<1>(polled);
         if (ec) {
             count_answer(result, ec);
-            guard.report(as_errc(ec), retry_after_of(status.cls));
+            guard.report(as_errc(ec), retry_after_of(status.cls), sent_at);
             if (ec == errc::unauthorized) {
-                reservation.settle(cost);
+                reservation.abandon();
                 result.status = JobStatus::unauthorized;
                 result.error = ec;
                 result.charged = cost;
@@ -135,7 +166,7 @@ asio::awaitable<JobResult> run_guarded_job(CreditGuard& guard, const Provider& p
             co_return result;
         }
         if (SteadyClock::now() >= give_up) {
-            reservation.settle(cost);
+            reservation.abandon();
             result.status = JobStatus::error;
             result.error = errc::timeout;
             result.charged = cost;

@@ -72,4 +72,54 @@ BOOST_AUTO_TEST_CASE(a_read_showing_the_charge_resolves_the_lost_create_once) {
     }
 }
 
+// A lost create that never reached the provider: its credits come back after GuardConfig::unresolved_job_ttl,
+// at the first read sent after that (the read that would show the charge if the task had existed).
+BOOST_AUTO_TEST_CASE(a_lost_create_that_never_shows_comes_back_after_its_ttl) {
+    for (DeductionTiming timing : all_timings) {
+        BOOST_TEST_CONTEXT("timing " << static_cast<int>(timing)) {
+            AmbiguityFixture f;
+            auto c = f.config();
+            c.deduction = timing;
+            c.unresolved_job_ttl = 10min;
+            f.make_guard_with_balance(std::move(c), 100);
+            Reservation r = f.guard->try_reserve(10).value();
+            r.provider_refused(errc::ambiguous_outcome);
+            f.advance(9min);
+            while (f.source->outstanding() > 0)
+                f.source->answer(100);
+            f.drain();
+            f.read(100);
+            BOOST_TEST(f.guard->stats().available == 90);
+            BOOST_TEST(f.guard->stats().unresolved == 10);
+            f.advance(1min);
+            while (f.source->outstanding() > 0)
+                f.source->answer(100);
+            f.drain();
+            f.read(100);
+            BOOST_TEST(f.guard->stats().unresolved == 0);
+            BOOST_TEST(f.guard->stats().available == 100);
+            BOOST_TEST(f.guard->stats().abandoned == 1u);
+        }
+    }
+}
+
+// Job code that loses track of a submitted job (its Reservation destroyed while committed, e.g. the
+// coroutine was cancelled while polling) never frees credits a running task may still be charged for.
+BOOST_AUTO_TEST_CASE(a_committed_reservation_destroyed_while_its_task_runs_is_not_regranted) {
+    AmbiguityFixture f;
+    auto c = f.config();
+    c.deduction = DeductionTiming::at_completion;
+    f.make_guard_with_balance(std::move(c), 100);
+    {
+        Reservation r = f.guard->try_reserve(60).value();
+        r.commit();
+    }
+    f.read(100);  // the task is still running: not charged yet
+    BOOST_TEST(f.guard->stats().available == 40);
+    BOOST_TEST(!f.guard->try_reserve(41));
+    f.read(40);  // it finished and was charged
+    BOOST_TEST(f.guard->stats().available == 40);
+    BOOST_TEST(f.guard->stats().committed_unreflected == 0);
+}
+
 BOOST_AUTO_TEST_SUITE_END()

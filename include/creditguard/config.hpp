@@ -35,6 +35,12 @@ struct RefreshConfig {
     /// A good read older than this while reads keep failing no longer counts: the balance is unknown
     /// again (and the unknown-balance rule applies). 0 keeps the last good read forever.
     Duration max_balance_age = 10min;
+    /// While reads show the balance falling faster than the guard's own jobs explain (another client
+    /// spending on the same account), read at least this often...
+    Duration drift_interval = 10s;
+    /// ...and keep back this many times what that spender took per drift_interval over the last few
+    /// reads (a margin for what it may take before the next read). 0 measures drift without a margin.
+    double drift_margin_factor = 1.5;
 };
 
 /// How the guard reacts to what providers answer (see CreditGuard::report).
@@ -47,6 +53,12 @@ struct SignalConfig {
     /// During maintenance the balance endpoint is probed, backing off from initial to max.
     Duration maintenance_probe_initial = 2s;
     Duration maintenance_probe_max = 60s;
+    /// A circuit breaker for server errors (HTTP 5xx, or 500 in the body): after this many in a row,
+    /// admissions pause for a back-off from initial to max; after the pause one more server error
+    /// re-opens it for longer, and an accepted create call closes it. 0 disables the breaker.
+    unsigned server_error_threshold = 5;
+    Duration server_error_pause_initial = 2s;
+    Duration server_error_pause_max = 30s;
 };
 
 /// Everything a CreditGuard is configured with.
@@ -63,6 +75,10 @@ struct GuardConfig {
     Credits max_reservation = 1'000'000'000;
     /// Credits that may be granted while the balance is unknown. 0 = fail closed (the default).
     Credits fail_open_allowance = 0;
+    /// A job whose outcome is unknown (its create reply was lost, or its end was never reported) stays
+    /// counted until a balance read shows its charge, or this long at most; after that it counts as
+    /// charged at its reserved cost. Make it longer than the provider's longest task.
+    Duration unresolved_job_ttl = 30min;
     /// Low-balance watermark: when `available` falls below it, the guard refreshes early and calls
     /// on_low_balance once; it re-arms after `available` rises above watermark + hysteresis.
     Credits low_watermark = 0;

@@ -86,13 +86,27 @@ public:
     /// - insufficient_credits: the estimate drops to 0 until a balance read sent after now; a read is
     ///   scheduled; queued waiters stay queued;
     /// - rate_limited: admissions (and balance reads) pause for `retry_after` (capped by
-    ///   signals.max_retry_after) or an exponential back-off with jitter; the estimate is untouched;
+    ///   signals.max_retry_after) or an exponential back-off with jitter; the estimate is untouched. One
+    ///   burst is one signal: an answer to a request sent before the latest pause began (`sent_at`; without
+    ///   it, any answer while paused) does not lengthen the back-off; it grows only when a request sent
+    ///   after a pause is refused again;
     /// - maintenance: admissions pause; the balance endpoint is probed on a back-off and the first
-    ///   successful read resumes; queued waiters keep waiting within their deadlines, reject-policy
-    ///   callers get errc::maintenance;
+    ///   successful read resumes;
+    /// - server_error: counted by a circuit breaker (signals.server_error_threshold in a row pause
+    ///   admissions briefly; an accepted create closes it);
     /// - unauthorized: terminal; every waiter and every later reservation fails with errc::unauthorized.
+    /// While paused, waiters of either policy keep waiting within their deadlines (a job the account can
+    /// pay for is not dropped because the provider asked to slow down); try_reserve fails with the reason.
     /// Other codes are ignored. For a create-task answer use Reservation::provider_refused instead.
-    void report(errc what, std::optional<Duration> retry_after = std::nullopt) { core_->report(what, retry_after); }
+    void report(errc what, std::optional<Duration> retry_after = std::nullopt,
+                std::optional<TimePoint> sent_at = std::nullopt) {
+        core_->report(what, retry_after, sent_at);
+    }
+
+    /// The guard's clock (GuardConfig::clock): stamp a request with it before sending, and pass the stamp
+    /// to report() or Reservation::provider_refused() so that answers to requests sent before a pause
+    /// began count as one signal.
+    TimePoint now() const { return core_->now(); }
 
     /// Asks for a balance read now (single-flight, and never closer than refresh.min_interval).
     void refresh() { core_->request_refresh(); }

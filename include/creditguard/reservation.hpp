@@ -22,8 +22,10 @@ class GuardCore;
 /// and changes nothing):
 ///
 ///     held ──commit()──▶ committed ──settle(actual)──▶ ended
-///       │                     └──────refund()──────▶ ended
-///       └──release()──▶ ended
+///       │                     ├──────refund()──────▶ ended
+///       │                     └──────abandon()─────▶ ended (outcome unknown)
+///       ├──release()──▶ ended
+///       └──provider_refused(ambiguous_outcome)──▶ ended (outcome unknown)
 ///
 /// - commit(): the create-task call returned (or its outcome is ambiguous): credits are spent but the
 ///   provider's balance may not show it yet. Call it after the provider accepted the job, not before.
@@ -31,7 +33,9 @@ class GuardCore;
 ///   admission stops until a refresh shows the truth).
 /// - refund(): the provider failed the job and returns (or never charged) its credits.
 /// - release(): the job was never submitted.
-/// Destroying a held reservation releases it; destroying a committed one settles it at cost().
+/// - abandon(): the job's end will never be known (polling gave up). Its credits stay counted until a
+///   balance read shows them spent, or GuardConfig::unresolved_job_ttl passes: never granted twice.
+/// Destroying a held reservation releases it; destroying a committed one abandons it.
 /// A reservation may outlive its CreditGuard; ending it then changes nothing but the reservation.
 class Reservation {
 public:
@@ -73,12 +77,17 @@ public:
     boost::system::error_code settle(Credits actual) noexcept;
     boost::system::error_code refund() noexcept;
     boost::system::error_code release() noexcept;
+    boost::system::error_code abandon() noexcept;
 
     /// The create-task call was answered with a refusal: insufficient_credits, rate_limited, maintenance,
-    /// unauthorized (anything else is just released). The hold is released (a refused create was not
-    /// charged) and the guard reacts to the signal (CreditGuard::report). For errc::ambiguous_outcome
-    /// (timeout after sending, reset mid-response) this commits instead: a lost reply may be a charged job.
-    boost::system::error_code provider_refused(errc what, std::optional<Duration> retry_after = std::nullopt) noexcept;
+    /// unauthorized, server_error (anything else is just released). The hold is released (a refused
+    /// create was not charged) and the guard reacts to the signal (CreditGuard::report; `sent_at` is when
+    /// the request was sent, on the guard's clock, see CreditGuard::now). For errc::ambiguous_outcome
+    /// (timeout after sending, reset mid-response) the reservation ends with its outcome unknown instead:
+    /// the task may exist and be charged now, later or never, so its credits stay counted until a balance
+    /// read shows them spent (or GuardConfig::unresolved_job_ttl passes). Never resend such a job.
+    boost::system::error_code provider_refused(errc what, std::optional<Duration> retry_after = std::nullopt,
+                                               std::optional<TimePoint> sent_at = std::nullopt) noexcept;
 
 private:
     friend class detail::GuardCore;

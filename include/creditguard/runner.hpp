@@ -19,11 +19,18 @@ struct RunnerConfig {
     Duration poll_initial = 2s;
     double poll_growth = 1.5;
     Duration poll_max = 15s;
-    /// After this long without a final status the job stops polling; its credits stay counted as spent.
+    /// After this long without a final status the job stops polling and is abandoned: its credits stay
+    /// counted until a balance read shows them spent (GuardConfig::unresolved_job_ttl at most).
     Duration max_job_time = 30min;
-    /// Creates refused for insufficient credits, rate limits or maintenance are retried (after the guard
-    /// allows it again) up to this many attempts in all.
+    /// Creates refused for insufficient credits are retried (after the guard admits again) up to this
+    /// many refusals.
     int max_submit_attempts = 5;
+    /// Creates refused for reasons that pass (rate limits, maintenance, server errors, a connection that
+    /// could not be made) are retried until this long after the job started: the guard's pause, or a
+    /// jittered back-off from retry_initial to retry_max for server and connection errors, comes first.
+    Duration submit_deadline = 10min;
+    Duration retry_initial = 500ms;
+    Duration retry_max = 30s;
 };
 
 enum class JobStatus {
@@ -31,7 +38,8 @@ enum class JobStatus {
     failed,        ///< the provider failed the task; refunded
     rejected,      ///< the guard did not admit it (insufficient credits, timeout, queue full, ...)
     unauthorized,  ///< the provider refused the key
-    ambiguous,     ///< the create call's outcome is unknown: counted as spent at the reserved cost, not retried
+    ambiguous,     ///< the create call's outcome is unknown: its credits stay counted until a balance read shows
+                   ///< them spent, and it is never resent
     error,         ///< any other failure (invalid request, transport error before sending, polling timeout)
 };
 
@@ -53,7 +61,8 @@ struct JobResult {
 /// Runs one job: reserve `cost` → create the task with `create_body` → classify → commit, or release and
 /// report the refusal to the guard (and retry when waiting can fix it) → poll the task with back-off,
 /// waiting while the guard is paused → settle with the provider's actual cost (when it reports one) or
-/// refund a failed task. Never resends a create whose outcome is ambiguous.
+/// refund a failed task. Never resends a create whose outcome is ambiguous; a job that stops polling
+/// (max_job_time, unauthorized, shutdown) is abandoned, never settled as if its cost were known.
 /// The guard and the provider must outlive the coroutine.
 boost::asio::awaitable<JobResult> run_guarded_job(CreditGuard& guard, const Provider& provider,
                                                   boost::json::value create_body, Credits cost,

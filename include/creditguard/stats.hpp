@@ -29,11 +29,18 @@ struct GuardStats {
     std::uint64_t timed_out = 0;
     std::uint64_t cancelled = 0;
 
-    // Reservation endings; granted == released + settled + refunded + live_reservations.
+    // Reservation endings; granted == released + settled + refunded + abandoned + live_reservations.
     std::uint64_t committed = 0;
     std::uint64_t released = 0;
     std::uint64_t settled = 0;
     std::uint64_t refunded = 0;
+    std::uint64_t abandoned = 0;  ///< ended with an unknown outcome (lost create reply, end never reported)
+    Credits unresolved = 0;       ///< credits of such jobs still counted, until a read shows them spent
+
+    // Spending on the account that the guard's jobs do not explain (another client, price changes).
+    Credits unexplained_spend = 0;        ///< in all since the first read (negative: top-ups, refunds)
+    double foreign_spend_per_minute = 0;  ///< recent rate of that spending, as used for the margin
+    Credits drift_margin = 0;             ///< kept back from admission for it until the next read
 
     // What providers said (CreditGuard::report, Reservation::provider_refused, balance reads).
     bool paused = false;    ///< admissions paused (rate limit or maintenance)
@@ -41,6 +48,8 @@ struct GuardStats {
     std::uint64_t insufficient_signals = 0;
     std::uint64_t rate_limited_signals = 0;
     std::uint64_t maintenance_signals = 0;
+    std::uint64_t server_error_signals = 0;
+    std::uint64_t breaker_trips = 0;    ///< pauses after server_error_threshold server errors in a row
     std::uint64_t rejected_paused = 0;  ///< policy reject while paused
     std::uint64_t rejected_terminal = 0;
 

@@ -14,6 +14,7 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/system/result.hpp>
 
+#include <array>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -70,7 +71,8 @@ public:
     /// Parks a readiness waiter (async_wait_ready) or finishes it at once.
     void park_ready(Waiter* waiter);
     /// What a provider answered (see CreditGuard::report).
-    void report(errc what, std::optional<Duration> retry_after);
+    void report(errc what, std::optional<Duration> retry_after, std::optional<TimePoint> sent_at);
+    TimePoint now() const { return clock_->now(); }
 
     void request_refresh();
     void shutdown();
@@ -86,7 +88,10 @@ public:
     JobHandle on_commit(Credits cost) noexcept;
     void on_settle(JobHandle job, Credits actual) noexcept;
     void on_refund(JobHandle job) noexcept;
-    void on_refused(Credits cost, errc what, std::optional<Duration> retry_after) noexcept;
+    void on_abandon(JobHandle job) noexcept;
+    void on_commit_unresolved(Credits cost) noexcept;
+    void on_refused(Credits cost, errc what, std::optional<Duration> retry_after,
+                    std::optional<TimePoint> sent_at) noexcept;
 
 private:
     using Lock = std::unique_lock<std::mutex>;
@@ -111,6 +116,8 @@ private:
 
     Admission admit_locked(Credits cost, errc& why) noexcept;
     errc shortfall_reason_locked() const noexcept;
+    bool decides_reject_locked(Waiter* waiter) noexcept;
+    void reject_locked(Waiter* waiter, DeferredWork& work);
     Reservation grant_locked(Credits cost) noexcept;
     void unpark_locked(Waiter* waiter) noexcept;
     void drain_locked(DeferredWork& work);
@@ -119,8 +126,13 @@ private:
     void schedule_locked(TimePoint now, DeferredWork& work);
     bool starved_locked() const noexcept;
     void on_alarm();
-    void report_locked(errc what, std::optional<Duration> retry_after, TimePoint now, DeferredWork& work);
+    void report_locked(errc what, std::optional<Duration> retry_after, std::optional<TimePoint> sent_at, TimePoint now,
+                       DeferredWork& work);
+    void pause_until_locked(errc reason, TimePoint until);
+    /// A pause that ends at paused_until_ (rate limit, server errors), as opposed to maintenance.
+    bool timed_pause_locked() const noexcept { return paused_ && pause_reason_ != errc::maintenance; }
     void unpause_locked(DeferredWork& work);
+    void note_read_locked(const ReadOutcome& outcome, TimePoint now);
     void fail_all_locked(errc why, DeferredWork& work);
     Duration jittered_backoff(Duration initial, Duration max, unsigned attempt);
     void on_read_done(RefreshTicket ticket, boost::system::error_code ec, Credits balance);
@@ -142,8 +154,9 @@ private:
     WaiterList fifo_;
     WaiterList ready_waiters_;
     DeadlineHeap deadlines_;
-    std::size_t recheck_waiters_ = 0;
-    Credits queued_cost_ = 0;  // sum of the parked waiters' costs (told to shared ledgers on a shortfall)
+    std::size_t recheck_waiters_ = 0;  // reject-policy waiters (decided as outcomes arrive)
+    std::size_t reads_awaited_ = 0;    // reject-policy waiters that wait for a fresh read first
+    Credits queued_cost_ = 0;          // sum of the parked waiters' costs (told to shared ledgers on a shortfall)
     bool shut_down_ = false;
     bool owner_gone_ = false;
     std::shared_ptr<GuardCore> keep_alive_;  // set while the owner is gone and reservations live
@@ -166,12 +179,25 @@ private:
     // Provider signals.
     bool paused_ = false;  // admissions stop; checked on the fast path
     errc pause_reason_ = errc::rate_limited;
-    TimePoint paused_until_{};        // rate limit: when admissions resume
-    unsigned rate_limit_streak_ = 0;  // consecutive rate-limit answers (reset by a success)
+    TimePoint paused_until_{};                         // rate limit: when admissions resume
+    unsigned rate_limit_streak_ = 0;                   // back-off steps taken (reset by a success)
+    TimePoint rate_pause_started_ = TimePoint::min();  // answers to requests sent before it are old news
+    unsigned server_errors_in_row_ = 0;
+    unsigned breaker_trips_in_row_ = 0;
     unsigned maintenance_probes_ = 0;
     TimePoint next_probe_{};
     std::optional<errc> terminal_;  // unauthorized
     std::mt19937_64 random_;
+
+    // Spending nobody reported to us: the running total of unexplained falls at the last few reads.
+    struct DriftSample {
+        TimePoint at;
+        Credits total;
+    };
+    static constexpr std::size_t drift_window = 4;
+    std::array<DriftSample, drift_window> drift_samples_{};
+    std::size_t drift_reads_ = 0;
+    double foreign_rate_ = 0;  // credits per second
 
     // Counters (see GuardStats).
     GuardStats counters_;

@@ -27,8 +27,10 @@ struct Waiter {
     std::size_t heap_index = not_in_heap;
     TimePoint deadline{};
     Credits cost = 0;
-    // Policy reject: the caller waits only for one fresh balance read, then is granted or rejected.
+    // Policy reject: refused as soon as the cost is beyond what the best outcome of the jobs in flight
+    // could leave (after one fresh balance read when the estimate was old); granted if room appears first.
     bool recheck_only = false;
+    bool awaits_read = false;  // counted in the guard's reads_awaited_ until decide_after_round
     // async_wait_ready: waits for a pause to end, holds no credits, lives in its own list.
     bool ready_only = false;
     bool queued = false;
