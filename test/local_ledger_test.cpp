@@ -1,4 +1,4 @@
-// The accounting model on its own: no I/O, no guard, every case from accounting.md.
+// The accounting model on its own: no I/O, no guard, every rule of docs/accounting.md.
 #include <creditguard/ledger.hpp>
 
 #include <boost/test/unit_test.hpp>

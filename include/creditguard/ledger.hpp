@@ -1,5 +1,5 @@
 // The accounting model behind the guard: what "available" means and how balance reads reconcile
-// with jobs in flight. docs/design.md and shared/accounting.md work it through.
+// with jobs in flight. docs/accounting.md works it through.
 #pragma once
 
 #include "creditguard/types.hpp"
@@ -120,7 +120,7 @@ public:
     virtual void note_demand(Credits /*queued*/, Credits /*head*/) noexcept {}
 };
 
-/// The in-process ledger: exact integer accounting with event numbering (see accounting.md).
+/// The in-process ledger: exact integer accounting with event numbering (docs/accounting.md).
 class LocalLedger final : public Ledger {
 public:
     /// `fail_open_allowance`: credits that may be granted while the balance is unknown (0 = fail closed).
