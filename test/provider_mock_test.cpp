@@ -1,6 +1,8 @@
 // Every adapter against the mock provider over real loopback sockets, and every fault mapped to its outcome.
 #include "provider_test_util.hpp"
 
+#include <boost/json/parse.hpp>
+
 using namespace creditguard;
 using namespace cgtest;
 
@@ -160,6 +162,7 @@ BOOST_AUTO_TEST_CASE(insufficient_credits_in_each_providers_words) {
 BOOST_AUTO_TEST_CASE(completion_without_credits_fails_the_task) {
     auto cfg = mock_config();
     cfg.deduct = DeductionTiming::at_completion;
+    cfg.overdraft_at_completion = false;
     cfg.polls_to_complete = 1;
     MockFixture f(cfg);
     auto p = f.provider("crun");
@@ -460,6 +463,341 @@ BOOST_AUTO_TEST_CASE(task_calls_a_provider_cannot_make_fail_without_completing_i
     BOOST_TEST(completed == 2);
     BOOST_TEST((create_ec == creditguard::errc::invalid_request));
     BOOST_TEST((status_ec == creditguard::errc::invalid_request));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// The mock's fault primitives and books, which the soak (scripts/soak.sh) judges a run by.
+BOOST_AUTO_TEST_SUITE(mock_faults_and_books)
+
+namespace {
+
+HttpClientConfig short_timeout(std::chrono::milliseconds t) {
+    HttpClientConfig c;
+    c.request_timeout = t;
+    return c;
+}
+
+HttpRequest control_request(const MockProvider& mock, HttpMethod method, std::string_view path) {
+    HttpRequest r;
+    r.method = method;
+    r.url = mock.base_url() + std::string(path);
+    return r;
+}
+
+/// A mock on its own thread whose clock only moves when the test says so.
+struct ClockHolder {
+    std::shared_ptr<ManualClock> clock = std::make_shared<ManualClock>();
+};
+struct ClockedFixture : ClockHolder, MockFixture {  // ClockHolder first: its clock exists before the mock
+    explicit ClockedFixture(MockConfig cfg = mock_config()) : MockFixture(with_clock(std::move(cfg), clock)) {}
+    static MockConfig with_clock(MockConfig cfg, std::shared_ptr<ManualClock> c) {
+        cfg.clock = std::move(c);
+        return cfg;
+    }
+};
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(reset_before_processing_creates_nothing_reset_after_processing_charges) {
+    for (const char* id : kProviders) {
+        BOOST_TEST_CONTEXT(id) {
+            MockFixture f(flavored(id));
+            auto p = f.provider(id);
+            f.mock.reset_next_before_processing(1, MockEndpoint::create);
+            BOOST_TEST(!f.balance(p).first);  // not a create: untouched
+            BOOST_TEST(f.create(p).first == make_error_code(errc::ambiguous_outcome));
+            BOOST_TEST(f.mock.counters().tasks_created == 0u);
+            BOOST_TEST(f.mock.credits() == 1000);
+
+            f.mock.reset_next_after_processing(1, MockEndpoint::create);
+            BOOST_TEST(!f.balance(p).first);
+            BOOST_TEST(f.create(p, "creditguard job 1: lost").first == make_error_code(errc::ambiguous_outcome));
+            BOOST_TEST(f.mock.counters().tasks_created == 1u);  // the task exists, its id never reached the client
+            BOOST_TEST(f.mock.credits() == 1000 - 12);          // and it was charged (at submit)
+            const auto c = f.mock.counters();
+            BOOST_TEST(c.resets_before_processing == 1u);
+            BOOST_TEST(c.resets_after_processing == 1u);
+            BOOST_TEST(!f.create(p).first);  // one request each, then normal again
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(reset_next_is_the_reset_before_processing) {
+    MockFixture f;
+    auto p = f.provider("crun");
+    f.mock.reset_next(1);
+    BOOST_TEST(f.create(p).first == make_error_code(errc::ambiguous_outcome));
+    BOOST_TEST(f.mock.counters().tasks_created == 0u);
+    BOOST_TEST(f.mock.counters().resets_before_processing == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(a_delayed_reply_after_processing_times_the_client_out_with_the_task_charged) {
+    MockFixture f;
+    auto p = f.provider("crun", short_timeout(std::chrono::milliseconds(200)));
+    f.mock.delay_next_after_processing(1, std::chrono::seconds(30), MockEndpoint::create);
+    BOOST_TEST(f.status(p, "no-such-task").first == make_error_code(errc::not_found));  // not a create: not delayed
+    BOOST_TEST(f.create(p, "creditguard job 3: slow").first == make_error_code(errc::ambiguous_outcome));
+    BOOST_TEST(f.mock.counters().tasks_created == 1u);
+    BOOST_TEST(f.mock.counters().replies_delayed == 1u);
+    BOOST_TEST(f.mock.credits() == 988);
+    auto [ec, created] = f.create(p);  // the next create is answered at once
+    BOOST_TEST(!ec, ec.message());
+    BOOST_TEST(!created.task_id.empty());
+}
+
+BOOST_AUTO_TEST_CASE(gateway_errors_before_and_after_processing) {
+    MockFixture f;
+    auto p = f.provider("sunoapi");
+    f.mock.fail_next_with_gateway_error(1, 502);
+    auto [ec, r] = f.create(p);
+    BOOST_TEST(ec == make_error_code(errc::server_error), ec.message());
+    BOOST_TEST(r.cls.http_status == 502u);
+    BOOST_TEST(f.mock.counters().tasks_created == 0u);
+
+    f.mock.gateway_error_next_after_processing(1, 504, MockEndpoint::create);
+    auto [ec2, r2] = f.create(p);
+    BOOST_TEST(ec2 == make_error_code(errc::server_error), ec2.message());
+    BOOST_TEST(r2.cls.http_status == 504u);
+    BOOST_TEST(f.mock.counters().tasks_created == 1u);  // the provider made it; the gateway lost the answer
+    BOOST_TEST(f.mock.counters().gateway_errors_after_processing == 1u);
+    BOOST_TEST(f.mock.counters().server_errors == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(server_error_inside_an_http_200_body) {
+    MockFixture f;
+    auto p = f.provider("kie");
+    f.mock.respond_next_with_code(2, 500, "Server error");  // body_code style: HTTP 200, code 500 in the body
+    auto [ec, r] = f.balance(p);
+    BOOST_TEST(ec == make_error_code(errc::server_error), ec.message());
+    BOOST_TEST(r.cls.http_status == 200u);
+    BOOST_TEST(f.create(p).first == make_error_code(errc::server_error));
+    BOOST_TEST(f.mock.counters().tasks_created == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(foreign_spender_follows_the_clock_and_never_overdraws) {
+    ClockedFixture f;
+    auto p = f.provider("crun");
+    f.mock.set_foreign_spend(10.0);
+    f.clock->advance(std::chrono::milliseconds(1500));
+    BOOST_TEST(f.mock.credits() == 985);
+    f.clock->advance(std::chrono::milliseconds(50));  // half a credit: carried, not lost
+    BOOST_TEST(f.balance(p).second.balance == 985);
+    f.clock->advance(std::chrono::milliseconds(50));
+    BOOST_TEST(f.balance(p).second.balance == 984);
+    BOOST_TEST(f.mock.books().foreign_spent == 16);
+
+    f.mock.set_foreign_spend(1000.0);
+    f.clock->advance(std::chrono::seconds(60));
+    const auto b = f.mock.books();
+    BOOST_TEST(b.balance == 0);  // the foreign client is refused once the account is empty
+    BOOST_TEST(b.foreign_spent == 1000);
+    BOOST_TEST(b.lowest_balance == 0);
+    BOOST_TEST(b.lowest_balance_own == 1000);  // this client spent nothing
+    BOOST_TEST(b.overspent == 0);
+
+    f.mock.set_foreign_spend(0);
+    f.mock.add_credits(50);
+    f.clock->advance(std::chrono::seconds(60));
+    BOOST_TEST(f.mock.credits() == 50);
+    BOOST_TEST(f.mock.books().topped_up == 50);
+}
+
+BOOST_AUTO_TEST_CASE(charging_at_completion_overdraws_and_the_books_record_it) {
+    auto cfg = mock_config();
+    cfg.deduct = DeductionTiming::at_completion;
+    cfg.polls_to_complete = 1;
+    MockFixture f(cfg);
+    auto p = f.provider("crun");
+    auto [ec, created] = f.create(p);
+    BOOST_TEST_REQUIRE(!ec);
+    f.mock.set_credits(3);
+    auto st = poll_to_end(f, p, created.task_id);
+    BOOST_TEST(st.state == TaskState::success);
+    BOOST_TEST(f.mock.credits() == -9);
+    const auto b = f.mock.books();
+    BOOST_TEST(b.lowest_balance == -9);
+    BOOST_TEST(b.overspent == 9);
+    BOOST_TEST(b.overdrawing_charges == 1u);
+    BOOST_TEST(b.charged == 12);
+    BOOST_TEST(b.adjusted == -997);
+    BOOST_TEST(b.tasks_succeeded == 1u);
+    BOOST_TEST(f.mock.counters().insufficient_answers == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(books_count_charges_refunds_and_tasks_per_job) {
+    MockFixture f;
+    auto p = f.provider("udioapi");
+    f.mock.fail_next_tasks(1);
+    auto [ec0, failed] = f.create(p, "creditguard job 7: a calm piano piece");
+    BOOST_TEST_REQUIRE(!ec0);
+    BOOST_TEST(poll_to_end(f, p, failed.task_id).state == TaskState::failed);
+    BOOST_TEST(!f.create(p, "creditguard job 7: a calm piano piece").first);  // the same job again
+    BOOST_TEST(!f.create(p, "creditguard job 7: another wording").first);     // still job 7
+    BOOST_TEST(!f.create(p, "creditguard job 70: a calm piano piece").first);
+    BOOST_TEST(!f.create(p, "no marker").first);
+    BOOST_TEST(!f.create(p, "no marker either").first);
+    const auto b = f.mock.books();
+    BOOST_TEST(b.tasks_created == 6u);
+    BOOST_TEST(b.charged == 6 * 12);
+    BOOST_TEST(b.refunded == 12);
+    BOOST_TEST(b.balance == 1000 - 5 * 12);
+    BOOST_TEST(b.tasks_failed == 1u);
+    BOOST_TEST(b.tasks_in_flight == 5u);
+    BOOST_TEST(b.distinct_jobs == 4u);
+    BOOST_TEST(b.max_tasks_per_job == 3u);
+    BOOST_TEST_REQUIRE(b.duplicated_jobs.size() == 1u);
+    BOOST_TEST(b.duplicated_jobs[0].first == "creditguard job 7");
+    BOOST_TEST(b.duplicated_jobs[0].second == 3u);
+    BOOST_TEST(b.lowest_balance == b.balance);  // the refund came before the last five charges
+    BOOST_TEST(b.lowest_balance == b.lowest_balance_own);
+}
+
+BOOST_AUTO_TEST_CASE(unpolled_tasks_finish_on_their_own_and_finish_all_closes_the_books) {
+    auto cfg = mock_config();
+    cfg.deduct = DeductionTiming::at_completion;
+    cfg.finish_unpolled_after = std::chrono::seconds(10);
+    ClockedFixture f(cfg);
+    auto p = f.provider("sunoapi");
+    f.mock.reset_next_after_processing(1, MockEndpoint::create);
+    BOOST_TEST(f.create(p, "creditguard job 1: orphan").first == make_error_code(errc::ambiguous_outcome));
+    f.clock->advance(std::chrono::seconds(5));
+    BOOST_TEST(!f.create(p, "creditguard job 2: later").first);
+    BOOST_TEST(f.mock.credits() == 1000);  // charged at completion: nothing yet
+    f.clock->advance(std::chrono::seconds(5));
+    BOOST_TEST(f.mock.credits() == 988);  // the orphan finished without a poll
+    auto b = f.mock.books();
+    BOOST_TEST(b.tasks_finished_unpolled == 1u);
+    BOOST_TEST(b.tasks_in_flight == 1u);
+    f.mock.finish_all_tasks();
+    b = f.mock.books();
+    BOOST_TEST(b.tasks_in_flight == 0u);
+    BOOST_TEST(b.tasks_finished_unpolled == 2u);
+    BOOST_TEST(b.balance == 976);
+    BOOST_TEST(b.tasks_succeeded == 2u);
+}
+
+BOOST_AUTO_TEST_CASE(a_code_for_a_time_window) {
+    ClockedFixture f;
+    auto p = f.provider("crun");
+    f.mock.respond_with_code_for(std::chrono::seconds(30), 455, "maintenance window");
+    BOOST_TEST(f.balance(p).first == make_error_code(errc::maintenance));
+    BOOST_TEST(f.create(p).first == make_error_code(errc::maintenance));
+    f.clock->advance(std::chrono::seconds(29));
+    BOOST_TEST(f.balance(p).first == make_error_code(errc::maintenance));
+    f.clock->advance(std::chrono::seconds(1));
+    BOOST_TEST(!f.balance(p).first);
+
+    f.mock.respond_with_code_for(std::chrono::hours(1), 429, "slow down", "2");
+    auto [ec, r] = f.balance(p);
+    BOOST_TEST(ec == make_error_code(errc::rate_limited));
+    BOOST_TEST(r.cls.retry_after.value_or(std::chrono::seconds(0)).count() == 2);
+    f.mock.respond_with_code_for(std::chrono::milliseconds(0), 429);  // ends it early
+    BOOST_TEST(!f.balance(p).first);
+    BOOST_TEST(f.mock.counters().burst_answers == 4u);
+}
+
+namespace {
+
+RandomFaults every_fault(std::uint64_t seed) {
+    RandomFaults r;
+    r.seed = seed;
+    r.reset_before_processing = 0.06;
+    r.reset_after_processing = 0.06;
+    r.delay_after_processing = 0.06;
+    r.reply_delay = std::chrono::milliseconds(1);
+    r.gateway_error_after_processing = 0.06;
+    r.server_error = 0.06;
+    r.malformed = 0.06;
+    r.truncated = 0.06;
+    r.rate_limit_burst = 0.04;
+    r.maintenance_burst = 0.04;
+    r.burst_max_requests = 3;
+    r.top_up = 0.1;
+    r.top_up_amount = 5;
+    return r;
+}
+
+/// One client, one request after the other: the sequence of requests is the same on every run, so the
+/// mock's faults are too. Returns what each call got.
+std::string random_run(std::uint64_t seed, MockCounters& counters, MockBooks& books) {
+    MockFixture f;
+    f.mock.set_random_faults(every_fault(seed));
+    auto p = f.provider("sunoapi");
+    std::string trace;
+    for (int i = 0; i < 150; ++i) {
+        const auto ec =
+            i % 3 == 0 ? f.create(p, "creditguard job " + std::to_string(i) + ": x").first : f.balance(p).first;
+        trace += ec ? std::to_string(ec.value()) : std::string("ok");
+        trace += ' ';
+    }
+    counters = f.mock.counters();
+    books = f.mock.books();
+    return trace;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(random_faults_are_deterministic_given_the_seed) {
+    MockCounters c1, c2, c3;
+    MockBooks b1, b2, b3;
+    const auto a = random_run(7, c1, b1);
+    const auto b = random_run(7, c2, b2);
+    const auto other = random_run(8, c3, b3);
+    BOOST_TEST(a == b);
+    BOOST_TEST(a != other);
+    BOOST_TEST(counters_to_json(c1) == counters_to_json(c2));
+    BOOST_TEST(books_to_json(b1) == books_to_json(b2));
+    // Every kind of fault happened.
+    BOOST_TEST(c1.resets_before_processing > 0u);
+    BOOST_TEST(c1.resets_after_processing > 0u);
+    BOOST_TEST(c1.replies_delayed > 0u);
+    BOOST_TEST(c1.gateway_errors_after_processing > 0u);
+    BOOST_TEST(c1.server_errors > 0u);
+    BOOST_TEST(c1.malformed_answers > 0u);
+    BOOST_TEST(c1.truncated_answers > 0u);
+    BOOST_TEST(c1.rate_limited_answers > 0u);
+    BOOST_TEST(c1.maintenance_answers > 0u);
+    BOOST_TEST(c1.top_ups > 0u);
+    BOOST_TEST(b1.topped_up == static_cast<Credits>(5 * c1.top_ups));
+    BOOST_TEST(b1.max_tasks_per_job == 1u);  // this client never resends a create
+    BOOST_TEST(b1.balance == 1000 + b1.topped_up - b1.charged);
+}
+
+BOOST_AUTO_TEST_CASE(control_endpoints_answer_loopback_peers_and_are_off_by_default) {
+    {
+        MockFixture f;
+        HttpClient client(f.ioc.get_executor());
+        auto [ec, r] = f.request(client, control_request(f.mock, HttpMethod::get, "/__mock/books"));
+        BOOST_TEST(!ec);
+        BOOST_TEST(r.body.find("\"balance\"") == std::string::npos);  // the provider's 404, nothing more
+    }
+    auto cfg = mock_config();
+    cfg.deduct = DeductionTiming::at_completion;
+    cfg.control_endpoints = true;
+    MockFixture f(cfg);
+    auto p = f.provider("crun");
+    f.mock.set_random_faults(every_fault(1));  // control requests are never faulted...
+    f.mock.set_delay(std::chrono::seconds(30));
+    HttpClient client(f.ioc.get_executor());
+    for (int i = 0; i < 20; ++i) {
+        auto [ec, r] = f.request(client, control_request(f.mock, HttpMethod::get, "/__mock/books"));
+        BOOST_TEST_REQUIRE(!ec, ec.message());
+        BOOST_TEST(r.status == 200u);
+        const auto doc = boost::json::parse(r.body);
+        BOOST_TEST(doc.at("books").at("balance").as_int64() >= 1000);
+        BOOST_TEST(doc.at("counters").at("requests").as_int64() == 0);  // ...nor counted
+    }
+    f.mock.set_delay(std::chrono::milliseconds(0));
+    f.mock.set_random_faults({});
+    BOOST_TEST_REQUIRE(!f.create(p, "creditguard job 1: x").first);
+    auto [ec, r] = f.request(client, control_request(f.mock, HttpMethod::post, "/__mock/finish-tasks"));
+    BOOST_TEST_REQUIRE(!ec);
+    const auto doc = boost::json::parse(r.body);
+    BOOST_TEST(doc.at("books").at("tasks_in_flight").as_int64() == 0);
+    BOOST_TEST(doc.at("books").at("charged").as_int64() == 12);
+    BOOST_TEST(doc.at("books").at("distinct_jobs").as_int64() == 1);
+    BOOST_TEST(doc.at("counters").at("tasks_created").as_int64() == 1);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

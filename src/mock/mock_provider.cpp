@@ -19,6 +19,8 @@
 #include <boost/json/serialize.hpp>
 #include <boost/url/parse.hpp>
 
+#include <algorithm>
+#include <cmath>
 #include <deque>
 #include <future>
 #include <map>
@@ -53,6 +55,64 @@ struct Task {
     std::string fail_reason;
 };
 
+bool in_flight(const Task& t) {
+    return t.phase == TaskPhase::pending || t.phase == TaskPhase::running;
+}
+
+bool matches(MockEndpoint which, Endpoint e) {
+    switch (which) {
+    case MockEndpoint::any: return true;
+    case MockEndpoint::balance: return e == Endpoint::balance;
+    case MockEndpoint::create: return e == Endpoint::create;
+    case MockEndpoint::status: return e == Endpoint::status;
+    }
+    return false;
+}
+
+/// The job a create body belongs to: "creditguard job N" (what `creditguard run` puts in every prompt)
+/// when present, so that a resend with other fields changed still counts as the same job; else the body.
+std::string job_key(std::string_view raw_body, const json::value& parsed) {
+    static constexpr std::string_view marker = "creditguard job ";
+    if (const auto at = raw_body.find(marker); at != std::string_view::npos) {
+        auto end = at + marker.size();
+        while (end < raw_body.size() && raw_body[end] >= '0' && raw_body[end] <= '9')
+            ++end;
+        if (end > at + marker.size()) return std::string(raw_body.substr(at, end - at));
+    }
+    return json::serialize(parsed);
+}
+
+/// splitmix64: a small generator whose sequence is the same on every platform and standard library.
+struct SplitMix {
+    std::uint64_t state = 0;
+    std::uint64_t next() {
+        std::uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+        return z ^ (z >> 31);
+    }
+    double uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }  // [0, 1)
+};
+
+/// What the random fault mode drew for one request.
+enum class RandomFault {
+    none,
+    reset_before,
+    reset_after,
+    delay_after,
+    gateway_after,
+    server_error,
+    malformed,
+    truncated,
+    rate_burst,
+    maintenance_burst,
+};
+
+struct Pick {
+    RandomFault fault = RandomFault::none;
+    double param = 0;  // picks the variant (status, burst length, Retry-After)
+};
+
 const char* msg_key(Flavor f) {
     return (f == Flavor::sunoapi || f == Flavor::kie) ? "msg" : "message";
 }
@@ -73,6 +133,7 @@ struct Action {
     enum Kind { respond, reset, truncate } kind = respond;
     Response response;
     std::chrono::milliseconds delay{0};
+    bool processed = false;  // reached the provider logic (faults after processing may apply)
 };
 
 struct SessionHandle {
@@ -100,6 +161,117 @@ struct MockProvider::Impl : std::enable_shared_from_this<MockProvider::Impl> {
         acceptor.listen();
         port = acceptor.local_endpoint().port();
         credits = config.credits;
+        if (!clock) clock = steady_clock();
+        foreign_last = clock->now();
+        books.starting_balance = books.lowest_balance = books.lowest_balance_own = credits;
+    }
+
+    // ---- the account (under the mutex) ----
+
+    void note_balance() {
+        books.lowest_balance = std::min(books.lowest_balance, credits);
+        books.lowest_balance_own = std::min(books.lowest_balance_own, credits + books.foreign_spent);
+    }
+
+    void charge(Credits amount) {
+        credits -= amount;
+        used += amount;
+        books.charged += amount;
+        if (credits < 0) {
+            ++books.overdrawing_charges;
+            books.overspent += std::min(amount, -credits);
+        }
+        note_balance();
+    }
+
+    void give_back(Credits amount) {
+        credits += amount;
+        used -= amount;
+        books.refunded += amount;
+    }
+
+    /// Applies what happened with time since the last call: the foreign spender's share and the tasks that
+    /// finish on their own.
+    void advance_time() {
+        const TimePoint now = clock->now();
+        if (foreign_rate > 0 && now > foreign_last) {
+            foreign_acc += foreign_rate * std::chrono::duration<double>(now - foreign_last).count();
+            const double whole = std::floor(foreign_acc);
+            foreign_acc -= whole;
+            // The foreign client's own creates would be refused once the account is empty.
+            const Credits take = std::min(static_cast<Credits>(std::min(whole, 1e15)), std::max<Credits>(credits, 0));
+            credits -= take;
+            books.foreign_spent += take;
+            note_balance();
+        }
+        foreign_last = std::max(foreign_last, now);
+        if (config.finish_unpolled_after) {
+            while (!unpolled.empty() && unpolled.front().first + *config.finish_unpolled_after <= now) {
+                auto it = tasks.find(unpolled.front().second);
+                unpolled.pop_front();
+                if (it != tasks.end() && in_flight(it->second)) {
+                    finish(it->second);
+                    ++books.tasks_finished_unpolled;
+                }
+            }
+        }
+    }
+
+    void finish_all() {
+        for (auto& [id, t] : tasks) {
+            if (!in_flight(t)) continue;
+            finish(t);
+            ++books.tasks_finished_unpolled;
+        }
+        unpolled.clear();
+    }
+
+    MockBooks current_books() const {
+        MockBooks b = books;
+        b.balance = credits;
+        b.tasks_created = counters.tasks_created;
+        for (const auto& [id, t] : tasks)
+            b.tasks_in_flight += in_flight(t);
+        b.distinct_jobs = tasks_per_job.size();
+        for (const auto& [key, n] : tasks_per_job) {
+            b.max_tasks_per_job = std::max(b.max_tasks_per_job, n);
+            if (n > 1) b.duplicated_jobs.emplace_back(key, n);
+        }
+        return b;
+    }
+
+    Pick draw() {
+        Pick p;
+        if (!random_on) return p;
+        // Always three draws per request, so the sequence depends only on the number of requests.
+        const double u = rng_faults.uniform();
+        p.param = rng_faults.uniform();
+        const double t = rng_faults.uniform();
+        const std::pair<double, RandomFault> table[] = {
+            {random.reset_before_processing, RandomFault::reset_before},
+            {random.reset_after_processing, RandomFault::reset_after},
+            {random.delay_after_processing, RandomFault::delay_after},
+            {random.gateway_error_after_processing, RandomFault::gateway_after},
+            {random.server_error, RandomFault::server_error},
+            {random.malformed, RandomFault::malformed},
+            {random.truncated, RandomFault::truncated},
+            {random.rate_limit_burst, RandomFault::rate_burst},
+            {random.maintenance_burst, RandomFault::maintenance_burst},
+        };
+        double acc = 0;
+        for (const auto& [prob, fault] : table) {
+            acc += std::max(prob, 0.0);
+            if (u < acc) {
+                p.fault = fault;
+                break;
+            }
+        }
+        if (t < random.top_up && random.top_up_amount > 0) {
+            credits += random.top_up_amount;
+            books.topped_up += random.top_up_amount;
+            ++counters.top_ups;
+        }
+        return p;
     }
 
     // ---- request handling (under the mutex) ----
@@ -177,14 +349,53 @@ struct MockProvider::Impl : std::enable_shared_from_this<MockProvider::Impl> {
         return key.equals(v.substr(7));
     }
 
-    Action handle(const http::request<http::string_body>& req) {
-        std::lock_guard lock(mutex);
-        Action a;
-        a.delay = delay;
-        ++counters.requests;
+    Response gateway_page(unsigned status, const http::request<http::string_body>& req) const {
+        const std::string title = std::to_string(status) + (status == 504 ? " Gateway Time-out" : " Bad Gateway");
+        return make(status,
+                    "<html>\r\n<head><title>" + title + "</title></head>\r\n<body>\r\n<center><h1>" + title +
+                        "</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n",
+                    req, "text/html");
+    }
 
+    Response truncated_answer(const http::request<http::string_body>& req) const {
+        return make(200, "{\"code\":200,\"msg\":\"success\",\"data\":{\"balance\":1000,\"padding\":\"xxxxxxxx\"}}",
+                    req);
+    }
+
+    Response malformed_answer(const http::request<http::string_body>& req) const {
+        return make(200, "{\"code\":200,\"msg\":\"success\",\"data\":{\"credits\":12", req);
+    }
+
+    /// GET /__mock/books, POST /__mock/finish-tasks: for scripts on this machine only.
+    Action control(std::string_view path, bool loopback_peer, const http::request<http::string_body>& req) {
+        Action a;
+        if (!loopback_peer) {
+            a.response = make(403, "{\"error\":\"the control endpoints answer loopback peers only\"}", req);
+            return a;
+        }
+        advance_time();
+        const auto report = [&] {
+            return "{\"books\":" + books_to_json(current_books()) + ",\"counters\":" + counters_to_json(counters) + "}";
+        };
+        if (path == "/__mock/books" && req.method() == http::verb::get) {
+            a.response = make(200, report(), req);
+        } else if (path == "/__mock/finish-tasks" && req.method() == http::verb::post) {
+            finish_all();
+            a.response = make(200, report(), req);
+        } else {
+            a.response = make(404, "{\"error\":\"unknown control endpoint\"}", req);
+        }
+        return a;
+    }
+
+    Action handle(const http::request<http::string_body>& req, bool loopback_peer) {
+        std::lock_guard lock(mutex);
         auto url = boost::urls::parse_origin_form(req.target());
         std::string path = url ? std::string(url->path()) : std::string(req.target());
+        if (config.control_endpoints && path.rfind("/__mock/", 0) == 0) return control(path, loopback_peer, req);
+
+        advance_time();
+        ++counters.requests;
         Flavor f;
         Endpoint e;
         route(path, config.v1_flavor, f, e);
@@ -192,16 +403,82 @@ struct MockProvider::Impl : std::enable_shared_from_this<MockProvider::Impl> {
         if (e == Endpoint::create) ++counters.creates;
         if (e == Endpoint::status) ++counters.polls;
 
-        if (reset_n > 0) {
-            --reset_n;
+        const Pick pick = draw();
+        Action a = answer(req, url, f, e, pick);
+        a.delay = std::max(a.delay, delay);
+        if (a.processed) lose_reply(a, req, e, pick);
+        return a;
+    }
+
+    /// The faults after processing: the request took effect, and its answer is lost.
+    void lose_reply(Action& a, const http::request<http::string_body>& req, Endpoint e, const Pick& pick) {
+        if (reset_after.n > 0 && matches(reset_after.which, e)) {
+            --reset_after.n;
+            ++counters.resets_after_processing;
+            a.kind = Action::reset;
+            return;
+        }
+        if (gateway_after.n > 0 && matches(gateway_after.which, e)) {
+            --gateway_after.n;
+            ++counters.gateway_errors_after_processing;
+            a.response = gateway_page(gateway_after.status, req);
+            return;
+        }
+        if (delay_after.n > 0 && matches(delay_after.which, e)) {
+            --delay_after.n;
+            ++counters.replies_delayed;
+            a.delay = std::max(a.delay, delay_after.delay);
+            return;
+        }
+        switch (pick.fault) {
+        case RandomFault::reset_after:
+            ++counters.resets_after_processing;
+            a.kind = Action::reset;
+            break;
+        case RandomFault::gateway_after:
+            ++counters.gateway_errors_after_processing;
+            a.response = gateway_page(pick.param < 0.5 ? 502 : 504, req);
+            break;
+        case RandomFault::delay_after:
+            ++counters.replies_delayed;
+            a.delay = std::max(a.delay, random.reply_delay);
+            break;
+        default: break;
+        }
+    }
+
+    Response burst_answer(Flavor f, const http::request<http::string_body>& req) {
+        ++counters.burst_answers;
+        if (burst_kind == RandomFault::maintenance_burst) {
+            ++counters.maintenance_answers;
+            return error(f, maintenance_code(f), "The system is under maintenance, please try again later", req);
+        }
+        ++counters.rate_limited_answers;
+        Response r = error(f, rate_code(f),
+                           f == Flavor::sunoapi ? "Your call frequency is too high. Please try again later."
+                                                : "Rate limit exceeded. Please try again later.",
+                           req);
+        if (burst_retry_after) r.set(http::field::retry_after, "1");
+        return r;
+    }
+
+    using Target = decltype(boost::urls::parse_origin_form(std::string_view{}));
+
+    /// Everything before processing, then processing: the answer the request gets unless it is lost.
+    Action answer(const http::request<http::string_body>& req, const Target& url, Flavor f, Endpoint e,
+                  const Pick& pick) {
+        Action a;
+        if (reset_before_n > 0 && matches(reset_before_which, e)) {
+            --reset_before_n;
+            ++counters.resets_before_processing;
             a.kind = Action::reset;
             return a;
         }
         if (truncate_n > 0) {
             --truncate_n;
+            ++counters.truncated_answers;
             a.kind = Action::truncate;
-            a.response = make(
-                200, "{\"code\":200,\"msg\":\"success\",\"data\":{\"balance\":1000,\"padding\":\"xxxxxxxx\"}}", req);
+            a.response = truncated_answer(req);
             return a;
         }
         if (!injected.empty()) {
@@ -214,16 +491,65 @@ struct MockProvider::Impl : std::enable_shared_from_this<MockProvider::Impl> {
         }
         if (http500_n > 0) {
             --http500_n;
+            ++counters.server_errors;
             json::object body{{"code", 500}, {msg_key(f), "internal server error"}, {"data", nullptr}};
             a.response = make(500, json::serialize(body), req);
             return a;
         }
+        if (gateway_n > 0) {
+            --gateway_n;
+            ++counters.server_errors;
+            a.response = gateway_page(gateway_status, req);
+            return a;
+        }
         if (malformed_n > 0) {
             --malformed_n;
-            a.response = make(200, "{\"code\":200,\"msg\":\"success\",\"data\":{\"credits\":12", req);
+            ++counters.malformed_answers;
+            a.response = malformed_answer(req);
+            return a;
+        }
+        switch (pick.fault) {
+        case RandomFault::reset_before:
+            ++counters.resets_before_processing;
+            a.kind = Action::reset;
+            return a;
+        case RandomFault::server_error:
+            ++counters.server_errors;
+            if (pick.param < 1.0 / 3) {
+                json::object body{{"code", 500}, {msg_key(f), "internal server error"}, {"data", nullptr}};
+                a.response = make(500, json::serialize(body), req);
+            } else if (pick.param < 2.0 / 3) {
+                a.response = gateway_page(pick.param < 0.5 ? 502 : 504, req);
+            } else {  // HTTP 200 with the error in the body, as the providers document their errors
+                json::object body{
+                    {"code", 500}, {msg_key(f), "Server error, please try again later"}, {"data", nullptr}};
+                a.response = make(200, json::serialize(body), req);
+            }
+            return a;
+        case RandomFault::malformed:
+            ++counters.malformed_answers;
+            a.response = malformed_answer(req);
+            return a;
+        case RandomFault::truncated:
+            ++counters.truncated_answers;
+            a.kind = Action::truncate;
+            a.response = truncated_answer(req);
+            return a;
+        case RandomFault::rate_burst:
+        case RandomFault::maintenance_burst:
+            burst_kind = pick.fault;
+            burst_left = 1 + static_cast<int>(pick.param * std::max(random.burst_max_requests, 1));
+            burst_retry_after = pick.fault == RandomFault::rate_burst && pick.param < 0.5;
+            break;
+        default: break;
+        }
+        if (burst_left > 0) {
+            --burst_left;
+            a.response = burst_answer(f, req);
             return a;
         }
         if (maintenance == MaintenanceMode::html_page) {
+            ++counters.maintenance_answers;
             a.response = make(503,
                               "<!DOCTYPE html><html><head><title>Maintenance</title></head>"
                               "<body><h1>We'll be back soon</h1><p>Scheduled maintenance.</p></body></html>",
@@ -231,11 +557,12 @@ struct MockProvider::Impl : std::enable_shared_from_this<MockProvider::Impl> {
             return a;
         }
         if (maintenance == MaintenanceMode::code) {
+            ++counters.maintenance_answers;
             a.response = error(f, maintenance_code(f), "The system is under maintenance, please try again later", req);
             return a;
         }
         if (rate_max > 0) {
-            const auto now = std::chrono::steady_clock::now();
+            const auto now = clock->now();
             if (rate_count == 0 || now - rate_window_start >= rate_window) {
                 rate_window_start = now;
                 rate_count = 0;
@@ -250,11 +577,21 @@ struct MockProvider::Impl : std::enable_shared_from_this<MockProvider::Impl> {
                 return a;
             }
         }
+        if (code_until) {
+            if (clock->now() < *code_until) {
+                ++counters.burst_answers;
+                a.response = error(f, window_code, window_message, req);
+                if (window_retry_after) a.response.set(http::field::retry_after, *window_retry_after);
+                return a;
+            }
+            code_until.reset();
+        }
         if (code_n > 0) {
             --code_n;
             a.response = error(f, injected_code, injected_message, req);
             return a;
         }
+        a.processed = true;
         if (e == Endpoint::unknown) {
             a.response = error(f, 404, "Invalid request method or path", req);
             return a;
@@ -304,6 +641,7 @@ struct MockProvider::Impl : std::enable_shared_from_this<MockProvider::Impl> {
         Task t;
         t.id = "task-" + std::to_string(++task_seq);
         t.flavor = f;
+        ++tasks_per_job[job_key(req.body(), body)];
         if (fail_tasks_n > 0) {
             --fail_tasks_n;
             t.will_fail = true;
@@ -311,14 +649,14 @@ struct MockProvider::Impl : std::enable_shared_from_this<MockProvider::Impl> {
             t.will_fail = std::uniform_real_distribution<double>(0.0, 1.0)(rng) < failure_rate;
         }
         if (config.deduct == DeductionTiming::at_submit) {
-            credits -= config.cost;
-            used += config.cost;
+            charge(config.cost);
             t.charged = true;
             t.charged_amount = config.cost;
         }
         ++counters.tasks_created;
         const std::string id = t.id;
         tasks.emplace(id, std::move(t));
+        if (config.finish_unpolled_after) unpolled.emplace_back(clock->now(), id);
         switch (f) {
         case Flavor::sunoapi:
         case Flavor::kie: return ok(f, {{"data", json::object{{"taskId", id}}}}, req);
@@ -332,29 +670,32 @@ struct MockProvider::Impl : std::enable_shared_from_this<MockProvider::Impl> {
         const Credits price = config.actual_cost.value_or(config.cost);
         if (t.will_fail) {
             t.phase = TaskPhase::failed;
+            ++books.tasks_failed;
             t.fail_reason = "generation failed, your credits have been refunded";
             if (t.charged && config.refund_failed) {
-                credits += t.charged_amount;
-                used -= t.charged_amount;
+                give_back(t.charged_amount);
                 t.charged_amount = 0;
             }
             return;
         }
         if (t.charged) {  // charged `cost` at submit; settle the difference to the actual price
-            credits -= price - t.charged_amount;
-            used += price - t.charged_amount;
+            if (price > t.charged_amount)
+                charge(price - t.charged_amount);
+            else if (price < t.charged_amount)
+                give_back(t.charged_amount - price);
             t.charged_amount = price;
-        } else if (credits >= price) {
-            credits -= price;
-            used += price;
+        } else if (credits >= price || config.overdraft_at_completion) {
+            charge(price);  // may take the balance below 0: the books record the overspend
             t.charged = true;
             t.charged_amount = price;
         } else {
             ++counters.insufficient_answers;
+            ++books.tasks_failed;
             t.phase = TaskPhase::failed;
             t.fail_reason = "insufficient credits";
             return;
         }
+        ++books.tasks_succeeded;
         t.phase = TaskPhase::success;
     }
 
@@ -476,12 +817,45 @@ struct MockProvider::Impl : std::enable_shared_from_this<MockProvider::Impl> {
     std::optional<std::string> rate_retry_after;
     std::chrono::steady_clock::time_point rate_window_start{};
     int rate_count = 0;
-    int http500_n = 0, malformed_n = 0, truncate_n = 0, reset_n = 0, code_n = 0, fail_tasks_n = 0;
+    int http500_n = 0, malformed_n = 0, truncate_n = 0, code_n = 0, fail_tasks_n = 0;
     int injected_code = 0;
     std::string injected_message;
     std::deque<std::pair<int, CannedResponse>> injected;
     std::chrono::milliseconds delay{0};
     double failure_rate = config.failure_rate;
+    std::shared_ptr<Clock> clock = config.clock;
+
+    int reset_before_n = 0;
+    MockEndpoint reset_before_which = MockEndpoint::any;
+    int gateway_n = 0;
+    unsigned gateway_status = 502;
+    struct AfterFault {
+        int n = 0;
+        MockEndpoint which = MockEndpoint::any;
+        std::chrono::milliseconds delay{0};
+        unsigned status = 504;
+    };
+    AfterFault reset_after, delay_after, gateway_after;
+    std::optional<TimePoint> code_until;  // respond_with_code_for
+    int window_code = 0;
+    std::string window_message;
+    std::optional<std::string> window_retry_after;
+
+    // Random fault mode.
+    bool random_on = false;
+    RandomFaults random;
+    SplitMix rng_faults;
+    RandomFault burst_kind = RandomFault::none;
+    int burst_left = 0;
+    bool burst_retry_after = false;
+
+    // The foreign spender and the books.
+    double foreign_rate = 0;
+    double foreign_acc = 0;
+    TimePoint foreign_last{};
+    MockBooks books;
+    std::map<std::string, std::uint64_t> tasks_per_job;
+    std::deque<std::pair<TimePoint, std::string>> unpolled;  // finish_unpolled_after, in creation order
 };
 
 namespace {
@@ -492,6 +866,11 @@ template <class Stream>
 asio::awaitable<void> serve(std::shared_ptr<Impl> impl, Stream& stream, std::shared_ptr<SessionHandle> h) {
     beast::flat_buffer buffer;
     auto& lowest = beast::get_lowest_layer(stream);
+    const bool loopback_peer = [&] {
+        error_code ec;
+        const auto peer = lowest.socket().remote_endpoint(ec);
+        return !ec && peer.address().is_loopback();
+    }();
     for (;;) {
         h->idle = true;
         http::request_parser<http::string_body> parser;
@@ -500,7 +879,7 @@ asio::awaitable<void> serve(std::shared_ptr<Impl> impl, Stream& stream, std::sha
         co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
         if (ec || impl->stopped) co_return;
         h->idle = false;
-        Action a = impl->handle(parser.get());
+        Action a = impl->handle(parser.get(), loopback_peer);
         if (a.delay.count() > 0) {
             asio::steady_timer timer(impl->strand);
             h->timer = &timer;
@@ -609,15 +988,37 @@ std::string MockProvider::base_url() const {
 
 Credits MockProvider::credits() const {
     std::lock_guard lock(impl_->mutex);
+    impl_->advance_time();
     return impl_->credits;
 }
 void MockProvider::add_credits(Credits amount) {
     std::lock_guard lock(impl_->mutex);
+    impl_->advance_time();
     impl_->credits += amount;
+    impl_->books.topped_up += amount;
+    impl_->note_balance();
 }
 void MockProvider::set_credits(Credits amount) {
     std::lock_guard lock(impl_->mutex);
+    impl_->advance_time();
+    impl_->books.adjusted += amount - impl_->credits;
     impl_->credits = amount;
+    impl_->note_balance();
+}
+MockBooks MockProvider::books() const {
+    std::lock_guard lock(impl_->mutex);
+    impl_->advance_time();
+    return impl_->current_books();
+}
+void MockProvider::finish_all_tasks() {
+    std::lock_guard lock(impl_->mutex);
+    impl_->advance_time();
+    impl_->finish_all();
+}
+void MockProvider::set_foreign_spend(double credits_per_second) {
+    std::lock_guard lock(impl_->mutex);
+    impl_->advance_time();  // the old rate up to now
+    impl_->foreign_rate = std::max(credits_per_second, 0.0);
 }
 MockCounters MockProvider::counters() const {
     std::lock_guard lock(impl_->mutex);
@@ -627,7 +1028,7 @@ std::size_t MockProvider::tasks_in_flight() const {
     std::lock_guard lock(impl_->mutex);
     std::size_t n = 0;
     for (const auto& [id, t] : impl_->tasks)
-        n += (t.phase == TaskPhase::pending || t.phase == TaskPhase::running);
+        n += in_flight(t);
     return n;
 }
 void MockProvider::set_error_style(ErrorStyle style) {
@@ -650,11 +1051,28 @@ void MockProvider::fail_next_with_http_500(int n) {
     std::lock_guard lock(impl_->mutex);
     impl_->http500_n = n;
 }
+void MockProvider::fail_next_with_gateway_error(int n, unsigned status) {
+    std::lock_guard lock(impl_->mutex);
+    impl_->gateway_n = n;
+    impl_->gateway_status = status;
+}
 void MockProvider::respond_next_with_code(int n, int code, std::string message) {
     std::lock_guard lock(impl_->mutex);
     impl_->code_n = n;
     impl_->injected_code = code;
     impl_->injected_message = std::move(message);
+}
+void MockProvider::respond_with_code_for(std::chrono::milliseconds window, int code, std::string message,
+                                         std::optional<std::string> retry_after) {
+    std::lock_guard lock(impl_->mutex);
+    if (window.count() <= 0) {
+        impl_->code_until.reset();
+        return;
+    }
+    impl_->code_until = impl_->clock->now() + window;
+    impl_->window_code = code;
+    impl_->window_message = std::move(message);
+    impl_->window_retry_after = std::move(retry_after);
 }
 void MockProvider::inject_next(int n, CannedResponse response) {
     std::lock_guard lock(impl_->mutex);
@@ -669,8 +1087,37 @@ void MockProvider::truncate_next(int n) {
     impl_->truncate_n = n;
 }
 void MockProvider::reset_next(int n) {
+    reset_next_before_processing(n);
+}
+void MockProvider::reset_next_before_processing(int n, MockEndpoint which) {
     std::lock_guard lock(impl_->mutex);
-    impl_->reset_n = n;
+    impl_->reset_before_n = n;
+    impl_->reset_before_which = which;
+}
+void MockProvider::reset_next_after_processing(int n, MockEndpoint which) {
+    std::lock_guard lock(impl_->mutex);
+    impl_->reset_after = {n, which, {}, 0};
+}
+void MockProvider::delay_next_after_processing(int n, std::chrono::milliseconds delay, MockEndpoint which) {
+    std::lock_guard lock(impl_->mutex);
+    impl_->delay_after = {n, which, delay, 0};
+}
+void MockProvider::gateway_error_next_after_processing(int n, unsigned status, MockEndpoint which) {
+    std::lock_guard lock(impl_->mutex);
+    impl_->gateway_after = {n, which, {}, status};
+}
+void MockProvider::set_random_faults(RandomFaults faults) {
+    std::lock_guard lock(impl_->mutex);
+    auto& impl = *impl_;
+    impl.advance_time();
+    impl.random_on = faults.reset_before_processing > 0 || faults.reset_after_processing > 0 ||
+                     faults.delay_after_processing > 0 || faults.gateway_error_after_processing > 0 ||
+                     faults.server_error > 0 || faults.malformed > 0 || faults.truncated > 0 ||
+                     faults.rate_limit_burst > 0 || faults.maintenance_burst > 0 || faults.top_up > 0;
+    impl.rng_faults = SplitMix{faults.seed};
+    impl.burst_left = 0;
+    if (faults.foreign_spend_per_second > 0) impl.foreign_rate = faults.foreign_spend_per_second;
+    impl.random = std::move(faults);
 }
 void MockProvider::set_delay(std::chrono::milliseconds delay) {
     std::lock_guard lock(impl_->mutex);
@@ -706,6 +1153,59 @@ void MockProvider::close_idle_connections() {
         impl->close_idle(barrier);
     });
     f.wait();
+}
+
+std::string books_to_json(const MockBooks& b) {
+    json::array duplicated;
+    for (const auto& [key, n] : b.duplicated_jobs)
+        duplicated.push_back(json::object{{"job", key}, {"tasks", n}});
+    json::object o{
+        {"balance", b.balance},
+        {"starting_balance", b.starting_balance},
+        {"lowest_balance", b.lowest_balance},
+        {"lowest_balance_own", b.lowest_balance_own},
+        {"overspent", b.overspent},
+        {"overdrawing_charges", b.overdrawing_charges},
+        {"charged", b.charged},
+        {"refunded", b.refunded},
+        {"topped_up", b.topped_up},
+        {"adjusted", b.adjusted},
+        {"foreign_spent", b.foreign_spent},
+        {"tasks_created", b.tasks_created},
+        {"tasks_succeeded", b.tasks_succeeded},
+        {"tasks_failed", b.tasks_failed},
+        {"tasks_in_flight", b.tasks_in_flight},
+        {"tasks_finished_unpolled", b.tasks_finished_unpolled},
+        {"distinct_jobs", b.distinct_jobs},
+        {"max_tasks_per_job", b.max_tasks_per_job},
+        {"duplicated_jobs", std::move(duplicated)},
+    };
+    return json::serialize(o);
+}
+
+std::string counters_to_json(const MockCounters& c) {
+    json::object o{
+        {"requests", c.requests},
+        {"balance_requests", c.balance_requests},
+        {"creates", c.creates},
+        {"tasks_created", c.tasks_created},
+        {"polls", c.polls},
+        {"insufficient_answers", c.insufficient_answers},
+        {"rate_limited_answers", c.rate_limited_answers},
+        {"unauthorized_answers", c.unauthorized_answers},
+        {"connections_accepted", c.connections_accepted},
+        {"resets_before_processing", c.resets_before_processing},
+        {"resets_after_processing", c.resets_after_processing},
+        {"replies_delayed", c.replies_delayed},
+        {"gateway_errors_after_processing", c.gateway_errors_after_processing},
+        {"server_errors", c.server_errors},
+        {"malformed_answers", c.malformed_answers},
+        {"truncated_answers", c.truncated_answers},
+        {"burst_answers", c.burst_answers},
+        {"maintenance_answers", c.maintenance_answers},
+        {"top_ups", c.top_ups},
+    };
+    return json::serialize(o);
 }
 
 }  // namespace creditguard
