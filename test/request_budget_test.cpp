@@ -1,7 +1,8 @@
 // The request budget: GCRA arithmetic, priorities, running slots and learning on the I/O-free core (times
 // are passed in); the asynchronous RequestBudget on a ManualClock; the poll planner; the provider-side
-// inputs.
+// inputs (Retry-After as seconds and as an HTTP-date, X-RateLimit-* headers).
 #include <creditguard/detail/budget_core.hpp>
+#include <creditguard/provider.hpp>
 #include <creditguard/request_budget.hpp>
 
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -262,6 +263,63 @@ BOOST_AUTO_TEST_CASE(retry_after_in_seconds_pauses_every_kind_for_exactly_that_l
     send_next(core2, RequestKind::create, t0, &g);
     core2.answered(g, refused(std::chrono::hours(48)), t0);
     BOOST_TEST((core2.earliest(RequestKind::create, t0) == t0 + 1min));
+}
+
+BOOST_AUTO_TEST_CASE(retry_after_as_an_http_date_reaches_the_budget_through_the_classifier) {
+    const auto config = *cg::builtin_provider("crun", "http://127.0.0.1:1");
+    // Tue, 01 Dec 2026 12:00:30 GMT, seen at 12:00:00: 30 s.
+    const auto now = std::chrono::sys_days{std::chrono::year{2026} / 12 / 1} + std::chrono::hours(12);
+    cg::HttpResponse response;
+    response.status = 429;
+    response.body = R"({"code":429,"message":"Rate limit exceeded"})";
+    response.headers = {{"Retry-After", "Tue, 01 Dec 2026 12:00:30 GMT"}};
+    const auto cls = cg::classify(config, response, now);
+    const cg::RequestAnswer answer = cg::request_answer(cls);
+    BOOST_TEST(answer.rate_limited);
+    BOOST_REQUIRE(answer.retry_after.has_value());
+    BOOST_TEST((*answer.retry_after == 30s));
+    BudgetCore core(windows({{100, 1s}}), t0);
+    cg::detail::BudgetGrant g;
+    send_next(core, RequestKind::status, t0, &g);
+    core.answered(g, answer, t0);
+    BOOST_TEST((core.earliest(RequestKind::balance, t0) == t0 + 30s));
+    // The same in seconds.
+    response.headers = {{"Retry-After", "12"}};
+    BOOST_TEST((*cg::request_answer(cg::classify(config, response, now)).retry_after == 12s));
+    // sunoapi.org says 430 in the body of an HTTP 200: rate limited as well.
+    const auto suno = *cg::builtin_provider("sunoapi", "http://127.0.0.1:1");
+    cg::HttpResponse body_code;
+    body_code.status = 200;
+    body_code.body = R"({"code":430,"msg":"Your call frequency is too high"})";
+    BOOST_TEST(cg::request_answer(cg::classify(suno, body_code, now)).rate_limited);
+    // A transport failure says nothing about the limit.
+    BOOST_TEST(!cg::request_answer(cg::Classification{}).answered);
+}
+
+BOOST_AUTO_TEST_CASE(x_ratelimit_headers_are_parsed_from_every_answer) {
+    const auto config = *cg::builtin_provider("crun", "http://127.0.0.1:1");
+    const auto now = std::chrono::sys_days{std::chrono::year{2026} / 12 / 1} + std::chrono::hours(12);
+    const auto unix_now = std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
+    cg::HttpResponse ok;
+    ok.status = 200;
+    ok.body = R"({"code":200,"data":{"balance":5}})";
+    // sunor.cc: Reset in unix seconds.
+    ok.headers = {{"X-RateLimit-Limit", "120"},
+                  {"X-RateLimit-Remaining", "7"},
+                  {"X-RateLimit-Reset", std::to_string(unix_now + 42)}};
+    auto h = cg::request_answer(cg::classify(config, ok, now)).headers;
+    BOOST_REQUIRE(h.has_value());
+    BOOST_TEST(*h->limit == 120);
+    BOOST_TEST(*h->remaining == 7);
+    BOOST_TEST((*h->reset == 42s));
+    // Delta seconds, and the IETF draft's names.
+    ok.headers = {{"RateLimit-Limit", "60"}, {"RateLimit-Remaining", "0"}, {"RateLimit-Reset", "5"}};
+    h = cg::request_answer(cg::classify(config, ok, now)).headers;
+    BOOST_REQUIRE(h.has_value());
+    BOOST_TEST(*h->limit == 60);
+    BOOST_TEST((*h->reset == 5s));
+    ok.headers = {{"X-RateLimit-Remaining", "lots"}};
+    BOOST_TEST(!cg::request_answer(cg::classify(config, ok, now)).headers.has_value());
 }
 
 BOOST_AUTO_TEST_CASE(headers_give_the_window_and_an_exhausted_quota_waits_for_its_reset) {

@@ -7,6 +7,7 @@
 #include "creditguard/balance_source.hpp"
 #include "creditguard/error.hpp"
 #include "creditguard/http_client.hpp"
+#include "creditguard/request_budget.hpp"
 #include "creditguard/secret.hpp"
 #include "creditguard/types.hpp"
 
@@ -114,7 +115,14 @@ struct Classification {
     std::optional<long long> provider_code;           ///< the body code, when the body had one
     std::string message;                              ///< provider's message (key redacted, at most 256 chars)
     std::optional<std::chrono::seconds> retry_after;  ///< from Retry-After (seconds or HTTP-date)
+    /// X-RateLimit-Limit/-Remaining/-Reset (or the IETF draft's RateLimit-*), on any answer that carries
+    /// them. Reset is taken as unix seconds when it is a time after 2001, as delta seconds otherwise.
+    std::optional<RateLimitHeaders> rate_limit;
 };
+
+/// What an answer says about the request rate, for RequestBudget::report: rate_limited, Retry-After and the
+/// X-RateLimit-* headers; a transport failure (no HTTP answer) says nothing (`answered` false).
+RequestAnswer request_answer(const Classification& cls);
 
 /// Classifies any provider response. Rules, in order:
 /// 1. the body is parsed as JSON (a non-JSON body on a 2xx is `malformed`; on an error status the status decides);
@@ -125,6 +133,7 @@ struct Classification {
 /// 4. still unknown: 2xx ok, 401/403 unauthorized, 404 not_found, 429 rate_limited, 503 maintenance,
 ///    other 4xx invalid_request, 5xx server_error, anything else malformed.
 /// Retry-After is parsed for rate_limited and maintenance outcomes; an HTTP-date is taken relative to `now`.
+/// Rate-limit headers are parsed on every answer (an X-RateLimit-Reset in unix seconds relative to `now`).
 Classification classify(const ProviderConfig& config, unsigned http_status, const HttpResponse& response,
                         std::chrono::system_clock::time_point now = std::chrono::system_clock::now());
 inline Classification classify(const ProviderConfig& config, const HttpResponse& response,

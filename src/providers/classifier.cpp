@@ -210,6 +210,64 @@ std::optional<std::chrono::seconds> parse_retry_after(std::string_view value,
     return delta.count() < 0 ? seconds{0} : delta;
 }
 
+namespace {
+
+// The leading integer of a header value ("120", "120, 120;w=60"); nullopt for anything else.
+std::optional<std::int64_t> leading_integer(std::string_view v) {
+    while (!v.empty() && (v.front() == ' ' || v.front() == '\t'))
+        v.remove_prefix(1);
+    std::int64_t out = 0;
+    const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
+    if (ec != std::errc{} || end == v.data()) return std::nullopt;
+    std::string_view rest(end, static_cast<std::size_t>(v.data() + v.size() - end));
+    while (!rest.empty() && (rest.front() == ' ' || rest.front() == '\t'))
+        rest.remove_prefix(1);
+    if (!rest.empty() && rest.front() != ',' && rest.front() != ';') return std::nullopt;
+    return out;
+}
+
+std::optional<std::string_view> either(const HttpResponse& r, std::string_view name) {
+    if (auto v = r.header(std::string("X-RateLimit-").append(name))) return v;
+    return r.header(std::string("RateLimit-").append(name));
+}
+
+std::optional<RateLimitHeaders> rate_limit_headers(const HttpResponse& response,
+                                                   std::chrono::system_clock::time_point now) {
+    RateLimitHeaders h;
+    if (auto v = either(response, "Limit")) {
+        if (auto n = leading_integer(*v); n && *n >= 0) h.limit = n;
+    }
+    if (auto v = either(response, "Remaining")) {
+        if (auto n = leading_integer(*v); n && *n >= 0) h.remaining = n;
+    }
+    if (auto v = either(response, "Reset")) {
+        if (auto n = leading_integer(*v); n && *n >= 0) {
+            // Unix seconds (sunor.cc) when it reads as a time after 2001, seconds from now otherwise.
+            constexpr std::int64_t unix_2001 = 978'307'200;
+            std::int64_t seconds = *n;
+            if (seconds >= unix_2001) {
+                const auto unix_now =
+                    std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
+                seconds = std::max<std::int64_t>(seconds - unix_now, 0);
+            }
+            h.reset = std::chrono::seconds(std::min<std::int64_t>(seconds, 366LL * 24 * 3600));
+        }
+    }
+    if (!h.limit && !h.remaining && !h.reset) return std::nullopt;
+    return h;
+}
+
+}  // namespace
+
+RequestAnswer request_answer(const Classification& cls) {
+    RequestAnswer a;
+    a.answered = cls.http_status != 0;
+    a.rate_limited = cls.outcome == Outcome::rate_limited;
+    if (cls.retry_after && a.rate_limited) a.retry_after = std::chrono::duration_cast<Duration>(*cls.retry_after);
+    a.headers = cls.rate_limit;
+    return a;
+}
+
 detail::ParsedBody detail::parse_body(std::string_view body) noexcept {
     ParsedBody parsed;
     try {
@@ -233,6 +291,7 @@ Classification detail::classify_parsed(const ProviderConfig& cfg, unsigned http_
                                        const ParsedBody& body, std::chrono::system_clock::time_point now) {
     Classification c;
     c.http_status = http_status;
+    c.rate_limit = rate_limit_headers(response, now);
     const bool http_ok = http_status >= 200 && http_status < 300;
     const json::value& doc = body.doc;
     const bool json_ok = body.ok;
