@@ -51,6 +51,11 @@ void count_answer(JobResult& result, const boost::system::error_code& ec) {
     if (ec == errc::maintenance) ++result.maintenance_answers;
 }
 
+void count_permit(JobResult& result, const RequestPermit& permit) {
+    result.permit_wait += permit.waited();
+    if (permit.waited() > Duration::zero()) ++result.paced_requests;
+}
+
 }  // namespace
 
 const char* to_string(JobStatus s) noexcept {
@@ -69,6 +74,8 @@ asio::awaitable<JobResult> run_guarded_job(CreditGuard& guard, const Provider& p
                                            Credits cost, RunnerConfig config) {
     JobResult result;
     Reservation reservation;
+    RequestBudget* const budget = config.budget.get();
+    RequestPermit task_permit;  // the create's permit: holds a running-task slot while the task runs
     asio::steady_timer timer(co_await asio::this_coro::executor);
     const auto submit_until = SteadyClock::now() + config.submit_deadline;
     int insufficient_refusals = 0;
@@ -77,7 +84,9 @@ asio::awaitable<JobResult> run_guarded_job(CreditGuard& guard, const Provider& p
     // Submit: reserve, create, and react to what the provider answers.
     for (;;) {
         ++result.submit_attempts;
+        const auto reserve_started = SteadyClock::now();
         auto reserved = co_await guard.async_reserve(cost, config.reserve, use_tuple);
+        result.credit_wait += SteadyClock::now() - reserve_started;
         if (auto ec = std::get<0>(reserved)) {
             result.status = ec == errc::unauthorized ? JobStatus::unauthorized : JobStatus::rejected;
             result.error = ec;
@@ -85,15 +94,39 @@ asio::awaitable<JobResult> run_guarded_job(CreditGuard& guard, const Provider& p
         }
         reservation = std::move(std::get<1>(reserved));
 
+        // Credits first, then the permit: a permit is spent when granted, and must not be spent on a job
+        // that then waits for credits.
+        RequestPermit permit;
+        if (budget != nullptr) {
+            auto acquired = co_await budget->async_acquire(RequestKind::create, use_tuple);
+            if (auto ec = std::get<0>(acquired)) {  // the budget was shut down: nothing was sent
+                reservation.release();
+                result.status = JobStatus::error;
+                result.error = ec;
+                co_return result;
+            }
+            permit = std::move(std::get<1>(acquired));
+            count_permit(result, permit);
+        }
+
         const TimePoint sent_at = guard.now();
         auto created = co_await provider.async_create_task(create_body, use_tuple);
         const boost::system::error_code ec = std::get<0>(created);
+        if (budget != nullptr) budget->report(permit, request_answer(std::get<1>(created).cls));
         if (!ec) {
             reservation.commit();
             result.task_id = std::move(std::get<1>(created).task_id);
+            task_permit = std::move(permit);
             break;
         }
         count_answer(result, ec);
+        if (budget != nullptr && ec == errc::rate_limited && SteadyClock::now() < submit_until) {
+            // The budget has paused and lowered its rate; the next permit comes when it is time. A refused
+            // create was not charged. The guard is not told: its own pause would stall admissions (and this
+            // job's credits) on top of the budget's, for the same answer.
+            reservation.release();
+            continue;
+        }
         if (ec == errc::ambiguous_outcome) {
             // The task may exist and be charged, now or later: its credits stay counted, never resend.
             reservation.provider_refused(errc::ambiguous_outcome);
@@ -123,28 +156,55 @@ asio::awaitable<JobResult> run_guarded_job(CreditGuard& guard, const Provider& p
         // The next reserve waits until the guard admits again (pause over, credits back).
     }
 
-    // Poll the task until it finishes.
-    const auto give_up = SteadyClock::now() + config.max_job_time;
-    Duration delay = config.poll_initial;
+    // Poll the task until it finishes. With a budget the first poll comes when tasks have been taking to
+    // finish, and a poll that finds the task running moves the estimate (see PollPlanner).
+    const auto created_at = SteadyClock::now();
+    const auto give_up = created_at + config.max_job_time;
+    Duration backoff = config.poll_initial;
+    Duration delay = budget != nullptr ? budget->polls().first_delay(backoff) : backoff;
+    int answered_polls = 0;
     for (;;) {
         timer.expires_after(delay);
         co_await timer.async_wait(asio::use_awaitable);
-        delay = std::min(config.poll_max, std::chrono::duration_cast<Duration>(delay * config.poll_growth));
+        if (budget != nullptr && answered_polls == 0) {
+            // What was learned while this task slept may say it is not done yet: a permit saved.
+            const Duration more = budget->polls().hold(SteadyClock::now() - created_at);
+            if (more > Duration::zero()) {
+                delay = more;
+                continue;
+            }
+        }
+        backoff = std::min(config.poll_max, std::chrono::duration_cast<Duration>(backoff * config.poll_growth));
+        delay = backoff;
 
         auto ready = co_await guard.async_wait_ready(use_tuple);  // polls count against rate limits too
-        if (auto ec = std::get<0>(ready)) {
+        boost::system::error_code waited = std::get<0>(ready);
+        RequestPermit permit;
+        if (!waited && budget != nullptr) {
+            auto acquired = co_await budget->async_acquire(RequestKind::status, use_tuple);
+            waited = std::get<0>(acquired);
+            permit = std::move(std::get<1>(acquired));
+            count_permit(result, permit);
+        }
+        if (waited) {
             reservation.abandon();  // submitted and never seen finishing: counted until a read shows it
-            result.status = ec == errc::unauthorized ? JobStatus::unauthorized : JobStatus::error;
-            result.error = ec;
+            result.status = waited == errc::unauthorized ? JobStatus::unauthorized : JobStatus::error;
+            result.error = waited;
             result.charged = cost;
             co_return result;
         }
         ++result.polls;
         const TimePoint sent_at = guard.now();
+        const Duration elapsed = SteadyClock::now() - created_at;
         auto polled = co_await provider.async_task_status(result.task_id, use_tuple);
         const boost::system::error_code ec = std::get<0>(polled);
         const TaskStatus& status = std::get<1>(polled);
-        if (ec) {
+        if (budget != nullptr) budget->report(permit, request_answer(status.cls));
+        if (!ec) ++answered_polls;
+        if (ec && budget != nullptr && ec == errc::rate_limited) {
+            count_answer(result, ec);
+            delay = Duration::zero();  // ask again at once: the budget decides when it goes
+        } else if (ec) {
             count_answer(result, ec);
             guard.report(as_errc(ec), retry_after_of(status.cls), sent_at);
             if (ec == errc::unauthorized) {
@@ -155,6 +215,7 @@ asio::awaitable<JobResult> run_guarded_job(CreditGuard& guard, const Provider& p
                 co_return result;
             }
         } else if (status.state == TaskState::success) {
+            if (budget != nullptr) budget->polls().finished(elapsed, answered_polls);
             result.charged = status.actual_credits.value_or(cost);
             reservation.settle(result.charged);
             result.status = JobStatus::completed;
@@ -164,6 +225,8 @@ asio::awaitable<JobResult> run_guarded_job(CreditGuard& guard, const Provider& p
             result.status = JobStatus::failed;
             result.error = errc::generation_failed;
             co_return result;
+        } else if (budget != nullptr) {
+            delay = budget->polls().not_finished(elapsed, backoff);
         }
         if (SteadyClock::now() >= give_up) {
             reservation.abandon();

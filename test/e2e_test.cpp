@@ -3,6 +3,7 @@
 #include <creditguard/creditguard.hpp>
 #include <creditguard/mock_provider.hpp>
 #include <creditguard/provider.hpp>
+#include <creditguard/request_budget.hpp>
 #include <creditguard/runner.hpp>
 
 #include <boost/asio/co_spawn.hpp>
@@ -11,6 +12,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <memory>
+#include <optional>
 #include <vector>
 
 namespace {
@@ -60,17 +62,19 @@ cg::RunnerConfig fast_runner() {
 
 struct Totals {
     int completed = 0, rejected = 0, failed = 0, ambiguous = 0, unauthorized = 0, errors = 0;
-    int insufficient = 0, rate_limited = 0, maintenance = 0;
+    int insufficient = 0, rate_limited = 0, maintenance = 0, paced = 0;
     cg::Credits charged = 0;
 };
 
 struct Pipeline {
     Pipeline(std::string_view provider_id, cg::MockConfig mock_config, cg::GuardConfig guard_config,
-             std::string key = kKey)
+             std::string key = kKey, std::optional<cg::RequestBudgetConfig> budget_config = std::nullopt)
         : mock(std::move(mock_config)),
           provider(cg::HttpClient(ioc.get_executor()), *cg::builtin_provider(provider_id, mock.base_url()),
                    cg::SecretString(std::move(key))),
-          guard(ioc.get_executor(), provider.balance_source(), std::move(guard_config)) {}
+          budget(budget_config ? std::make_shared<cg::RequestBudget>(ioc.get_executor(), std::move(*budget_config))
+                               : nullptr),
+          guard(ioc.get_executor(), provider.balance_source(budget), std::move(guard_config)) {}
 
     Totals run(int jobs, int concurrency, cg::RunnerConfig runner = fast_runner()) {
         jobs_left = jobs;
@@ -88,7 +92,10 @@ struct Pipeline {
             cg::JobResult r = co_await cg::run_guarded_job(self->guard, self->provider, std::move(body), 12, runner);
             self->record(r);
         }
-        if (--self->workers_left == 0) self->guard.shutdown();
+        if (--self->workers_left == 0) {
+            self->guard.shutdown();
+            if (self->budget) self->budget->shutdown();
+        }
     }
 
     void record(const cg::JobResult& r) {
@@ -105,11 +112,13 @@ struct Pipeline {
         totals.rate_limited += r.rate_limited_answers;
         totals.maintenance += r.maintenance_answers;
         totals.charged += r.charged;
+        totals.paced += r.paced_requests;
     }
 
     asio::io_context ioc;
     cg::MockProvider mock;
     cg::Provider provider;
+    std::shared_ptr<cg::RequestBudget> budget;
     cg::CreditGuard guard;
     int jobs_left = 0;
     int workers_left = 0;
@@ -260,6 +269,89 @@ BOOST_AUTO_TEST_CASE(a_lost_create_reply_is_counted_as_spent_and_never_resent) {
     BOOST_TEST(t.charged == 12);
     BOOST_TEST(p.mock.counters().creates <= 1u);  // never resent
     BOOST_TEST(p.guard.stats().committed == 1u);
+}
+
+// sunoapi.org's documented limit (20 requests / 10 s, answered with 430) at a smaller scale: 5 requests per
+// second, 20 jobs, 16 at a time, plenty of credits, tasks that take 300 ms. Without pacing, concurrency far
+// above the limit meant refusals, pauses and jobs rejected after waiting too long.
+BOOST_AUTO_TEST_CASE(paced_to_a_known_limit_no_job_is_lost_and_almost_nothing_is_refused) {
+    auto mc = mock_config("sunoapi", 100'000, cg::DeductionTiming::at_submit);
+    mc.polls_to_complete = 1'000'000;  // tasks finish with time, not with polls
+    mc.finish_unpolled_after = 300ms;
+    cg::RequestBudgetConfig bc = *cg::parse_rate_limits("5/1s");
+    Pipeline p("sunoapi", std::move(mc), fast_guard(cg::AdmissionPolicy::queue), kKey, bc);
+    p.mock.set_rate_limit(5, 1000ms);
+    auto runner = fast_runner();
+    runner.poll_initial = 100ms;
+    runner.poll_max = 1s;
+    runner.budget = p.budget;
+    const auto started = std::chrono::steady_clock::now();
+    const Totals t = p.run(20, 16, runner);
+    const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    const auto budget = p.budget->stats();
+    const auto counters = p.mock.counters();
+    BOOST_TEST_MESSAGE("paced run: " << wall << " s, " << counters.requests << " requests, "
+                                     << counters.rate_limited_answers << " rate limited, " << budget.total_paced()
+                                     << " paced");
+    BOOST_TEST(t.completed == 20);
+    BOOST_TEST(t.rejected + t.failed + t.errors + t.ambiguous == 0);
+    BOOST_TEST(counters.rate_limited_answers <= 2u);  // network jitter on a loaded machine, at most
+    BOOST_TEST(t.paced > 0);
+    BOOST_TEST(budget.total_paced() > 0u);
+    BOOST_TEST(budget.granted[2] >= 20u);  // every create took a permit...
+    BOOST_TEST(budget.granted[0] >= 1u);   // ...and so did the balance reads
+    BOOST_TEST(counters.requests == budget.total_granted());
+    // Polls planned from task durations: well under two per job (the first jobs back off).
+    BOOST_TEST(counters.polls <= 20u * 2);
+    BOOST_TEST(p.guard.stats().rate_limited_signals == 0u);
+    BOOST_TEST(p.mock.counters().insufficient_answers == 0u);
+}
+
+// Rate-limit answers the budget did not see coming (another client on the key) are waited out: the jobs
+// that got them ask again, none is rejected or failed, and the guard never pauses admissions for them.
+BOOST_AUTO_TEST_CASE(a_rate_limited_job_is_never_reported_rejected) {
+    for (const char* id : kProviders) {
+        BOOST_TEST_CONTEXT("provider " << id) {
+            Pipeline p(id, mock_config(id, 1000, cg::DeductionTiming::at_completion),
+                       fast_guard(cg::AdmissionPolicy::reject), kKey, *cg::parse_rate_limits("200/1s"));
+            while (p.guard.stats().refreshes_ok == 0)
+                p.ioc.run_one();  // the guard's first balance read
+            p.ioc.restart();
+            // The next creates and polls are refused for their rate.
+            p.mock.respond_next_with_code(6, std::string_view(id) == "sunoapi" ? 430 : 429, "Rate limit exceeded");
+            auto runner = fast_runner();
+            runner.budget = p.budget;
+            const Totals t = p.run(8, 4, runner);
+            BOOST_TEST(t.rate_limited == 6);
+            BOOST_TEST(t.completed == 8);
+            BOOST_TEST(t.rejected + t.failed + t.errors + t.ambiguous == 0);
+            BOOST_TEST(p.budget->stats().total_rate_limited() == 6u);
+            BOOST_TEST(t.charged == 8 * 12);
+        }
+    }
+}
+
+// No limit known (crun.ai publishes none): the budget learns it from the 429s.
+BOOST_AUTO_TEST_CASE(an_unknown_limit_is_learned_without_losing_a_job) {
+    auto mc = mock_config("crun", 100'000, cg::DeductionTiming::at_submit);
+    mc.polls_to_complete = 1'000'000;
+    mc.finish_unpolled_after = 200ms;
+    Pipeline p("crun", std::move(mc), fast_guard(cg::AdmissionPolicy::queue), kKey,
+               cg::builtin_request_budget("crun"));
+    p.mock.set_rate_limit(10, 1000ms);
+    auto runner = fast_runner();
+    runner.poll_initial = 100ms;
+    runner.poll_max = 1s;
+    runner.budget = p.budget;
+    const Totals t = p.run(30, 32, runner);
+    const auto budget = p.budget->stats();
+    BOOST_TEST_MESSAGE("learned " << budget.learned_rate.value_or(0) << "/s, " << budget.total_rate_limited()
+                                  << " of " << budget.total_granted() << " rate limited");
+    BOOST_TEST(t.completed == 30);
+    BOOST_TEST(t.rejected + t.failed + t.errors + t.ambiguous == 0);
+    BOOST_REQUIRE(budget.learned_rate.has_value());
+    BOOST_TEST(*budget.learned_rate <= 16.0);
+    BOOST_TEST(budget.total_rate_limited() <= budget.total_granted() / 5);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

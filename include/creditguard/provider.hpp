@@ -232,6 +232,10 @@ public:
     /// executor and configuration, its own keep-alive connection) so that its cancel() only affects
     /// balance reads, never task calls.
     [[nodiscard]] std::shared_ptr<BalanceSource> balance_source() const;
+    /// The same, pacing every read with the account's request budget (RequestKind::balance, the highest
+    /// priority). A read answered "rate limited" is asked again, when the budget allows, up to 8 times before
+    /// the guard hears of it. Null `budget`: no pacing.
+    [[nodiscard]] std::shared_ptr<BalanceSource> balance_source(std::shared_ptr<RequestBudget> budget) const;
 
     struct State;
 

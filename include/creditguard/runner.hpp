@@ -4,6 +4,7 @@
 #include "creditguard/config.hpp"
 #include "creditguard/guard.hpp"
 #include "creditguard/provider.hpp"
+#include "creditguard/request_budget.hpp"
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/json/value.hpp>
@@ -31,6 +32,12 @@ struct RunnerConfig {
     Duration submit_deadline = 10min;
     Duration retry_initial = 500ms;
     Duration retry_max = 30s;
+    /// Paces every request of the job (create, status polls) to the account's rate limit; share one budget
+    /// among the jobs of an account, and give it to the balance source too (Provider::balance_source).
+    /// With a budget, a rate-limit answer is the budget's to handle (it pauses and learns) and the job simply
+    /// asks again, and status polls are planned from the durations of finished tasks (RequestBudget::polls,
+    /// poll_initial and its growth only until a task has finished). Null: no pacing.
+    std::shared_ptr<RequestBudget> budget;
 };
 
 enum class JobStatus {
@@ -56,6 +63,10 @@ struct JobResult {
     int insufficient_answers = 0;
     int rate_limited_answers = 0;
     int maintenance_answers = 0;
+    // Where the time went (a paced job waits; it is never rejected for it).
+    Duration credit_wait{};  ///< waiting for the guard to admit it (credits, provider pauses)
+    Duration permit_wait{};  ///< waiting for request permits (RunnerConfig::budget)
+    int paced_requests = 0;  ///< requests of this job that had to wait for a permit
 };
 
 /// Runs one job: reserve `cost` → create the task with `create_body` → classify → commit, or release and

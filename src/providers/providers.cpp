@@ -7,6 +7,7 @@
 #include <boost/json/serialize.hpp>
 #include <boost/url/parse.hpp>
 
+#include <atomic>
 #include <stdexcept>
 
 namespace creditguard {
@@ -429,11 +430,59 @@ private:
     Provider provider_;
 };
 
+// A balance source that takes a permit from the account's request budget before each read. A read answered
+// "rate limited" is asked again (the budget has paused by then) a few times before the guard hears of it:
+// the guard's own pause would stop admissions for an answer the budget already handles.
+class PacedBalanceSource final : public BalanceSource, public std::enable_shared_from_this<PacedBalanceSource> {
+public:
+    PacedBalanceSource(Provider p, std::shared_ptr<RequestBudget> budget)
+        : provider_(std::move(p)), budget_(std::move(budget)) {}
+
+    void read_balance(BalanceCallback done) override {
+        cancelled_ = false;
+        attempt(std::move(done), 1);
+    }
+
+    void cancel() override {
+        cancelled_ = true;  // a read still waiting for its permit ends when it gets one
+        provider_.http().cancel();
+    }
+
+private:
+    static constexpr int max_attempts = 8;  // the budget's pauses double in between
+
+    void attempt(BalanceCallback done, int n) {
+        budget_->async_acquire(RequestKind::balance, [self = shared_from_this(), done = std::move(done), n](
+                                                         error_code ec, RequestPermit permit) mutable {
+            if (!ec && self->cancelled_) ec = errc::cancelled;
+            if (ec) return done(ec, Credits{0});
+            auto& provider = self->provider_;
+            provider.async_balance([self = std::move(self), done = std::move(done), n, permit = std::move(permit)](
+                                       error_code ec, BalanceReply r) mutable {
+                self->budget_->report(permit, request_answer(r.cls));
+                if (ec == errc::rate_limited && n < max_attempts && !self->cancelled_)
+                    return self->attempt(std::move(done), n + 1);
+                done(ec, ec ? Credits{0} : r.balance);
+            });
+        });
+    }
+
+    Provider provider_;
+    std::shared_ptr<RequestBudget> budget_;
+    std::atomic<bool> cancelled_{false};
+};
+
 }  // namespace
 
 std::shared_ptr<BalanceSource> Provider::balance_source() const {
     Provider own(HttpClient(state_->http.get_executor(), state_->http.config()), state_->config, state_->key);
     return std::make_shared<ProviderBalanceSource>(std::move(own));
+}
+
+std::shared_ptr<BalanceSource> Provider::balance_source(std::shared_ptr<RequestBudget> budget) const {
+    if (!budget) return balance_source();
+    Provider own(HttpClient(state_->http.get_executor(), state_->http.config()), state_->config, state_->key);
+    return std::make_shared<PacedBalanceSource>(std::move(own), std::move(budget));
 }
 
 }  // namespace creditguard
