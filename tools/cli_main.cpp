@@ -10,6 +10,7 @@
 #include <creditguard/creditguard.hpp>
 #include <creditguard/mock_provider.hpp>
 #include <creditguard/provider.hpp>
+#include <creditguard/request_budget.hpp>
 #include <creditguard/runner.hpp>
 
 #include <boost/asio/as_tuple.hpp>
@@ -19,6 +20,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json/serialize.hpp>
+#include <boost/url/parse.hpp>
 
 #include <unistd.h>
 
@@ -47,6 +49,17 @@ int fail(const boost::system::error_code& ec) {
     if (ec.category() == cg::error_category())
         return fail(cg::to_string(static_cast<cg::errc>(ec.value())), ec.message());
     return fail("error", ec.message());
+}
+
+// "20/10s", "unknown" (learned), or "none" (only a cap on running tasks).
+std::string limits_text(const cg::RequestBudgetStats& b) {
+    if (!b.windows.empty()) return cg::format_rate_limits(b.windows);
+    return b.learned_rate ? "unknown" : "none";
+}
+
+bool on_loopback(const std::string& base_url) {
+    auto u = boost::urls::parse_uri(base_url);
+    return u && cg::is_loopback_host(u->host());
 }
 
 std::optional<cg::ProviderConfig> provider_for(const Options& o, std::string& why) {
@@ -104,6 +117,10 @@ struct RunTally {
     cg::GuardStats* stats = nullptr;
     cg::RedisLedger* shared_ledger = nullptr;  // owned by the guard; null once it is gone
     std::optional<cg::RedisLedgerStats> ledger_stats;
+    cg::RequestBudget* budget = nullptr;  // the run's request budget, when pacing
+    std::optional<cg::RequestBudgetStats> budget_stats;
+    cg::Duration credit_wait{};
+    cg::Duration permit_wait{};
 };
 
 // The last worker ends the guard, so that the io_context runs out of work: a shared ledger then writes
@@ -113,6 +130,11 @@ void finish(RunTally& t) {
     if (t.shared_ledger != nullptr) t.ledger_stats = t.shared_ledger->ledger_stats();
     t.shared_ledger = nullptr;
     t.guard->reset();
+    if (t.budget != nullptr) {
+        // Its alarm and any waiting read would keep the io_context running.
+        t.budget_stats = t.budget->stats();
+        t.budget->shutdown();
+    }
 }
 
 asio::awaitable<void> worker(cg::CreditGuard& guard, const cg::Provider& provider, const Options& o, RunTally& t) {
@@ -125,6 +147,8 @@ asio::awaitable<void> worker(cg::CreditGuard& guard, const cg::Provider& provide
         t.insufficient += r.insufficient_answers;
         t.rate_limited += r.rate_limited_answers;
         t.maintenance += r.maintenance_answers;
+        t.credit_wait += r.credit_wait;
+        t.permit_wait += r.permit_wait;
         switch (r.status) {
         case cg::JobStatus::completed: ++t.completed; break;
         case cg::JobStatus::rejected: ++t.rejected; break;
@@ -161,7 +185,12 @@ int run_command(Options o) {
         mock = std::make_unique<cg::MockProvider>(mc);
         o.base_url = mock->base_url();
         key = mc.key;
-        if (!o.poll_interval_set) o.runner.poll_initial = std::chrono::milliseconds(50);
+        if (!o.poll_interval_set)  // tasks that finish with polls, or after --mock-task-seconds
+            o.runner.poll_initial = o.mock.finish_unpolled_after ? *o.mock.finish_unpolled_after / 2
+                                                                 : std::chrono::milliseconds(50);
+        if (o.mock_rate_limit)
+            mock->set_rate_limit(static_cast<int>(o.mock_rate_limit->requests),
+                                 std::chrono::duration_cast<std::chrono::milliseconds>(o.mock_rate_limit->per));
     } else {
         key = cg_cli::load_api_key(o, why);
         if (!key) return cg_cli::usage(why);
@@ -183,7 +212,27 @@ int run_command(Options o) {
         gc.deduction = config->deduction;
         gc.default_max_wait = o.max_wait;
         gc.low_watermark = o.cost * o.concurrency;
-        std::shared_ptr<cg::BalanceSource> source = provider.balance_source();
+        // Every provider request takes a permit: --rate-limit, else the provider's preset. The presets are
+        // the public providers' limits: a provider on loopback (the embedded mock, a test server) is paced
+        // to --mock-rate-limit or not at all.
+        std::shared_ptr<cg::RequestBudget> budget;
+        std::optional<cg::RequestBudgetConfig> limits = o.rate_limit;
+        if (!limits && o.pacing && !on_loopback(o.base_url)) limits = cg::builtin_request_budget(o.provider);
+        if (!limits && o.pacing && o.mock_rate_limit && mock) {
+            limits.emplace();
+            limits->windows = {*o.mock_rate_limit};
+            limits->source = cg::LimitSource::configured;
+        }
+        if (!o.pacing) limits.reset();
+        if (limits || o.max_running > 0) {
+            cg::RequestBudgetConfig bc = limits ? *limits : cg::RequestBudgetConfig{};
+            if (!limits) bc.learning.enabled = false;  // only the cap on running tasks
+            if (o.max_running > 0) bc.max_running = o.max_running;
+            budget = std::make_shared<cg::RequestBudget>(ioc.get_executor(), std::move(bc));
+            o.runner.budget = budget;
+            tally.budget = budget.get();
+        }
+        std::shared_ptr<cg::BalanceSource> source = provider.balance_source(budget);
         if (o.redis) {
             cg::RedisLedgerConfig lc;
             lc.redis = *o.redis;
@@ -226,6 +275,23 @@ int run_command(Options o) {
                                 {"maintenance_waits", tally.maintenance},
                                 {"balance_requests", balance_requests},
                                 {"elapsed_s", elapsed}};
+        // Pacing: requests that waited for a permit, the time jobs spent waiting for permits and for
+        // credits (separately), every rate-limited answer (balance reads too) and what the budget learned.
+        out["credit_wait_s"] = std::chrono::duration<double>(tally.credit_wait).count();
+        out["permit_wait_s"] = std::chrono::duration<double>(tally.permit_wait).count();
+        if (const auto& b = tally.budget_stats) {
+            out["paced_waits"] = b->total_paced();
+            out["requests"] = b->total_granted();
+            out["rate_limited"] = b->total_rate_limited();
+            out["rate_limit"] = limits_text(*b);
+            out["limit_source"] = cg::to_string(b->source);
+            if (b->learned_rate) out["learned_limit"] = *b->learned_rate;  // requests per second
+            if (b->header_window) out["header_limit"] = cg::format_rate_limits({*b->header_window});
+            if (b->max_running > 0) out["max_running"] = b->max_running;
+        } else {
+            out["paced_waits"] = 0;
+            out["rate_limit"] = "off";
+        }
         if (mock) out["mock_balance_left"] = mock->credits();
         out["ledger"] = o.redis ? "redis" : "local";
         if (tally.ledger_stats) {
@@ -241,6 +307,14 @@ int run_command(Options o) {
                   << "credits spent " << tally.spent << ", balance requests " << balance_requests
                   << ", provider said insufficient " << tally.insufficient << " times, rate limited "
                   << tally.rate_limited << ", maintenance " << tally.maintenance << "\n";
+        if (const auto& b = tally.budget_stats) {
+            std::cout << "pacing " << limits_text(*b) << " ("
+                      << cg::to_string(b->source) << "): " << b->total_granted() << " requests, "
+                      << b->total_paced() << " waited for a permit, " << b->total_rate_limited()
+                      << " answered rate limited";
+            if (b->learned_rate) std::cout << ", learned " << *b->learned_rate << " requests/s";
+            std::cout << "\n";
+        }
         if (mock) std::cout << "mock account: " << mock->credits() << " credits left\n";
         for (const auto& e : tally.errors)
             std::cout << "  e.g. " << e << "\n";

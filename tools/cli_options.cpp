@@ -87,12 +87,17 @@ int usage(std::string_view why) {
                   [--deduct submit|complete|unknown] [--poll-interval SECONDS] [--timeout SECONDS]
                   [--mock-credits N] [--mock-deduct submit|complete] [--mock-polls N] [--mock-failure-rate F]
                   [--ledger local|redis://HOST[:PORT][/DB]] [--account NAME] [--lease-ttl SECONDS]
+                  [--rate-limit N/W[,N/W...]|unknown|off] [--max-running K]
+                  [--mock-rate-limit N/W] [--mock-task-seconds S]
   creditguard mock [--port P] [--credits N] [--cost K] [--deduct submit|complete] [...]
 common: [--api-key-file PATH] [--ca-file PATH] [--allow-insecure-http]
 ID is one of sunoapi, udioapi, crun, kie. The API key comes from CREDITGUARD_API_KEY or --api-key-file.
 run without --base-url starts the embedded mock provider (its own key).
 --ledger redis://... shares one account's credits among every process using the same server and --account
 (default: the provider's name); a Redis password comes from CREDITGUARD_REDIS_PASSWORD, never the URL.
+--rate-limit paces every provider request (default: the provider's documented or inferred limit, learned
+when unknown; on loopback, --mock-rate-limit or none); W is in seconds or has a unit (500ms, 10s, 1m), and a
+window ending in :create, :status or :balance counts only those requests.
 )";
     return 2;
 }
@@ -184,6 +189,28 @@ bool parse(int argc, char** argv, Options& o, std::string& why) {
                 ok = false;
             }
             ok = ok && o.mock.failure_rate >= 0.0 && o.mock.failure_rate <= 1.0;
+        } else if (arg == "--rate-limit") {
+            // Pacing of every provider request: the provider's preset unless overridden here.
+            o.pacing = value != "off";
+            if (o.pacing) {
+                auto limits = cg::parse_rate_limits(value);
+                ok = limits.has_value();
+                if (ok) o.rate_limit = std::move(*limits);
+                if (!ok) why = "--rate-limit takes N/W[,N/W...] (W in s, or with ms, s, m, h), unknown or off";
+            }
+        } else if (arg == "--max-running") {
+            ok = number(value, o.max_running) && o.max_running >= 1;
+        } else if (arg == "--mock-rate-limit") {
+            // The embedded mock refuses beyond N requests per W (fixed windows), as a provider would.
+            auto limits = cg::parse_rate_limits(value);
+            ok = limits.has_value() && limits->windows.size() == 1;
+            if (ok) o.mock_rate_limit = limits->windows.front();
+        } else if (arg == "--mock-task-seconds") {
+            // The embedded mock's tasks finish this long after they were created, however often polled.
+            cg::Duration d{};
+            ok = seconds(value, d) && d.count() > 0;
+            o.mock.finish_unpolled_after = d;
+            o.mock.polls_to_complete = 1'000'000;
         } else {
             why = "unknown option " + std::string(arg);
             return false;

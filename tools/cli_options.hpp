@@ -5,6 +5,7 @@
 #include <creditguard/http_client.hpp>
 #include <creditguard/mock_provider.hpp>
 #include <creditguard/redis_ledger.hpp>
+#include <creditguard/request_budget.hpp>
 #include <creditguard/runner.hpp>
 #include <creditguard/secret.hpp>
 
@@ -33,6 +34,11 @@ struct Options {
     std::optional<creditguard::RedisConfig> redis;
     std::string account;                                 ///< --account (default: the provider's name)
     std::optional<std::chrono::milliseconds> lease_ttl;  ///< --lease-ttl
+    /// --rate-limit N/W[,N/W...] | unknown | off: overrides the provider's preset (off: no pacing).
+    std::optional<creditguard::RequestBudgetConfig> rate_limit;
+    bool pacing = true;
+    std::size_t max_running = 0;  ///< --max-running K (0: the preset's)
+    std::optional<creditguard::RateWindow> mock_rate_limit;  ///< --mock-rate-limit N/W (embedded mock)
 };
 
 /// Parses argv[1..argc) (argv[0] is the command). On failure says why.
