@@ -99,7 +99,7 @@ def main():
     args = ap.parse_args()
 
     docs = []
-    for name in ("bench_guard", "bench_waiters", "bench_provider", "bench_redis_ledger"):
+    for name in ("bench_guard", "bench_waiters", "bench_provider", "bench_redis_ledger", "bench_pacing"):
         path = os.path.join(args.results, name + ".json")
         if os.path.exists(path):
             docs.append(load(path))
@@ -204,7 +204,23 @@ def main():
                 add(7, f"ledger operations per script call, {where}", res.counter(name, "ops_per_batch"),
                     note="information")
 
-    for fn in (case1, case2, case3, case4, case5, case6, case7):
+    def case8():
+        # Paced runs against the mock enforcing a limit; the baseline (pacing off) runs in the same process.
+        for which, wall_target, limited_target in (("known", 1.10, 0.01), ("unknown", 1.3, 0.05)):
+            paced = f"BM_pacing_{which}/iterations:1/manual_time"
+            base = f"BM_pacing_{which}_baseline/iterations:1/manual_time"
+            label = "known limit (20/2 s)" if which == "known" else "unknown limit, learned (10/s, no Retry-After)"
+            add(8, f"wall / physical limit, {label}", res.counter(paced, "wall_over_physical"), wall_target,
+                baseline=f"pacing off: {res.counter(base, 'wall_over_physical'):.2f}x", plot=f"8 wall, {which}",
+                note=f"pacing off: {res.counter(base, 'wall_over_physical'):.2f}x")
+            add(8, f"share of requests answered rate limited, {label}", res.counter(paced, "rate_limited_share"),
+                limited_target, baseline=f"pacing off: {res.counter(base, 'rate_limited_share'):.2f}",
+                note=f"pacing off: {res.counter(base, 'rate_limited_share'):.2f}")
+            add(8, f"jobs lost of 100, {label}", res.counter(paced, "lost"), 0.0, op="==",
+                baseline=f"pacing off: {res.counter(base, 'lost'):.0f}", note=f"pacing off: {res.counter(base, 'lost'):.0f}")
+            add(8, f"status polls per job, {label}", res.counter(paced, "polls_per_job"), note="information")
+
+    for fn in (case1, case2, case3, case4, case5, case6, case7, case8):
         guarded(fn)
 
     summary = {"machine": machine(), "benchmark_context": res.context, "rows": rows}

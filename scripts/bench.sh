@@ -34,5 +34,9 @@ run bench_provider --benchmark_repetitions=3 --benchmark_report_aggregates_only=
 # redis-cli and redis-benchmark); 1 and 4 worker processes at depth 16 and 64, about 40 s per repetition.
 run bench_redis_ledger --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
 
+# Case 8: paced vs unpaced against the mock enforcing a rate limit (known, then learned); one run each,
+# about 2.5 minutes in all (the runs are bound by the limit, not by the machine).
+run bench_pacing
+
 python3 benchmarks/summarize.py --results "$out" --work "$root/build-release/bench-plot" \
   --gnuplot-script benchmarks/ratios.gp
