@@ -238,7 +238,7 @@ public:
         const TimePoint now = clock_->now();
         if (shut_down_) {
             done.push_back({waiter, make_error_code(errc::shutdown), {}});
-        } else if (core_.may_send_now(waiter->kind, now)) {
+        } else if (!gate_ && core_.may_send_now(waiter->kind, now)) {
             done.push_back({waiter, {}, permit_locked(core_.grant(waiter->kind, now, Duration::zero()), Duration{})});
         } else {
             waiter->enqueued_at = now;
@@ -253,7 +253,7 @@ public:
     std::optional<RequestPermit> try_acquire(RequestKind kind) {
         std::lock_guard lock(mutex_);
         const TimePoint now = clock_->now();
-        if (shut_down_ || !core_.may_send_now(kind, now)) return std::nullopt;
+        if (shut_down_ || gate_ || !core_.may_send_now(kind, now)) return std::nullopt;  // a gate answers later
         return permit_locked(core_.grant(kind, now, Duration::zero()), Duration{});
     }
 
@@ -312,7 +312,10 @@ private:
         error_code ec;
         RequestPermit permit;
     };
-    using Completions = std::vector<Completion>;
+    // Work decided under the lock and carried out after it: completions, and a question to the shared gate.
+    struct Completions : std::vector<Completion> {
+        std::optional<RequestKind> ask;
+    };
 
     struct List {
         PermitWaiter* head = nullptr;
@@ -354,10 +357,15 @@ private:
     void pump_locked(TimePoint now, Completions& done) {
         if (shut_down_) return;
         while (const auto kind = core_.next_to_grant(now)) {
-            PermitWaiter* w = lists_[index(*kind)].head;
-            unlink_locked(w);
-            const Duration waited = now - w->enqueued_at;
-            done.push_back({w, {}, permit_locked(core_.grant(*kind, now, waited), waited)});
+            if (gate_) {
+                // Our limits allow it; the other processes' share is asked next (one question at a time).
+                if (!asking_) {
+                    asking_ = true;
+                    done.ask = *kind;
+                }
+                return;
+            }
+            grant_head_locked(*kind, now, done);
         }
         const auto wake = core_.next_wake(now);
         if (!wake) {
@@ -375,6 +383,29 @@ private:
         });
     }
 
+    void grant_head_locked(RequestKind kind, TimePoint now, Completions& done) {
+        PermitWaiter* w = lists_[index(kind)].head;
+        unlink_locked(w);
+        const Duration waited = now - w->enqueued_at;
+        done.push_back({w, {}, permit_locked(core_.grant(kind, now, waited), waited)});
+    }
+
+    void on_gate(RequestKind kind, error_code ec, Duration wait) {
+        Completions done;
+        std::unique_lock lock(mutex_);
+        asking_ = false;
+        if (shut_down_) return;
+        const TimePoint now = clock_->now();
+        if (ec) core_.note_shared_error();  // the shared store cannot say: paced by our own limits alone
+        if (!ec && wait > Duration::zero()) {
+            core_.hold_until(now + wait);
+        } else if (lists_[index(kind)].head != nullptr) {
+            grant_head_locked(kind, now, done);
+        }  // else it was cancelled meanwhile: the shared window lost one request, nothing worse
+        pump_locked(now, done);
+        finish(lock, done);
+    }
+
     void on_alarm() {
         Completions done;
         std::unique_lock lock(mutex_);
@@ -383,10 +414,15 @@ private:
         finish(lock, done);
     }
 
-    static void finish(std::unique_lock<std::mutex>& lock, Completions& done) {
+    void finish(std::unique_lock<std::mutex>& lock, Completions& done) {
         lock.unlock();
         for (auto& c : done)
             c.waiter->finish(c.waiter, c.ec, std::move(c.permit));
+        if (done.ask) {
+            gate_->take(*done.ask, [weak = weak_from_this(), kind = *done.ask](error_code ec, Duration wait) {
+                if (auto self = weak.lock()) self->on_gate(kind, ec, wait);
+            });
+        }
     }
 
     asio::any_io_executor executor_;
@@ -396,6 +432,8 @@ private:
     BudgetCore core_;
     std::array<List, request_kind_count> lists_{};
     bool shut_down_ = false;
+    std::shared_ptr<SharedRateGate> gate_ = core_.config().shared;
+    bool asking_ = false;
     bool alarm_armed_ = false;
     TimePoint alarm_at_{};
     PollPlanner planner_;

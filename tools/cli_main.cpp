@@ -10,6 +10,7 @@
 #include <creditguard/creditguard.hpp>
 #include <creditguard/mock_provider.hpp>
 #include <creditguard/provider.hpp>
+#include <creditguard/redis_budget.hpp>
 #include <creditguard/request_budget.hpp>
 #include <creditguard/runner.hpp>
 
@@ -118,6 +119,7 @@ struct RunTally {
     cg::RedisLedger* shared_ledger = nullptr;  // owned by the guard; null once it is gone
     std::optional<cg::RedisLedgerStats> ledger_stats;
     cg::RequestBudget* budget = nullptr;  // the run's request budget, when pacing
+    cg::RedisRateGate* rate_gate = nullptr;  // its windows shared through Redis (--ledger redis://)
     std::optional<cg::RequestBudgetStats> budget_stats;
     cg::Duration credit_wait{};
     cg::Duration permit_wait{};
@@ -134,6 +136,7 @@ void finish(RunTally& t) {
         // Its alarm and any waiting read would keep the io_context running.
         t.budget_stats = t.budget->stats();
         t.budget->shutdown();
+        if (t.rate_gate != nullptr) t.rate_gate->close();
     }
 }
 
@@ -228,6 +231,18 @@ int run_command(Options o) {
             cg::RequestBudgetConfig bc = limits ? *limits : cg::RequestBudgetConfig{};
             if (!limits) bc.learning.enabled = false;  // only the cap on running tasks
             if (o.max_running > 0) bc.max_running = o.max_running;
+            if (o.redis && !bc.windows.empty()) {
+                // The processes sharing the account's credits share its request windows too.
+                cg::RedisRateGateConfig rg;
+                rg.redis = *o.redis;
+                rg.account = o.account.empty() ? o.provider : o.account;
+                rg.windows = bc.windows;
+                rg.headroom = bc.headroom;
+                rg.jitter_margin = bc.jitter_margin;
+                auto gate = cg::RedisRateGate::create(ioc.get_executor(), std::move(rg));
+                tally.rate_gate = gate.get();
+                bc.shared = std::move(gate);
+            }
             budget = std::make_shared<cg::RequestBudget>(ioc.get_executor(), std::move(bc));
             o.runner.budget = budget;
             tally.budget = budget.get();
@@ -288,6 +303,10 @@ int run_command(Options o) {
             if (b->learned_rate) out["learned_limit"] = *b->learned_rate;  // requests per second
             if (b->header_window) out["header_limit"] = cg::format_rate_limits({*b->header_window});
             if (b->max_running > 0) out["max_running"] = b->max_running;
+            if (tally.rate_gate != nullptr) {
+                out["shared_rate_waits"] = b->shared_waits;
+                out["shared_rate_errors"] = b->shared_errors;
+            }
         } else {
             out["paced_waits"] = 0;
             out["rate_limit"] = "off";

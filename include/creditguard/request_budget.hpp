@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <ostream>
@@ -99,6 +100,19 @@ struct LearningConfig {
     double max_rate = 10'000;
 };
 
+/// A limit shared with other processes on the same account (RedisRateGate, redis_budget.hpp): asked before
+/// every permit, once the budget's own limits allow it, one question at a time.
+class SharedRateGate {
+public:
+    using Callback = std::function<void(boost::system::error_code, Duration)>;
+    virtual ~SharedRateGate() = default;
+    /// May a request of `kind` go now? Calls `done` exactly once, from any thread, never inside take():
+    /// no error and 0: taken (counted in the shared windows); a positive wait: not before then; an error:
+    /// the shared store cannot say, and the budget paces on its own (its windows still hold this process
+    /// to the account's limit).
+    virtual void take(RequestKind kind, Callback done) = 0;
+};
+
 struct RequestBudgetConfig {
     /// The limits, all of which every request keeps. Empty: unknown (learned).
     std::vector<RateWindow> windows;
@@ -113,6 +127,8 @@ struct RequestBudgetConfig {
     /// A Retry-After longer than this is capped (a broken header must not stall a run for hours).
     Duration max_retry_after = 10min;
     LearningConfig learning;
+    /// Several processes on one account: every permit is also taken from this gate. Null: this process only.
+    std::shared_ptr<SharedRateGate> shared;
 };
 
 /// The preset for a built-in provider id ("sunoapi", "kie", "udioapi", "crun"): the documented or inferred
@@ -160,6 +176,8 @@ struct RequestBudgetStats {
     std::uint64_t retry_after_pauses = 0;
     std::uint64_t backoff_pauses = 0;
     std::uint64_t decreases = 0;  ///< refusals that lowered the learned rate (one per burst)
+    std::uint64_t shared_waits = 0;   ///< times the shared gate said "not yet"
+    std::uint64_t shared_errors = 0;  ///< times it could not say (paced alone then)
     /// The learned rate (requests per second, all kinds together), while one applies: always for an unknown
     /// limit, after the first refusal for a configured one.
     std::optional<double> learned_rate;
@@ -285,7 +303,8 @@ public:
             token, service_, kind);
     }
 
-    /// A permit now, or nullopt (others of the same or a higher priority wait, or a limit holds it back).
+    /// A permit now, or nullopt (others of the same or a higher priority wait, a limit holds it back, or a
+    /// shared gate has to be asked first).
     std::optional<RequestPermit> try_acquire(RequestKind kind);
 
     /// What the provider answered to the request sent with `permit` (learning, pauses).

@@ -49,6 +49,12 @@ public:
     BudgetGrant grant(RequestKind kind, TimePoint now, Duration waited);
     /// A running-task slot comes back.
     void release_slot() noexcept;
+    /// The shared gate said "not before `until`": nothing goes before then.
+    void hold_until(TimePoint until) noexcept {
+        if (until > pause_until_) pause_until_ = until;
+        ++stats_.shared_waits;
+    }
+    void note_shared_error() noexcept { ++stats_.shared_errors; }
     /// What the provider answered to the request sent with `grant`.
     void answered(const BudgetGrant& grant, const RequestAnswer& answer, TimePoint now);
 
