@@ -292,6 +292,10 @@ BOOST_AUTO_TEST_CASE(retry_after_as_an_http_date_reaches_the_budget_through_the_
     body_code.status = 200;
     body_code.body = R"({"code":430,"msg":"Your call frequency is too high"})";
     BOOST_TEST(cg::request_answer(cg::classify(suno, body_code, now)).rate_limited);
+    body_code.body = R"({"code":405,"msg":"rate limit exceeded"})";  // its other rate-limit code
+    BOOST_TEST(cg::request_answer(cg::classify(suno, body_code, now)).rate_limited);
+    body_code.body = R"({"code":429,"msg":"Insufficient credits"})";  // at sunoapi.org, 429 is about money
+    BOOST_TEST(!cg::request_answer(cg::classify(suno, body_code, now)).rate_limited);
     // A transport failure says nothing about the limit.
     BOOST_TEST(!cg::request_answer(cg::Classification{}).answered);
 }
