@@ -267,8 +267,7 @@ public:
         finish(lock, done);
     }
 
-    void report(const RequestPermit& permit, const RequestAnswer& answer, const BudgetGrant& grant) {
-        (void)permit;
+    void report(const RequestAnswer& answer, const BudgetGrant& grant) {
         Completions done;
         std::unique_lock lock(mutex_);
         const TimePoint now = clock_->now();
@@ -572,7 +571,7 @@ void RequestBudget::report(const RequestPermit& permit, const RequestAnswer& ans
     g.at = permit.granted_at_;
     g.rate = permit.rate_at_grant_;
     g.slot = permit.slot_;
-    service_->report(permit, answer, g);
+    service_->report(answer, g);
 }
 
 void RequestBudget::shutdown() {
