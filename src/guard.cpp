@@ -379,6 +379,7 @@ void GuardCore::on_read_done(RefreshTicket ticket, boost::system::error_code ec,
     ++rounds_completed_;
     if (shut_down_) return;
     const TimePoint now = clock_->now();
+    counters_.last_refresh_error = ec;
     if (!ec) {
         ledger_->refresh_received(ticket, balance);
         ever_ok_ = true;
