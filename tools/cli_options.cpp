@@ -93,6 +93,9 @@ ID is one of sunoapi, udioapi, crun, kie. The API key comes from CREDITGUARD_API
 run without --base-url starts the embedded mock provider (its own key).
 --ledger redis://... shares one account's credits among every process using the same server and --account
 (default: the provider's name); a Redis password comes from CREDITGUARD_REDIS_PASSWORD, never the URL.
+exit codes: 0 every job completed (or there were none), 1 some jobs failed or were not admitted for any
+reason but lack of credits, or a runtime error, 2 usage error, 3 jobs refused only for lack of credits
+(insufficient_credits, with the balance known). Each cause prints one line on stderr: error: KIND: ...
 )";
     return 2;
 }
