@@ -315,6 +315,90 @@ BOOST_AUTO_TEST_CASE(an_untrusted_certificate_is_named_and_exits_non_zero) {
     BOOST_TEST(mock.counters().requests == 0u);  // nothing was sent over the unverified connection
 }
 
+BOOST_AUTO_TEST_CASE(max_job_time_ends_jobs_whose_polls_are_never_readable) {
+    cg::MockProvider mock(mock_config());
+    // One crun.ai answer for every request: the balance (data.balance) and the create (data.task_id) read fine,
+    // the status poll has no data.status and is unreadable every time.
+    mock.inject_next(1'000'000,
+                     canned(R"({"code":200,"message":"success","data":{"balance":1000,"task_id":"task-never-done"}})"));
+    const Ran r = run_cli(
+        "run --json --provider crun --jobs 2 --concurrency 2 --poll-interval 0.01 --max-job-time 0.5"
+        " --base-url " +
+            mock.base_url(),
+        "CREDITGUARD_API_KEY=" + kKey);
+    BOOST_TEST(r.exit_code == 1, r.err);
+    const auto found = error_lines(r.err);
+    BOOST_TEST_REQUIRE(found.size() == 1u, r.err);
+    BOOST_TEST(found[0] == "error: timeout: 2 jobs: 2 had no final status within --max-job-time 0.5 s", found[0]);
+    const auto v = boost::json::parse(r.out).as_object();
+    BOOST_TEST(v.at("errors").at("timeout").as_int64() == 2);
+    BOOST_TEST(v.at("credits_spent").as_int64() == 2 * 12);    // submitted and never seen finishing: counted as spent
+    BOOST_TEST(v.at("elapsed_s").to_number<double>() < 10.0);  // not the default 30 minutes
+    BOOST_TEST(mock.counters().polls >= 4u);
+}
+
+BOOST_AUTO_TEST_CASE(each_bad_value_is_a_usage_error_naming_the_option_and_the_value) {
+    const std::vector<std::pair<std::string, std::string>> bad = {
+        {"--cost", "0"},
+        {"--cost", "-1"},
+        {"--cost", "9223372036854775807"},
+        {"--cost", "1000000001"},
+        {"--cost", "12abc"},
+        {"--cost", "0x10"},
+        {"--cost", "+12"},
+        {"--cost", "''"},
+        {"--jobs", "-3"},
+        {"--jobs", "1000001"},
+        {"--jobs", "2.5"},
+        {"--concurrency", "0"},
+        {"--concurrency", "1001"},
+        {"--poll-interval", "0"},
+        {"--poll-interval", "nan"},
+        {"--poll-interval", "inf"},
+        {"--poll-interval", "0x1p3"},
+        {"--poll-interval", "1.5s"},
+        {"--timeout", "1e-7"},
+        {"--timeout", "0.0001"},
+        {"--timeout", "-1"},
+        {"--max-wait", "0"},
+        {"--max-wait", "86401"},
+        {"--max-job-time", "0"},
+        {"--max-job-time", "1e9"},
+        {"--mock-credits", "-1"},
+        {"--mock-polls", "0"},
+        {"--mock-failure-rate", "1.5"},
+        {"--mock-failure-rate", "nan"},
+        {"--provider", "''"},
+        {"--account", "''"},
+        {"--api-key-file", "''"},
+    };
+    for (const auto& [option, value] : bad) {
+        for (const char* sep : {" ", "="}) {
+            const std::string shown = value == "''" ? "" : value;
+            const Ran r = run_cli("run " + option + sep + value);
+            BOOST_TEST(r.exit_code == 2, option << sep << value << ": " << r.err);
+            BOOST_TEST(r.err.find("bad value for " + option + " '" + shown + "'") != std::string::npos,
+                       option << sep << value << ": " << r.err);
+        }
+    }
+    // Derived values are checked too: the largest cost at the largest concurrency fits, and is accepted.
+    BOOST_TEST(run_cli("run --jobs 0 --cost 1000000000 --concurrency 1000").exit_code == 0);
+}
+
+BOOST_AUTO_TEST_CASE(options_take_their_value_after_an_equals_sign_too) {
+    const Ran r = run_cli("run --json --jobs=3 --concurrency=3 --cost=12 --policy=queue");
+    BOOST_TEST(r.exit_code == 0, r.err);
+    BOOST_TEST(boost::json::parse(r.out).at("completed").as_int64() == 3);
+    BOOST_TEST(run_cli("run --json=yes").exit_code == 2);
+}
+
+BOOST_AUTO_TEST_CASE(help_documents_the_exit_codes) {
+    const Ran r = run_cli("run --help");
+    BOOST_TEST(r.exit_code == 0);
+    BOOST_TEST(r.err.find("exit codes: 0 ") != std::string::npos, r.err);
+    BOOST_TEST(r.err.find("--max-job-time") != std::string::npos);
+}
+
 BOOST_AUTO_TEST_CASE(run_against_a_separate_mock_server_uses_the_given_base_url_and_key) {
     cg::MockProvider mock(mock_config());
     const Ran r = run_cli("run --json --provider udioapi --jobs 4 --poll-interval 0.01 --base-url " + mock.base_url(),

@@ -25,6 +25,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <iostream>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -120,13 +121,19 @@ void finish(RunTally& t) {
     t.guard->reset();
 }
 
+cg::Credits saturating_add(cg::Credits a, cg::Credits b) {
+    cg::Credits sum = 0;
+    if (!__builtin_add_overflow(a, b, &sum)) return sum;
+    return b < 0 ? std::numeric_limits<cg::Credits>::min() : std::numeric_limits<cg::Credits>::max();
+}
+
 asio::awaitable<void> worker(cg::CreditGuard& guard, const cg::Provider& provider, const Options& o, RunTally& t) {
     while (t.next < t.jobs) {
         const int id = t.next++;
         auto body = provider.make_create_body("creditguard job " + std::to_string(id) + ": a calm piano piece");
         cg::JobResult r = co_await cg::run_guarded_job(guard, provider, std::move(body), o.cost, o.runner);
         ++t.done;
-        t.spent += r.charged;
+        t.spent = saturating_add(t.spent, r.charged);  // the provider says what a job cost: never trusted to fit
         t.insufficient += r.insufficient_answers;
         t.rate_limited += r.rate_limited_answers;
         t.maintenance += r.maintenance_answers;
@@ -277,7 +284,7 @@ int run_command(Options o) {
         gc.policy = o.policy;
         gc.deduction = config->deduction;
         gc.default_max_wait = o.max_wait;
-        gc.low_watermark = o.cost * o.concurrency;
+        gc.low_watermark = o.low_watermark;
         std::shared_ptr<cg::BalanceSource> source = provider.balance_source();
         if (o.redis) {
             cg::RedisLedgerConfig lc;
@@ -357,9 +364,12 @@ int main(int argc, char** argv) {
     if (argc < 2) return cg_cli::usage("missing command");
     const std::string command = argv[1];
     if (command == "mock") return cg_cli::mock_command(argc - 1, argv + 1);
-    if (command == "--help" || command == "-h" || command == "help") {
-        cg_cli::usage("");
-        return 0;
+    for (int i = 1; i < argc; ++i) {
+        const std::string_view arg = argv[i];
+        if (arg == "--help" || arg == "-h" || (i == 1 && arg == "help")) {
+            cg_cli::usage("");
+            return 0;
+        }
     }
     Options o;
     std::string why;
