@@ -404,6 +404,7 @@ void GuardCore::on_read_done(RefreshTicket ticket, boost::system::error_code ec,
     ++rounds_completed_;
     if (shut_down_) return;
     const TimePoint now = clock_->now();
+    counters_.last_refresh_error = ec;
     if (!ec) {
         note_read_locked(ledger_->refresh_received(ticket, balance), now);
         ever_ok_ = true;
