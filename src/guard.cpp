@@ -171,6 +171,7 @@ void GuardCore::park(Waiter* waiter, Credits cost, const ReserveOptions& options
         const bool pool_may_serve = !local_ && ledger_->balance_known() && available_locked() >= cost;
         waiter->recheck_only = true;
         waiter->decide_after_round = rounds_completed_ + (wants_read || pool_may_serve ? 1 : 0);
+        waiter->decide_after_read = reads_completed_ + (wants_read ? 1 : 0);
         if (!paused_ && decides_reject_locked(waiter)) {
             reject_locked(waiter, work);
             return run(lock, work);
@@ -231,6 +232,10 @@ void GuardCore::unpark_locked(Waiter* waiter) noexcept {
 // released holds of the jobs in flight may still make room, so it keeps waiting.
 bool GuardCore::decides_reject_locked(Waiter* waiter) noexcept {
     if (!waiter->recheck_only || rounds_completed_ < waiter->decide_after_round) return false;
+    // While the balance is unknown only a failed balance read decides: a shared pool's "no", or a read
+    // whose answer the shared ledger has not applied yet, says nothing about what the account holds.
+    if (!ledger_->balance_known() && (reads_completed_ < waiter->decide_after_read || consecutive_failures_ == 0))
+        return false;
     if (waiter->awaits_read) {
         waiter->awaits_read = false;
         --reads_awaited_;
@@ -402,6 +407,7 @@ void GuardCore::on_read_done(RefreshTicket ticket, boost::system::error_code ec,
     Lock lock(mutex_);
     read_in_flight_ = false;
     ++rounds_completed_;
+    ++reads_completed_;
     if (shut_down_) return;
     const TimePoint now = clock_->now();
     counters_.last_refresh_error = ec;

@@ -334,6 +334,15 @@ int run_command(Options o) {
             errors[kind] = cause.jobs;
         out["errors"] = std::move(errors);
         if (stats.last_refresh_error) out["balance_read_error"] = kind_of(stats.last_refresh_error);
+        // How every reservation ended: granted = released + settled + refunded + abandoned + live.
+        out["reservations"] = boost::json::object{{"granted", stats.granted},     {"released", stats.released},
+                                                  {"settled", stats.settled},     {"refunded", stats.refunded},
+                                                  {"abandoned", stats.abandoned}, {"live", stats.live_reservations}};
+        out["unresolved_credits"] = stats.unresolved;
+        out["unexplained_spend"] = stats.unexplained_spend;
+        out["drift_margin"] = stats.drift_margin;
+        out["server_errors"] = stats.server_error_signals;
+        out["breaker_trips"] = stats.breaker_trips;
         if (mock) out["mock_balance_left"] = mock->credits();
         out["ledger"] = o.redis ? "redis" : "local";
         if (tally.ledger_stats) {
