@@ -305,7 +305,9 @@ void GuardCore::check_watermark_locked(DeferredWork& work) noexcept {
 }
 
 bool GuardCore::starved_locked() const noexcept {
-    const bool queue_blocked = fifo_.size() > recheck_waiters_;
+    // Waiters of either policy that are not already asking for a read now: a read may show what they
+    // wait for (a top-up, or a refund at an at-submit provider).
+    const bool queue_blocked = fifo_.size() > reads_awaited_;
     const bool low = ledger_->balance_known() && ledger_->available() < config_.low_watermark;
     return queue_blocked || low;
 }
