@@ -86,7 +86,7 @@ asio::awaitable<RedisValue> run_script(RedisConnection& c, const char* body, std
 asio::awaitable<void> resent_batches_apply_once(RedisConnection& c) {
     // (g++ 12: argument lists are named variables, never braced temporaries inside a co_await expression.)
     // Lease L (ttl 10 s) on a fresh account, synced by a read of 100.
-    const std::vector<std::string> open_args{"L", "10000", "e1", "0", "0", "0", "submit"};
+    const std::vector<std::string> open_args{"L", "10000", "e1", "0", "0", "0", "submit", "0"};
     RedisValue opened = co_await run_script(c, lua::open, open_args);
     BOOST_REQUIRE(opened.at(0).str() == "OK");
     const std::vector<std::string> begin_args{"me", "5000", "0"};
