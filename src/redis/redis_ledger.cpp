@@ -61,8 +61,11 @@ Credits RedisLedger::available() const noexcept {
     return (s.zeroed || s.shared.zeroed) && value > 0 ? 0 : value;
 }
 
+// Known once a read was applied in this epoch, even while this process registers its lease or waits out the
+// grace after a Redis restart (nothing is granted then: see available()). A reject-policy waiter is then decided
+// by the best case instead of being refused for a balance that is in fact known.
 bool RedisLedger::balance_known() const noexcept {
-    return state_->usable();
+    return state_->known();
 }
 
 bool RedisLedger::try_hold(Credits cost) noexcept {
@@ -246,7 +249,7 @@ void RedisLedger::expire_unresolved(TimePoint now) noexcept {
 // back. This process's operations still in the outbox show in the next reply.
 Credits RedisLedger::best_case_available() const noexcept {
     const State& s = *state_;
-    return s.usable() ? s.shared.best_case : available();
+    return s.known() ? s.shared.best_case : available();
 }
 
 // Written to this process's lease; the pool keeps back the largest margin of the live processes, so that a

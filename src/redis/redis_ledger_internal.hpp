@@ -135,8 +135,14 @@ struct RedisLedger::State {
             if (op.number > absorbed_upto) expected += op.lease_delta();
         return expected;
     }
-    [[nodiscard]] bool usable() const noexcept {
-        return lease_ok && reachable && shared.synced && !shared.resyncing && !forgotten;
+    /// A read was applied in this epoch and Redis answers: the balance is known (granting may still wait for
+    /// the lease to be registered, or for the grace after the shared state was created: see usable()).
+    [[nodiscard]] bool known() const noexcept { return reachable && shared.synced && !forgotten; }
+    [[nodiscard]] bool usable() const noexcept { return known() && lease_ok && !shared.resyncing; }
+    /// A script call got through: Redis is reachable (a new outage later starts with the whole allowance).
+    void mark_reachable(Credits allowance) noexcept {
+        if (!reachable) allowance_left = allowance;
+        reachable = true;
     }
     /// The outcome of a read whose reply carried `totals`: what the fleet's reads found since the guard was last
     /// told (a read another process applied counts too; the first read after start or a restart sets the base).

@@ -335,8 +335,7 @@ asio::awaitable<void> RedisLedgerRemote::send_batch(std::vector<LedgerOp>& batch
     update(
         [&](RedisLedger::State& s) {
             apply_snapshot(s, reply);
-            if (!s.reachable) s.allowance_left = config_.local_allowance;
-            s.reachable = true;
+            s.mark_reachable(config_.local_allowance);
             s.acked_upto = std::max(s.acked_upto, last);
             if (has_acquire) {
                 s.acquire_outstanding = false;
@@ -480,7 +479,10 @@ asio::awaitable<void> RedisLedgerRemote::coordinated_read(std::shared_ptr<Balanc
             co_await wait_for(config_.poll_interval);
             continue;
         }
-        update([&](RedisLedger::State& s) { apply_snapshot(s, reply); });
+        update([&](RedisLedger::State& s) {
+            apply_snapshot(s, reply);
+            s.mark_reachable(config_.local_allowance);  // a read may finish before the lease is registered
+        });
         if (status == "FRESH") {
             ++counters_.shared_reads;
             co_await settle_acquire();
@@ -522,7 +524,10 @@ asio::awaitable<void> RedisLedgerRemote::coordinated_read(std::shared_ptr<Balanc
             done(end_ec, 0);
             co_return;
         }
-        update([&](RedisLedger::State& s) { apply_snapshot(s, end_reply); });
+        update([&](RedisLedger::State& s) {
+            apply_snapshot(s, end_reply);
+            s.mark_reachable(config_.local_allowance);
+        });
         co_await settle_acquire();
         // The fall the fleet's jobs do not explain was computed where the read was applied; it reaches this
         // process's guard (which sent the read) as the read's outcome.
