@@ -1,4 +1,3 @@
-const std::vector<std::string> args1{"L", "10000", "e1", "0", "0", "0", "submit"};
 // The shared ledger against a real redis-server: several guards, each with its own RedisLedger and connections
 // (as separate processes would have), sharing one provider account. Multi-process runs are in
 // redis_fleet_test.cpp.
