@@ -48,7 +48,9 @@ struct RedisLedgerConfig {
     /// Only one process reads the provider balance at a time; its lock expires after this long if it dies.
     std::chrono::milliseconds refresh_lock_ttl{30000};
     /// A job committed by a process that died before settling it is assumed charged (and dropped from the
-    /// outstanding credits by the next balance read) this long after its process's lease expired.
+    /// outstanding credits by the next balance read) this long after its process's lease expired. The same holds
+    /// for the dead process's unresolved jobs (lost create replies, abandoned jobs): while their process lives
+    /// they expire after GuardConfig::unresolved_job_ttl, once it is gone after this.
     std::chrono::milliseconds orphan_job_ttl{std::chrono::hours(1)};
 };
 
