@@ -226,6 +226,10 @@ int run_command(Options o) {
                                 {"maintenance_waits", tally.maintenance},
                                 {"balance_requests", balance_requests},
                                 {"elapsed_s", elapsed}};
+        // How every reservation ended, so that a soak can check each one ended exactly once.
+        out["reservations"] = boost::json::object{{"granted", stats.granted},   {"committed", stats.committed},
+                                                  {"released", stats.released}, {"settled", stats.settled},
+                                                  {"refunded", stats.refunded}, {"live", stats.live_reservations}};
         if (mock) out["mock_balance_left"] = mock->credits();
         out["ledger"] = o.redis ? "redis" : "local";
         if (tally.ledger_stats) {
