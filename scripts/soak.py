@@ -32,6 +32,7 @@ concurrency can still order requests differently, so a replay may need a few tri
 """
 
 import argparse
+import concurrent.futures
 import json
 import os
 import random
@@ -200,32 +201,49 @@ def fault_line(c):
 def run_round(binary, cfg):
     violations = []
     mock = Mock(binary, cfg)
-    run_cmd = run_command(binary, cfg, mock.port)
-    env = dict(os.environ, CREDITGUARD_API_KEY=KEY)
-    started = time.monotonic()
-    run, run_err, exit_code = None, "", None
     try:
-        p = subprocess.run(run_cmd, capture_output=True, text=True, env=env, timeout=RUN_TIME_LIMIT_S)
-        exit_code, run_err = p.returncode, p.stderr
-        if p.returncode == 2:
-            raise RuntimeError(f"usage error from the run (a soak script bug): {p.stderr.strip()}")
-        if p.returncode not in (0, 1):
-            violations.append(("crash", f"the run exited with {p.returncode}: {p.stderr.strip()[-400:]}"))
+        run_cmd = run_command(binary, cfg, mock.port)
+        env = dict(os.environ, CREDITGUARD_API_KEY=KEY)
+        started = time.monotonic()
+        run, run_err, exit_code = None, "", None
         try:
-            run = json.loads(p.stdout.strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            violations.append(("crash", f"no JSON from the run (exit {p.returncode}): {p.stderr.strip()[-400:]}"))
-    except subprocess.TimeoutExpired:
-        violations.append(("hang", f"the run did not finish within {RUN_TIME_LIMIT_S} s"))
-    elapsed = time.monotonic() - started
-    closed = control(mock.port, "POST", "/__mock/finish-tasks")  # lost-reply tasks are charged now
-    mock.stop()
+            p = subprocess.run(run_cmd, capture_output=True, text=True, env=env, timeout=RUN_TIME_LIMIT_S)
+            exit_code, run_err = p.returncode, p.stderr
+            if p.returncode == 2:
+                raise RuntimeError(f"usage error from the run (a soak script bug): {p.stderr.strip()}")
+            if p.returncode not in (0, 1):
+                violations.append(("crash", f"the run exited with {p.returncode}: {p.stderr.strip()[-400:]}"))
+            try:
+                run = json.loads(p.stdout.strip().splitlines()[-1])
+            except (ValueError, IndexError):
+                violations.append(("crash", f"no JSON from the run (exit {p.returncode}): {p.stderr.strip()[-400:]}"))
+        except subprocess.TimeoutExpired:
+            violations.append(("hang", f"the run did not finish within {RUN_TIME_LIMIT_S} s"))
+        elapsed = time.monotonic() - started
+        closed = control(mock.port, "POST", "/__mock/finish-tasks")  # lost-reply tasks are charged now
+    finally:
+        mock_out, mock_err = mock.stop()
+    if mock.proc.returncode != 0:
+        violations.append(("crash", f"the mock exited with {mock.proc.returncode}: {mock_err.strip()[-400:]}"))
     books, counters = closed["books"], closed["counters"]
     if run is not None:
         violations += judge(cfg, run, books, counters)
     return {"cfg": cfg, "run": run, "books": books, "counters": counters, "violations": violations,
             "elapsed": elapsed, "exit": exit_code, "run_err": run_err, "mock_cmd": mock.cmd, "run_cmd": run_cmd,
             "port": mock.port}
+
+
+def run_round_safely(binary, cfg):
+    """A round that could not even be judged (the mock did not start, its books could not be read) is
+    reported as soak_error: not a finding about the guard, but never a pass."""
+    try:
+        return run_round(binary, cfg)
+    except Exception as e:  # noqa: BLE001 - any failure of the harness ends up in the report
+        empty = {k: 0 for k in ("lowest_balance", "lowest_balance_own", "charged", "refunded", "topped_up",
+                                "foreign_spent", "tasks_created", "tasks_finished_unpolled", "max_tasks_per_job")}
+        return {"cfg": cfg, "run": None, "books": empty, "counters": None, "violations": [("soak_error", str(e))],
+                "elapsed": 0.0, "exit": None, "run_err": "", "mock_cmd": mock_command(binary, cfg),
+                "run_cmd": run_command(binary, cfg, 0), "port": 0}
 
 
 def describe(r):
@@ -241,7 +259,8 @@ def describe(r):
              f"refunded {b['refunded']}, topped up {b['topped_up']}, foreign {b['foreign_spent']}, tasks "
              f"{b['tasks_created']} ({b['tasks_finished_unpolled']} finished unpolled), max per job "
              f"{b['max_tasks_per_job']}")
-    return head + "\n" + books + "\n  faults: " + fault_line(r["counters"])
+    faults = fault_line(r["counters"]) if r["counters"] else "(none read)"
+    return head + "\n" + books + "\n  faults: " + faults
 
 
 def main():
@@ -252,6 +271,7 @@ def main():
     ap.add_argument("--min-rounds", type=int, default=4, help="at least this many rounds (both timings, +/- foreign)")
     ap.add_argument("--replay", type=int, default=None, help="run only the round with this seed")
     ap.add_argument("--report", default=None, help="write every round's data here (JSON)")
+    ap.add_argument("--parallel", type=int, default=1, help="rounds run at the same time (each its own mock)")
     ap.add_argument("--faults", default=FAULTS, help=f"the mock's --random-faults (default '{FAULTS}')")
     args = ap.parse_args()
 
@@ -262,19 +282,22 @@ def main():
         seeds = (first + i for i in range(10**9))
     deadline = time.monotonic() + args.minutes * 60
     rounds = []
-    print(f"soak: {args.bin}, {args.minutes:g} min, faults '{args.faults}', client timeout {CLIENT_TIMEOUT_S} s",
-          flush=True)
-    for i, seed in enumerate(seeds):
-        if args.replay is None and i >= args.min_rounds and time.monotonic() >= deadline:
-            break
-        r = run_round(args.bin, round_config(seed, args.faults))
-        rounds.append(r)
-        status = "ok" if not r["violations"] else "VIOLATION " + ", ".join(sorted({n for n, _ in r["violations"]}))
-        print(f"round {i + 1}: {status}: {describe(r)}", flush=True)
-        for name, detail in r["violations"]:
-            print(f"  !! {name}: {detail}", flush=True)
-        if args.replay is not None:
-            break
+    print(f"soak: {args.bin}, {args.minutes:g} min, faults '{args.faults}', client timeout {CLIENT_TIMEOUT_S} s, "
+          f"{args.parallel} rounds at a time", flush=True)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(args.parallel, 1)) as pool:
+        while True:
+            if args.replay is None and len(rounds) >= args.min_rounds and time.monotonic() >= deadline:
+                break
+            batch = [next(seeds) for _ in range(1 if args.replay is not None else max(args.parallel, 1))]
+            for r in pool.map(lambda seed: run_round_safely(args.bin, round_config(seed, args.faults)), batch):
+                rounds.append(r)
+                status = "ok" if not r["violations"] else "VIOLATION " + ", ".join(
+                    sorted({n for n, _ in r["violations"]}))
+                print(f"round {len(rounds)}: {status}: {describe(r)}", flush=True)
+                for name, detail in r["violations"]:
+                    print(f"  !! {name}: {detail}", flush=True)
+            if args.replay is not None or any(n == "soak_error" for r in rounds for n, _ in r["violations"]):
+                break  # one round, or the harness itself is broken: more rounds would say the same
 
     if args.report:
         with open(args.report, "w") as f:
@@ -293,7 +316,9 @@ def main():
         print("no overspend, every reservation ended once, no job submitted twice, every unfinished job named")
         return 0
     for name, n in sorted(totals.items()):
-        print(f"  {name}: {n} rounds (seeds {', '.join(str(r['cfg']['seed']) for r in bad if any(v[0] == name for v in r['violations']))})")
+        seeds_of = [str(r["cfg"]["seed"]) for r in bad if any(v[0] == name for v in r["violations"])]
+        more = f", ... {len(seeds_of) - 20} more" if len(seeds_of) > 20 else ""
+        print(f"  {name}: {n} rounds (seeds {', '.join(seeds_of[:20])}{more})")
     again = "" if args.faults == FAULTS else f" --faults {shlex.quote(args.faults)}"
     print(f"reproduce one round:  scripts/soak.sh --replay SEED{again}   (or by hand, the mock and the run:)")
     r = bad[0]
