@@ -80,6 +80,8 @@ def round_config(seed, faults=None):
         "foreign_per_s": round(rng.uniform(2.0, 8.0), 1) if foreign else 0.0,
         "failure_rate": rng.choice([0.0, 0.1]),
         "max_wait_s": rng.choice([2, 4]),
+        # Drawn last, so that the fields above stay what they were for a seed.
+        "error_style": rng.choice(["body", "body", "http", "status"]),
     }
 
 
@@ -90,6 +92,8 @@ def mock_command(binary, cfg):
            "--finish-unpolled-after", FINISH_UNPOLLED_AFTER_S]
     if cfg["provider"] == "kie":
         cmd += ["--v1-flavor", "kie"]
+    if cfg.get("error_style", "body") != "body":
+        cmd += ["--error-style", cfg["error_style"]]
     if cfg["foreign_per_s"] > 0:
         cmd += ["--foreign-spend", str(cfg["foreign_per_s"])]
     return cmd
@@ -249,7 +253,8 @@ def run_round_safely(binary, cfg):
 def describe(r):
     cfg, run, b = r["cfg"], r["run"], r["books"]
     head = (f"seed {cfg['seed']} {cfg['provider']} mock:{cfg['mock_deduct']} run:{cfg['run_deduct']} "
-            f"{cfg['policy']} credits {cfg['credits']} foreign {cfg['foreign_per_s']}/s jobs {cfg['jobs']}x"
+            f"{cfg['policy']} errors:{cfg['error_style']} credits {cfg['credits']} foreign {cfg['foreign_per_s']}/s "
+            f"jobs {cfg['jobs']}x"
             f"{cfg['concurrency']}")
     if run is not None:
         res = reservation_counts(run)
