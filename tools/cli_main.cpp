@@ -335,9 +335,10 @@ int run_command(Options o) {
         out["errors"] = std::move(errors);
         if (stats.last_refresh_error) out["balance_read_error"] = kind_of(stats.last_refresh_error);
         // How every reservation ended: granted = released + settled + refunded + abandoned + live.
-        out["reservations"] = boost::json::object{{"granted", stats.granted},     {"released", stats.released},
-                                                  {"settled", stats.settled},     {"refunded", stats.refunded},
-                                                  {"abandoned", stats.abandoned}, {"live", stats.live_reservations}};
+        out["reservations"] = boost::json::object{{"granted", stats.granted},       {"committed", stats.committed},
+                                                  {"released", stats.released},     {"settled", stats.settled},
+                                                  {"refunded", stats.refunded},     {"abandoned", stats.abandoned},
+                                                  {"live", stats.live_reservations}};
         out["unresolved_credits"] = stats.unresolved;
         out["unexplained_spend"] = stats.unexplained_spend;
         out["drift_margin"] = stats.drift_margin;
