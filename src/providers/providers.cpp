@@ -262,8 +262,9 @@ struct Provider::State {
 
     /// What every call's completion does first: a transport error completes with "no answer"; otherwise
     /// the body is parsed once and classified, and an answer that is not ok completes with its error
-    /// (with `unreadable_is_ambiguous`, an unreadable answer is errc::ambiguous_outcome: a create whose
-    /// reply cannot be read may still have made a task). Returns the parsed body when the caller goes on.
+    /// (with `unreadable_is_ambiguous`, an unreadable answer, or a gateway's 502/504 page, is
+    /// errc::ambiguous_outcome: a create whose reply cannot be read, or whose reply a gateway lost after
+    /// passing the request on, may still have made a task). Returns the parsed body when the caller goes on.
     template <class Reply>
     std::optional<detail::ParsedBody> answer(error_code ec, const HttpResponse& resp, Reply& r,
                                              Provider::Handler<Reply>& h, bool unreadable_is_ambiguous = false) const {
@@ -276,7 +277,9 @@ struct Provider::State {
         detail::ParsedBody body = detail::parse_body(resp.body);
         r.cls = classify(resp, body);
         error_code result = ec;
-        if (!result && unreadable_is_ambiguous && r.cls.outcome == Outcome::malformed) result = errc::ambiguous_outcome;
+        const bool gateway_lost_reply = resp.status == 502 || resp.status == 504;
+        if (!result && unreadable_is_ambiguous && (r.cls.outcome == Outcome::malformed || gateway_lost_reply))
+            result = errc::ambiguous_outcome;
         if (!result && r.cls.outcome != Outcome::ok) result = to_error_code(r.cls.outcome);
         if (result) {
             complete(h, ex, result, std::move(r));
