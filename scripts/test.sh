@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 
 # Compiler caching keyed on paths relative to the checkout, so that another clone (CI's) reuses the objects.
-export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$PWD}"
+export CCACHE_BASEDIR="$PWD"
 
 jobs=$(nproc 2>/dev/null || echo 2)
 
