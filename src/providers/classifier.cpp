@@ -63,6 +63,9 @@ error_code to_error_code(Outcome o) noexcept {
 namespace {
 
 constexpr std::size_t kMaxMessage = 256;
+/// The longest Retry-After delay (about 31 years): absurd but valid values are capped here, which also
+/// keeps every result convertible to the guard's nanosecond Duration.
+constexpr std::chrono::seconds kMaxRetryAfter{999'999'999};
 
 std::string lower(std::string_view s) {
     std::string out(s);
@@ -172,7 +175,7 @@ std::optional<std::chrono::seconds> parse_retry_after(std::string_view value,
         value.remove_suffix(1);
     if (value.empty() || value.size() > 64) return std::nullopt;
     if (std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-        if (value.size() > 9) return std::chrono::seconds(999'999'999);  // absurd but valid: cap it
+        if (value.size() > 9) return kMaxRetryAfter;  // absurd but valid: cap it
         long long s = 0;
         std::from_chars(value.data(), value.data() + value.size(), s);
         return std::chrono::seconds(s);
@@ -205,9 +208,13 @@ std::optional<std::chrono::seconds> parse_retry_after(std::string_view value,
     const year_month_day ymd{std::chrono::year{year}, std::chrono::month{static_cast<unsigned>(month)},
                              std::chrono::day{static_cast<unsigned>(day)}};
     if (month == 0 || !ymd.ok() || hh > 23 || mm > 59 || ss > 60) return std::nullopt;
-    const auto at = sys_days{ymd} + hours{hh} + minutes{mm} + seconds{ss};
-    const auto delta = duration_cast<seconds>(at - now);
-    return delta.count() < 0 ? seconds{0} : delta;
+    const sys_seconds at = sys_days{ymd} + hours{hh} + minutes{mm} + seconds{ss};
+    // Compared in whole seconds first: `now` counts nanoseconds, and a date more than ~292 years away (the
+    // year goes up to 9999) does not fit in nanoseconds.
+    const auto now_s = floor<seconds>(now);
+    if (at <= now_s) return seconds{0};
+    if (at - now_s > kMaxRetryAfter) return kMaxRetryAfter;
+    return duration_cast<seconds>(at - now);
 }
 
 detail::ParsedBody detail::parse_body(std::string_view body) noexcept {
