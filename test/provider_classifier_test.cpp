@@ -214,6 +214,22 @@ BOOST_AUTO_TEST_CASE(retry_after_far_dates_are_capped) {
     BOOST_TEST(c.retry_after.value().count() == cap);
 }
 
+// The numbers of a date are digits: a sign inside a field was read by %d (found by fuzz_retry_after).
+BOOST_AUTO_TEST_CASE(retry_after_date_fields_are_digits) {
+    const auto now = std::chrono::sys_days{std::chrono::year{2024} / 1 / 1} + 11h;
+    BOOST_TEST(!parse_retry_after("Mon Jan  1 14:08:05 +096", now).has_value());
+    BOOST_TEST(!parse_retry_after("Mon, 01 Jan 2024 12:-1:30 GMT", now).has_value());
+    BOOST_TEST(!parse_retry_after("Mon, 01 Jan 2024 -1:00:30 GMT", now).has_value());
+    BOOST_TEST(!parse_retry_after("Mon, 01 Jan -024 12:00:30 GMT", now).has_value());
+    BOOST_TEST(!parse_retry_after("Mon, +1 Jan 2024 12:00:30 GMT", now).has_value());
+    BOOST_TEST(!parse_retry_after("Monday, 01-Jan--4 12:00:10 GMT", now).has_value());
+    // What the forms allow is still read.
+    BOOST_TEST(parse_retry_after("Mon, 01 Jan 2024 12:00:30 GMT", now).value().count() == 3630);
+    BOOST_TEST(parse_retry_after("Mon, 1 Jan 2024 12:00:30 GMT", now).value().count() == 3630);
+    BOOST_TEST(parse_retry_after("Monday, 01-Jan-24 12:00:30 GMT", now).value().count() == 3630);
+    BOOST_TEST(parse_retry_after("Mon Jan  1 12:00:30 2024", now).value().count() == 3630);
+}
+
 BOOST_AUTO_TEST_CASE(balance_values_and_numeric_edges) {
     namespace json = boost::json;
     const auto ok = [](std::string_view text) {

@@ -9,6 +9,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 
 namespace creditguard {
 
@@ -181,28 +182,39 @@ std::optional<std::chrono::seconds> parse_retry_after(std::string_view value,
         return std::chrono::seconds(s);
     }
     const std::string text(value);
-    int day = 0, year = 0, hh = 0, mm = 0, ss = 0;
+    // Numbers are read as runs of digits (%[0-9]): %d would also take a sign or leading blanks inside a
+    // field, and "08:-1:37" or a year of "+096" are garbage, not dates.
+    char day_s[3] = {}, year_s[5] = {}, hh_s[3] = {}, mm_s[3] = {}, ss_s[3] = {};
     char mon[4] = {};
     char tail[4] = {};
     int consumed = 0;
     bool parsed = false;
+    bool two_digit_year = false;
     // IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT
-    if (std::sscanf(text.c_str(), "%*3[A-Za-z], %2d %3[A-Za-z] %4d %2d:%2d:%2d %3s%n", &day, mon, &year, &hh, &mm, &ss,
-                    tail, &consumed) == 7 &&
+    if (std::sscanf(text.c_str(), "%*3[A-Za-z], %2[0-9] %3[A-Za-z] %4[0-9] %2[0-9]:%2[0-9]:%2[0-9] %3s%n", day_s, mon,
+                    year_s, hh_s, mm_s, ss_s, tail, &consumed) == 7 &&
         consumed == static_cast<int>(text.size()) && std::string_view(tail) == "GMT") {
         parsed = true;
-    } else if (consumed = 0; std::sscanf(text.c_str(), "%*[A-Za-z], %2d-%3[A-Za-z]-%2d %2d:%2d:%2d %3s%n", &day, mon,
-                                         &year, &hh, &mm, &ss, tail, &consumed) == 7 &&
-                             consumed == static_cast<int>(text.size()) && std::string_view(tail) == "GMT") {
-        // RFC 850: two-digit year
-        year += year < 70 ? 2000 : 1900;
-        parsed = true;
-    } else if (consumed = 0; std::sscanf(text.c_str(), "%*3[A-Za-z] %3[A-Za-z] %2d %2d:%2d:%2d %4d%n", mon, &day, &hh,
-                                         &mm, &ss, &year, &consumed) == 6 &&
-                             consumed == static_cast<int>(text.size())) {
+    } else if (consumed = 0;
+               std::sscanf(text.c_str(), "%*[A-Za-z], %2[0-9]-%3[A-Za-z]-%2[0-9] %2[0-9]:%2[0-9]:%2[0-9] %3s%n", day_s,
+                           mon, year_s, hh_s, mm_s, ss_s, tail, &consumed) == 7 &&
+               consumed == static_cast<int>(text.size()) && std::string_view(tail) == "GMT") {
+        parsed = two_digit_year = true;  // RFC 850
+    } else if (consumed = 0;
+               std::sscanf(text.c_str(), "%*3[A-Za-z] %3[A-Za-z] %2[0-9] %2[0-9]:%2[0-9]:%2[0-9] %4[0-9]%n", mon, day_s,
+                           hh_s, mm_s, ss_s, year_s, &consumed) == 6 &&
+               consumed == static_cast<int>(text.size())) {
         parsed = true;  // asctime
     }
     if (!parsed) return std::nullopt;
+    const auto number = [](const char* digits) {
+        int n = 0;
+        std::from_chars(digits, digits + std::strlen(digits), n);  // 1 to 4 digits: always fits
+        return n;
+    };
+    const int day = number(day_s), hh = number(hh_s), mm = number(mm_s), ss = number(ss_s);
+    int year = number(year_s);
+    if (two_digit_year) year += year < 70 ? 2000 : 1900;
     const int month = month_from(mon);
     using namespace std::chrono;
     const year_month_day ymd{std::chrono::year{year}, std::chrono::month{static_cast<unsigned>(month)},
