@@ -61,6 +61,11 @@ error_code detail::parse_http_target(const std::string& url, HttpTarget& t, std:
     } else {
         t.port = t.tls ? "443" : "80";
     }
+    // After an authority the path is empty or starts with '/' (RFC 3986 path-abempty). Boost.URL 1.81
+    // takes anything after a port's digits, or after an IPv4 address that begins a name, as a path
+    // ("http://host:80evil/x": port 80, path "evil/x"; "http://127.0.0.1.evil.com/": host 127.0.0.1, path
+    // ".evil.com/"), which would send a request target without its '/' there: such a URL is invalid.
+    if (!u.encoded_path().empty() && u.encoded_path().front() != '/') return errc::invalid_url;
     t.target = std::string(u.encoded_path());
     if (t.target.empty()) t.target = "/";
     if (u.has_query()) {
