@@ -10,6 +10,9 @@
 #include <creditguard/http_client.hpp>
 #include <creditguard/redis.hpp>
 
+#include <boost/url/ipv4_address.hpp>
+#include <boost/url/ipv6_address.hpp>
+
 #include <algorithm>
 #include <cctype>
 
@@ -46,6 +49,12 @@ void check_target(const std::string& url, const HttpTarget& t) {
     FUZZ_CHECK(t.loopback == is_loopback_host(t.host), where);
 }
 
+bool begins_with_ipv4(std::string_view host) {
+    for (std::size_t n = 7; n < host.size() && n <= 15; ++n)
+        if (boost::urls::parse_ipv4_address(host.substr(0, n))) return true;
+    return false;
+}
+
 /// redis:// URLs: a usable configuration, and (for plain host names) the same one written back.
 void check_redis(std::string_view url) {
     const auto r = redis_config_from_url(url);
@@ -53,14 +62,17 @@ void check_redis(std::string_view url) {
     const std::string where = fuzz::quoted(url) + " -> host " + fuzz::quoted(r->host) + " port " +
                               std::to_string(r->port) + " db " + std::to_string(r->database);
     FUZZ_CHECK(!r->host.empty() && r->port != 0 && r->database >= 0, where);
-    const bool plain = std::all_of(r->host.begin(), r->host.end(), [](unsigned char c) {
-        return std::isalnum(c) || c == '.' || c == '-' || c == '_' || c == ':';
-    });
-    if (!plain) return;
-    const bool v6 = r->host.find(':') != std::string::npos;
+    // An IPv6 address, or a name needing no percent-encoding (a decoded "%3A" is a ':' in a name).
+    const bool v6 = boost::urls::parse_ipv6_address(r->host).has_value();
+    const bool plain = std::all_of(r->host.begin(), r->host.end(),
+                                   [](unsigned char c) { return std::isalnum(c) || c == '.' || c == '-' || c == '_'; });
+    if (!plain && !v6) return;
     const std::string again = "redis://" + (v6 ? "[" + r->host + "]" : r->host) + ":" + std::to_string(r->port) + "/" +
                               std::to_string(r->database);
     const auto r2 = redis_config_from_url(again);
+    // Boost.URL 1.81 parses a name that begins with an IPv4 address ("127.0.0.1O") as that address and a
+    // rootless path; redis_config_from_url then refuses the URL (fails closed). Only that may not read back.
+    if (!r2 && begins_with_ipv4(r->host)) return;
     FUZZ_CHECK(r2 && r2->host == r->host && r2->port == r->port && r2->database == r->database,
                where + ", again " + fuzz::quoted(again));
 }
