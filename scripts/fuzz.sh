@@ -22,6 +22,9 @@ esac
 
 scripts/setup.sh
 
+# As in test.sh: compiler caching keyed on paths relative to the checkout, so other clones reuse the objects.
+export CCACHE_BASEDIR="$PWD"
+
 jobs=$(nproc 2>/dev/null || echo 2)
 echo "== build (clang 14, libFuzzer + asan + ubsan)"
 cmake --preset fuzz >/dev/null
