@@ -340,7 +340,9 @@ BOOST_AUTO_TEST_CASE(one_rate_limit_burst_costs_one_backoff_step) {
     const auto wall = std::chrono::steady_clock::now() - started;
     BOOST_TEST(t.completed == 10);
     BOOST_TEST(t.rate_limited >= 10);
-    BOOST_TEST(std::chrono::duration_cast<std::chrono::milliseconds>(wall).count() < 15'000);
+    const auto wall_ms = std::chrono::duration_cast<std::chrono::milliseconds>(wall).count();
+    BOOST_TEST_MESSAGE("10 jobs through a 1 s burst of 430s: " << wall_ms << " ms");
+    BOOST_TEST(wall_ms < 15'000);
 }
 
 // The reject policy next to jobs in flight: half the tasks fail and the provider refunds them. Jobs the
