@@ -137,7 +137,7 @@ asio::awaitable<void> resent_batches_apply_once(RedisConnection& c) {
     c.cancel();
 }
 
-// ---- a process that stops renewing gives its credits back within the lease TTL ----
+// ---- a process that stops renewing gives its credits back within the lease TTL and one read ----
 
 asio::awaitable<void> dead_lease_expires(RedisServer& server) {
     auto ex = co_await asio::this_coro::executor;
@@ -169,7 +169,9 @@ asio::awaitable<void> dead_lease_expires(RedisServer& server) {
     const auto waited = Clock::now() - asked;
     BOOST_TEST_MESSAGE("credits of the frozen process returned after "
                        << std::chrono::duration_cast<std::chrono::milliseconds>(waited).count() << " ms (ttl 1500)");
-    BOOST_TEST((waited < 1500ms + 600ms));  // the TTL, plus one poll interval and a round trip of slack
+    // The TTL, then a read sent after the expiry (it may have sent creates: possibly spent until a read shows
+    // them), plus one poll interval and a round trip of slack.
+    BOOST_TEST((waited < 1500ms + 600ms));
     all.release();
     live.stop();
     // The frozen process's objects go away without their context running.
@@ -278,8 +280,9 @@ asio::awaitable<void> open_and_read(RedisConnection& c, const std::string& prefi
     co_await run_script(c, lua::read_end, end_args, prefix);
 }
 
-// A provider read sent now, answered with `balance`.
-asio::awaitable<RedisValue> read_at(RedisConnection& c, const std::string& prefix, Credits balance) {
+// A provider read sent now, answered with `balance` (a dead process's jobs count as charged after `orphan_ttl_ms`).
+asio::awaitable<RedisValue> read_at(RedisConnection& c, const std::string& prefix, Credits balance,
+                                    std::string orphan_ttl_ms = "3600000") {
     const std::vector<std::string> begin_args{"me", "5000", "0"};
     RedisValue begin = co_await run_script(c, lua::read_begin, begin_args, prefix);
     BOOST_REQUIRE(begin.at(0).str() == "GO");
@@ -287,7 +290,7 @@ asio::awaitable<RedisValue> read_at(RedisConnection& c, const std::string& prefi
                                             "e1",
                                             std::to_string(begin.at(10).integer()),
                                             std::to_string(balance),
-                                            "3600000",
+                                            orphan_ttl_ms,
                                             std::to_string(begin.at(11).integer()),
                                             std::to_string(begin.at(12).integer())};
     co_return co_await run_script(c, lua::read_end, end_args, prefix);
@@ -384,6 +387,83 @@ asio::awaitable<void> refunds_in_the_best_case_at_submit(RedisConnection& c) {
     r = co_await read_at(c, p, 60);
     BOOST_TEST(r.at(f_pending).integer() == 0);
     BOOST_TEST(r.at(f_resolved).integer() == 10);
+    c.cancel();
+}
+
+// A lease that expires (its process stopped renewing without closing) may have sent creates nobody will report:
+// what it held moves into `pending`. A lease given back by `close` frees its credits at once.
+asio::awaitable<void> expired_leases_in_the_scripts(RedisConnection& c) {
+    // At completion: an unresolved record of the dead lease, pending until a fall covers it or orphan_job_ttl.
+    const std::string p = "creditguard:{lc}:";
+    co_await open_and_read(c, p, "completion", 100);
+    // F and G live 200 ms unless renewed; F takes 40, G 10. H takes 5 and closes.
+    const std::vector<std::string> ids{"F", "G", "H"};
+    for (const std::string& id : ids) {
+        const std::vector<std::string> open_args{id, "200", "e1", "0", "0", "0", "completion", "0"};
+        BOOST_REQUIRE((co_await run_script(c, lua::open, open_args, p)).at(0).str() == "OK");
+    }
+    const std::vector<std::string> take_f{"F", "200", "e1", "completion", "A", "1", "40", "40", "0"};
+    const std::vector<std::string> take_g{"G", "200", "e1", "completion", "A", "1", "10", "10", "0"};
+    const std::vector<std::string> take_h{"H", "200", "e1", "completion", "A", "1", "5", "5", "0"};
+    BOOST_REQUIRE((co_await run_script(c, lua::apply, take_f, p)).at(f_granted).integer() == 40);
+    BOOST_REQUIRE((co_await run_script(c, lua::apply, take_g, p)).at(f_granted).integer() == 10);
+    BOOST_REQUIRE((co_await run_script(c, lua::apply, take_h, p)).at(f_granted).integer() == 5);
+    const std::vector<std::string> close_h{"H"};
+    co_await run_script(c, lua::close, close_h, p);
+    co_await pause(300ms);
+    // Any script notices the expiries (here L's renewal): 50 pending, not free; H's 5 are free.
+    const std::vector<std::string> renew{"L", "10000", "e1", "completion"};
+    RedisValue r = co_await apply_twice(c, p, renew);
+    BOOST_TEST(r.at(f_pending).integer() == 50);
+    BOOST_TEST(r.at(f_unresolved).integer() == 50);
+    BOOST_TEST(r.at(f_available).integer() == 50);
+    BOOST_TEST(r.at(f_best).integer() == 100);  // none of it may have been charged
+    // F's batch resent after its lease expired changes nothing.
+    r = co_await run_script(c, lua::apply, take_f, p);
+    BOOST_TEST(r.at(0).str() == "LOST");
+    BOOST_TEST(r.at(f_pending).integer() == 50);
+    // A read whose balance did not fall leaves them pending: a task created then may be charged later.
+    r = co_await read_at(c, p, 100);
+    BOOST_TEST(r.at(f_pending).integer() == 50);
+    BOOST_TEST(r.at(f_available).integer() == 50);
+    // F was frozen, not dead: it registers again with what it still holds (15), which supersedes its record.
+    const std::vector<std::string> reopen_f{"F", "10000", "e1", "0", "15", "1", "completion", "0"};
+    r = co_await run_script(c, lua::open, reopen_f, p);
+    BOOST_TEST(r.at(f_pending).integer() == 10);
+    BOOST_TEST(r.at(f_unresolved).integer() == 10);
+    BOOST_TEST(r.at(f_available).integer() == 75);  // 100 - 15 leased - 10 pending
+    // G stays dead: once orphan_job_ttl passed, a read drops it (assumed charged: this one shows 90).
+    r = co_await read_at(c, p, 90, "0");
+    BOOST_TEST(r.at(f_pending).integer() == 0);
+    BOOST_TEST(r.at(f_unresolved).integer() == 0);
+    BOOST_TEST(r.at(f_available).integer() == 75);  // 90 - 15
+
+    // At submit: visible from the moment the expiry is noticed; a read sent after that drops it, and a recent read
+    // sent before it is not reused.
+    const std::string q = "creditguard:{ls}:";
+    co_await open_and_read(c, q, "submit", 100);
+    const std::vector<std::string> open_k{"K", "200", "e1", "0", "0", "0", "submit", "0"};
+    co_await run_script(c, lua::open, open_k, q);
+    const std::vector<std::string> take_k{"K", "200", "e1", "submit", "A", "1", "30", "30", "0"};
+    BOOST_REQUIRE((co_await run_script(c, lua::apply, take_k, q)).at(f_granted).integer() == 30);
+    co_await pause(300ms);
+    const std::vector<std::string> reuse_args{"me", "5000", "60000"};  // a read younger than a minute is reused
+    RedisValue begin = co_await run_script(c, lua::read_begin, reuse_args, q);
+    BOOST_REQUIRE(begin.at(0).str() == "GO");
+    BOOST_TEST(begin.at(f_pending).integer() == 30);
+    BOOST_TEST(begin.at(f_available).integer() == 70);
+    BOOST_TEST(begin.at(f_best).integer() == 100);  // it may come back
+    // The create was charged (20 of the 30); the read shows it, and the rest comes back.
+    const std::vector<std::string> end_args{"me",
+                                            "e1",
+                                            std::to_string(begin.at(10).integer()),
+                                            "80",
+                                            "3600000",
+                                            std::to_string(begin.at(11).integer()),
+                                            std::to_string(begin.at(12).integer())};
+    r = co_await run_script(c, lua::read_end, end_args, q);
+    BOOST_TEST(r.at(f_pending).integer() == 0);
+    BOOST_TEST(r.at(f_available).integer() == 80);
     c.cancel();
 }
 
@@ -563,6 +643,78 @@ asio::awaitable<void> unresolved_jobs_expire(RedisServer& server) {
     b.stop();
 }
 
+// A process at an at-submit provider dies holding 50: a create of 30 the provider charged, whose commit never
+// reached Redis, and 20 it never sent. Once its lease expired, nobody may be granted the 30 before a read sent
+// after the expiry shows the charge; that read also shows the 20 were never spent, and they come back.
+asio::awaitable<void> dead_lease_with_a_charged_create(RedisServer& server) {
+    auto ex = co_await asio::this_coro::executor;
+    const std::string account = "lapsed";
+    auto provider = account_with(ex, 100);
+    SharedProcess live(ex, reading_config(server, DeductionTiming::at_submit, account), provider);
+    RedisConnection probe(ex, server.config());
+    run_in_background(probe);
+    co_await read_now(live);  // the pool has read B = 100
+
+    // The dying process runs on its own context, which stops for good once it holds both (see dead_lease_expires).
+    asio::io_context frozen_ctx;
+    auto frozen_provider = account_with(frozen_ctx.get_executor(), 100);
+    auto frozen = std::make_unique<SharedProcess>(
+        frozen_ctx.get_executor(), reading_config(server, DeductionTiming::at_submit, account), frozen_provider);
+    auto sent_future = frozen->guard->async_reserve(30, asio::use_future);
+    auto unsent_future = frozen->guard->async_reserve(20, asio::use_future);
+    std::thread runner([&frozen_ctx] { frozen_ctx.run(); });
+    // Waiting without blocking this context: the live process keeps renewing its own lease meanwhile.
+    const auto ready = [](auto& f) { return f.wait_for(0s) == std::future_status::ready; };
+    const auto freeze_by = Clock::now() + 10s;
+    while (!(ready(sent_future) && ready(unsent_future)) && Clock::now() < freeze_by)
+        co_await pause(10ms);
+    frozen_ctx.stop();
+    runner.join();
+    BOOST_REQUIRE_MESSAGE(ready(sent_future) && ready(unsent_future), "the dying process was never granted 50");
+    Reservation sent = sent_future.get();
+    Reservation unsent = unsent_future.get();
+
+    // Its create reached the provider, which charged it; from here the test answers the live process's reads.
+    provider->set_auto(false);
+    provider->add_balance(-30);
+    const std::string lease_pattern = "creditguard:{" + account + "}:lease:*";
+    const auto give_up = Clock::now() + 5s;
+    while ((co_await command(probe, "KEYS", lease_pattern)).elements().size() > 1) {
+        BOOST_REQUIRE_MESSAGE(Clock::now() < give_up, "the dead process's lease did not expire");
+        co_await pause(20ms);
+    }
+    BOOST_REQUIRE(live.ledger->ledger_stats().lease_opens == 1u);  // the lease that expired is the dead one
+    BOOST_REQUIRE(provider->outstanding() == 0u);
+
+    // The last read (B = 100) does not show the charge: what the lease held is not free before a read does.
+    auto [ec1, too_much] = co_await live.reserve(51, 1s);
+    BOOST_TEST(ec1 == errc::timeout);
+    BOOST_TEST(!too_much.held());
+    auto [ec2, half] = co_await live.reserve(50, 1s);
+    BOOST_REQUIRE_MESSAGE(!ec2, ec2.message());
+    half.release();
+
+    // The reads sent meanwhile (after the expiry) show B = 70: the 30 stay spent, the 20 come back.
+    BOOST_REQUIRE(provider->outstanding() >= 1u);
+    while (provider->outstanding() > 0)
+        provider->answer();
+    provider->set_auto(true);
+    auto [ec3, rest] = co_await live.reserve(70, 5s);
+    BOOST_REQUIRE_MESSAGE(!ec3, ec3.message());
+    auto [ec4, more] = co_await live.reserve(1, 300ms);
+    BOOST_TEST(ec4 == errc::timeout);
+    const auto state = co_await account_state(probe, account);
+    BOOST_TEST(state_field(state, "pending") == 0);
+    BOOST_TEST(state_field(state, "B") == 70);
+    rest.release();
+    probe.cancel();
+    live.stop();
+    // The dead process's objects go away without their context running.
+    sent = Reservation{};
+    unsent = Reservation{};
+    frozen.reset();
+}
+
 // The reject policy under a shared ledger refuses at once only a cost beyond the best case; below it, it waits
 // for leases held elsewhere and for jobs in flight, and is granted when they come back.
 asio::awaitable<void> reject_policy_waits_for_the_best_case(RedisServer& server) {
@@ -730,6 +882,20 @@ BOOST_AUTO_TEST_CASE(unresolved_jobs_count_as_charged_after_their_ttl) {
     RedisServer server;
     asio::io_context ioc;
     run_coro(ioc, unresolved_jobs_expire(server));
+}
+
+BOOST_AUTO_TEST_CASE(scripts_move_what_an_expired_lease_held_into_pending) {
+    RedisServer server;
+    asio::io_context ioc;
+    RedisConnection c(ioc.get_executor(), server.config());
+    run_in_background(c);
+    run_coro(ioc, expired_leases_in_the_scripts(c));
+}
+
+BOOST_AUTO_TEST_CASE(a_dead_process_s_charged_create_is_not_granted_again_before_a_read_shows_it) {
+    RedisServer server;
+    asio::io_context ioc;
+    run_coro(ioc, dead_lease_with_a_charged_create(server));
 }
 
 BOOST_AUTO_TEST_CASE(the_reject_policy_waits_for_leases_and_jobs_elsewhere_that_may_come_back) {

@@ -10,10 +10,19 @@ namespace creditguard::detail::ledger_lua {
 // Helpers shared by every script (prepended to each).
 //
 // Keys: state (hash: epoch, synced, B, pending, seq, last_ticket, zeroed_at, resync_until, read_at, visible,
-// visible_applied, maybe, unres, uord, back, back_applied, unexp, resolved, deferred), leases (set of lease ids),
-// lease:<id> (hash: amount, op, margin, open; expires unless renewed), jobs (hash: job id -> "amount lease
-// orphan_since unresolved order": jobs charged at completion and still running, and unresolved jobs of any
-// timing), lock (refresher), events (pub/sub channel).
+// visible_applied, maybe, unres, uord, back, back_applied, unexp, resolved, deferred, lapsed_at), leases (set of
+// lease ids), lease:<id> (hash: amount, op, margin, open; expires unless renewed), lease_amounts (hash: lease id ->
+// "amount timing", the same amount without a TTL, so that it is still known once the lease expired), jobs (hash:
+// job id -> "amount lease orphan_since unresolved order": jobs charged at completion and still running, and
+// unresolved jobs of any timing), lock (refresher), events (pub/sub channel).
+//
+// An expired lease (its process stopped renewing without closing) may have sent creates nobody will report: the
+// provider may have charged them while their commits never reached Redis. Its amount is therefore possibly spent,
+// not free: when the expiry is noticed (every script looks first) it moves into `pending`, as an unresolved job
+// would. At submit a create that happened was charged before the process died, so the amount is visible from that
+// moment and the first read sent afterwards drops it (what was not charged then comes back). At completion a task
+// created then may be charged at any later time, so it becomes an unresolved job record of the dead lease, pending
+// until a read's unexplained fall covers it or `orphan_job_ttl` passes, like the dead process's other jobs.
 //
 // Visibility without a record per job: every amount that becomes visible to balance reads at a known moment (a
 // job committed at an at-submit provider, an excess charged at settle, a job settled at an at-completion
@@ -33,6 +42,7 @@ namespace creditguard::detail::ledger_lua {
 inline constexpr const char* prelude = R"LUA(
 local P = KEYS[1]
 local ST, LS, JB, LOCK, CH = P .. 'state', P .. 'leases', P .. 'jobs', P .. 'lock', P .. 'events'
+local LA = P .. 'lease_amounts'
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -56,8 +66,43 @@ local function job_put(id, j)
 end
 -- Unresolved jobs are resolved oldest first.
 local function next_ord() return redis.call('HINCRBY', ST, 'uord', 1) end
+-- The durable copy of a live lease's amount, written by every script that changes the lease.
+local function lease_amount_put(id, amount, timing)
+  local t = 'c'
+  if timing == 'submit' then t = 's' end
+  redis.call('HSET', LA, id, string.format('%d %s', amount, t))
+end
+-- The job record that holds what an expired lease held, when its process charged at completion.
+local function lapsed_job(id) return id .. ':lapsed' end
+-- Lease `id` expired: what it held is possibly spent (see the top of this file). Runs once per expiry: the durable
+-- amount is deleted here. `lapsed_at` keeps a read sent before this from being reused as fresh (read_begin): it
+-- cannot drop this amount.
+local function lapse(id)
+  local v = redis.call('HGET', LA, id)
+  if not v then return end
+  redis.call('HDEL', LA, id)
+  local amount, t = string.match(v, '^(%-?%d+) (%a)$')
+  amount = n(amount)
+  if amount <= 0 then return end
+  if t == 's' then
+    -- Visible from now on; until a read shows whether it was charged it may also come back (the best case).
+    add_pending(amount)
+    add_visible(amount)
+    incr(ST, 'back', amount)
+  else
+    local key = lapsed_job(id)
+    local j = job_get(key) or {amount = 0, lease = id, orphan = now_ms(), u = 1, ord = next_ord()}
+    j.amount = j.amount + amount
+    job_put(key, j)
+    add_pending(amount)
+    incr(ST, 'maybe', amount)
+    incr(ST, 'unres', amount)
+  end
+  redis.call('HSET', ST, 'lapsed_at', redis.call('HINCRBY', ST, 'seq', 1))
+end
 -- Over the live leases: the credits they hold, the largest margin one of their guards keeps back, and the cost
--- of their open at-submit jobs. An expired lease (its process stopped renewing) no longer counts.
+-- of their open at-submit jobs. An expired lease (its process stopped renewing) no longer counts: what it held
+-- moves to `pending` (lapse). Call it before reading `state`.
 local function leases()
   local total, margin, open = 0, 0, 0
   local ids = redis.call('SMEMBERS', LS)
@@ -69,6 +114,7 @@ local function leases()
       open = open + n(v[3])
     else
       redis.call('SREM', LS, ids[i])
+      lapse(ids[i])
     end
   end
   return total, margin, open
@@ -76,7 +122,7 @@ end
 local function state()
   return redis.call('HMGET', ST, 'epoch', 'synced', 'B', 'pending', 'zeroed_at', 'last_ticket', 'resync_until',
                     'read_at', 'maybe', 'unres', 'visible', 'visible_applied', 'back', 'back_applied', 'unexp',
-                    'resolved', 'deferred')
+                    'resolved', 'deferred', 'lapsed_at')
 end
 -- available = B - margin - held by leases - pending, capped at 0 while the provider's "insufficient" is unanswered.
 local function available(s, held, margin)
@@ -87,8 +133,8 @@ end
 -- Every reply: {status, epoch, synced, B, available, pending, zeroed, resync_wait_ms, lease_amount, read_age_ms,
 -- extra, extra2, extra3, best_case, unexplained_total, resolved_total, margin, unresolved, last_ticket}
 local function snapshot(status, lease_amount, extra, extra2, extra3)
-  local s = state()
   local held, margin, open = leases()
+  local s = state()
   local now = now_ms()
   local wait = n(s[7]) - now
   if wait < 0 then wait = 0 end
@@ -113,16 +159,26 @@ end
 // unresolved ('u'). When the account has no state (first use, or Redis restarted empty) it is created with a
 // new epoch, unsynced: nothing is granted before a provider read sent after this moment, nor before `grace_ms`
 // pass, so that every live process re-registers first.
+// A process whose lease expired while it lived (frozen, cut off) and that registers again knows what it holds:
+// its held credits are registered here, and every job it submitted is registered here or reaches Redis through
+// its ops. So at completion the record of its expired lease is dropped; at submit that amount is visible already,
+// and the next read drops it (counted twice until then: conservative).
 inline constexpr const char* open = R"LUA(
 local id, ttl, at_submit = ARGV[1], tonumber(ARGV[2]), ARGV[7] == 'submit'
 local created = 0
 if redis.call('EXISTS', ST) == 0 then
-  redis.call('DEL', LS, JB, LOCK)
+  redis.call('DEL', LS, JB, LOCK, LA)
   redis.call('HSET', ST, 'epoch', ARGV[3], 'synced', 0, 'B', 0, 'pending', 0, 'seq', 0, 'last_ticket', 0,
              'zeroed_at', 0, 'resync_until', string.format('%d', now_ms() + tonumber(ARGV[4])), 'read_at', 0)
   created = 1
 end
 local pending, visible, maybe, unres, open = 0, 0, 0, 0, 0
+-- (An expiry of this lease that no script noticed yet needs nothing: the durable amount is overwritten below.)
+local lapsed = job_get(lapsed_job(id))
+if lapsed then
+  redis.call('HDEL', JB, lapsed_job(id))
+  pending, maybe, unres = -lapsed.amount, -lapsed.amount, -lapsed.amount
+end
 for i = 9, #ARGV - 2, 3 do
   local job, cost = ARGV[i], tonumber(ARGV[i + 1])
   if ARGV[i + 2] == 'u' then
@@ -143,6 +199,7 @@ redis.call('HSET', L, 'amount', ARGV[5], 'op', ARGV[6], 'margin', string.format(
            string.format('%d', open))
 redis.call('PEXPIRE', L, ttl)
 redis.call('SADD', LS, id)
+lease_amount_put(id, tonumber(ARGV[5]), ARGV[7])
 add_pending(pending)
 add_visible(visible)
 incr(ST, 'maybe', maybe)
@@ -201,10 +258,10 @@ for i = 5, #ARGV - 4, 5 do
   if kind == 'A' then
     if fresh then
       flush()
+      local held, keep = leases()  -- first: an expired lease it notices moves into `pending`
       local s = state()
       local grant = 0
       if n(s[2]) == 1 and now_ms() >= n(s[7]) then
-        local held, keep = leases()
         local a = available(s, held, keep)
         local want, min = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
         if a >= min and a > 0 then grant = math.min(want, a) end
@@ -288,6 +345,7 @@ flush()
 if live then
   redis.call('HSET', L, 'op', top)
   redis.call('PEXPIRE', L, ttl)
+  lease_amount_put(id, amount, ARGV[4])
 end
 if freed == 1 then redis.call('PUBLISH', CH, 'freed') end
 if starved == 1 then redis.call('PUBLISH', CH, 'starved') end
@@ -296,14 +354,16 @@ return snapshot('LOST', 0, 0)
 )LUA";
 
 // read_begin(owner, lock_ttl_ms, fresh_ms)
-// FRESH: a read younger than fresh_ms, sent after the last "insufficient", can be reused. GO: the caller holds
+// FRESH: a read younger than fresh_ms, sent after the last "insufficient" and the last expired lease, can be
+// reused (one sent before an expiry cannot drop what the lease held). GO: the caller holds
 // the refresher lock; `extra` is the read's event number, taken now, before the provider is called, and
 // `extra2`, `extra3` the `visible` and `back` totals of this moment (passed back to read_end). BUSY: another
 // process reads.
 inline constexpr const char* read_begin = R"LUA(
 if redis.call('EXISTS', ST) == 0 then return {'NOINIT'} end
+leases()  -- an expiry noticed now is visible to this read's ticket
 local s = state()
-if n(s[2]) == 1 and now_ms() - n(s[8]) < tonumber(ARGV[3]) and n(s[5]) <= n(s[6]) then
+if n(s[2]) == 1 and now_ms() - n(s[8]) < tonumber(ARGV[3]) and n(s[5]) <= n(s[6]) and n(s[18]) <= n(s[6]) then
   return snapshot('FRESH', 0, 0)
 end
 if redis.call('SET', LOCK, ARGV[1], 'NX', 'PX', ARGV[2]) then
@@ -327,6 +387,7 @@ if redis.call('EXISTS', ST) == 0 then return {'NOINIT'} end
 if redis.call('GET', LOCK) == ARGV[1] then redis.call('DEL', LOCK) end
 if redis.call('HGET', ST, 'epoch') ~= ARGV[2] then return snapshot('EPOCH', 0, 0) end
 local ticket = tonumber(ARGV[3])
+leases()  -- an expiry noticed now is pending before the fall is explained
 local s = state()
 if ticket > n(s[6]) then
   local now, orphan_ttl, balance = now_ms(), tonumber(ARGV[5]), tonumber(ARGV[4])
@@ -395,10 +456,11 @@ if redis.call('GET', LOCK) == ARGV[1] then redis.call('DEL', LOCK) end
 return 1
 )LUA";
 
-// close(lease): the process is done; whatever its lease held goes back to the pool.
+// close(lease): the process is done and has nothing in flight; whatever its lease held goes back to the pool at once.
 inline constexpr const char* close = R"LUA(
 redis.call('DEL', P .. 'lease:' .. ARGV[1])
 redis.call('SREM', LS, ARGV[1])
+redis.call('HDEL', LA, ARGV[1])
 redis.call('PUBLISH', CH, 'freed')
 return 1
 )LUA";
