@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # The whole test suite: every test under AddressSanitizer + UndefinedBehaviorSanitizer, every test again
 # under ThreadSanitizer (the guard's concurrency tests, and the mock provider's thread, the HTTP and Redis
-# clients' strands), and a clang 14 build of everything with warnings as errors (g++ 12 and clang 14 must
-# both build the project). Installs and builds what it needs first.
+# clients' strands), a clang 14 build of everything with warnings as errors (g++ 12 and clang 14 must
+# both build the project), and a short smoke run of every libFuzzer target (scripts/fuzz.sh 5: it builds
+# only the parsers and the targets, about half a minute, then runs each target 5 s). Installs and builds
+# what it needs first.
 # .ci/run calls exactly this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
+
+# Compiler caching keyed on paths relative to the checkout, so that another clone (CI's) reuses the objects.
+export CCACHE_BASEDIR="$PWD"
 
 jobs=$(nproc 2>/dev/null || echo 2)
 
@@ -22,6 +27,9 @@ cmake --build --preset tsan -j "$jobs"
 echo "== build (clang 14, -Werror)"
 cmake --preset clang -DCREDITGUARD_WERROR=ON >/dev/null
 cmake --build --preset clang -j "$jobs"
+
+echo "== fuzz smoke (clang 14, libFuzzer + asan + ubsan, 5 s per target)"
+scripts/fuzz.sh 5
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

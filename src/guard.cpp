@@ -171,6 +171,7 @@ void GuardCore::park(Waiter* waiter, Credits cost, const ReserveOptions& options
         const bool pool_may_serve = !local_ && ledger_->balance_known() && available_locked() >= cost;
         waiter->recheck_only = true;
         waiter->decide_after_round = rounds_completed_ + (wants_read || pool_may_serve ? 1 : 0);
+        waiter->decide_after_read = reads_completed_ + (wants_read ? 1 : 0);
         if (!paused_ && decides_reject_locked(waiter)) {
             reject_locked(waiter, work);
             return run(lock, work);
@@ -231,6 +232,10 @@ void GuardCore::unpark_locked(Waiter* waiter) noexcept {
 // released holds of the jobs in flight may still make room, so it keeps waiting.
 bool GuardCore::decides_reject_locked(Waiter* waiter) noexcept {
     if (!waiter->recheck_only || rounds_completed_ < waiter->decide_after_round) return false;
+    // While the balance is unknown only a failed balance read decides: a shared pool's "no", or a read
+    // whose answer the shared ledger has not applied yet, says nothing about what the account holds.
+    if (!ledger_->balance_known() && (reads_completed_ < waiter->decide_after_read || consecutive_failures_ == 0))
+        return false;
     if (waiter->awaits_read) {
         waiter->awaits_read = false;
         --reads_awaited_;
@@ -300,7 +305,9 @@ void GuardCore::check_watermark_locked(DeferredWork& work) noexcept {
 }
 
 bool GuardCore::starved_locked() const noexcept {
-    const bool queue_blocked = fifo_.size() > recheck_waiters_;
+    // Waiters of either policy that are not already asking for a read now: a read may show what they
+    // wait for (a top-up, or a refund at an at-submit provider).
+    const bool queue_blocked = fifo_.size() > reads_awaited_;
     const bool low = ledger_->balance_known() && ledger_->available() < config_.low_watermark;
     return queue_blocked || low;
 }
@@ -402,8 +409,10 @@ void GuardCore::on_read_done(RefreshTicket ticket, boost::system::error_code ec,
     Lock lock(mutex_);
     read_in_flight_ = false;
     ++rounds_completed_;
+    ++reads_completed_;
     if (shut_down_) return;
     const TimePoint now = clock_->now();
+    counters_.last_refresh_error = ec;
     if (!ec) {
         note_read_locked(ledger_->refresh_received(ticket, balance), now);
         ever_ok_ = true;

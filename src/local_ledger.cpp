@@ -209,11 +209,11 @@ ReadOutcome LocalLedger::refresh_received(RefreshTicket ticket, Credits balance)
     pending_list_.erase(keep, pending_list_.end());
     if (!compare) return outcome;
 
-    outcome.unexplained = previous - dropped - balance;
+    const Credits fall = previous - dropped - balance;
     // An unresolved job is taken as charged only when the fall is larger than every other job still
     // pending could explain: a task of ours that finished at the provider before we polled it must not
     // be mistaken for it (that would re-grant credits a running task still owes).
-    Credits resolvable = outcome.unexplained - maybe_reflected;
+    Credits resolvable = fall - maybe_reflected;
     for (JobHandle job : unresolved_) {
         Entry& entry = entries_[job];
         if (!entry.unresolved || entry.amount > resolvable) continue;
@@ -223,6 +223,12 @@ ReadOutcome LocalLedger::refresh_received(RefreshTicket ticket, Credits balance)
         free_if_done(job);
     }
     if (outcome.resolved > 0) std::erase_if(unresolved_, [this](JobHandle job) { return !entries_[job].unresolved; });
+    // The part of the rest that our pending jobs may explain is reported one read later: if they were the
+    // cause, their own drop at that read (with no further fall) cancels it, so a task that finished before
+    // we polled it is not taken for someone else's spending.
+    const Credits explainable = std::clamp<Credits>(fall - outcome.resolved, 0, maybe_reflected);
+    outcome.unexplained = fall - explainable + deferred_fall_;
+    deferred_fall_ = explainable;
     return outcome;
 }
 
@@ -232,7 +238,8 @@ void LocalLedger::provider_reported_insufficient() noexcept {
 }
 
 Credits LocalLedger::best_case_available() const noexcept {
-    return (known_ ? balance_ - margin_ : allowance_) - certain_pending_;
+    // A deferred fall may be the charge of a job already counted as surely spent: not subtracted twice.
+    return (known_ ? balance_ + deferred_fall_ - margin_ : allowance_) - certain_pending_;
 }
 
 LedgerTotals LocalLedger::totals() const noexcept {

@@ -2,16 +2,20 @@
 // and the API key never printed.
 #include <creditguard/mock_provider.hpp>
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/test/unit_test.hpp>
 
 #include <sys/wait.h>
+#include <unistd.h>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -62,6 +66,65 @@ int lines(const std::string& s) {
         n += c == '\n';
     return n;
 }
+
+// The lines of stderr that report a cause ("error: KIND: ...").
+std::vector<std::string> error_lines(const std::string& err) {
+    std::vector<std::string> found;
+    std::istringstream in(err);
+    for (std::string line; std::getline(in, line);)
+        if (line.rfind("error: ", 0) == 0) found.push_back(line);
+    return found;
+}
+
+bool starts_with(const std::string& s, const std::string& prefix) {
+    return s.rfind(prefix, 0) == 0;
+}
+
+// A failed run: exactly one cause line, `prefix`; its count in the JSON; a non-zero exit; no key anywhere.
+void expect_one_cause(const Ran& r, const std::string& kind, int jobs, const std::string& line_prefix,
+                      const std::vector<std::string>& secrets) {
+    BOOST_TEST(r.exit_code == 1, r.err);
+    const auto found = error_lines(r.err);
+    BOOST_TEST_REQUIRE(found.size() == 1u, r.err);
+    BOOST_TEST(starts_with(found[0], line_prefix), found[0]);
+    const auto v = boost::json::parse(r.out).as_object();
+    const auto& errors = v.at("errors").as_object();
+    BOOST_TEST(errors.size() == 1u, r.out);
+    BOOST_TEST(errors.contains(kind), r.out);
+    if (errors.contains(kind)) BOOST_TEST(errors.at(kind).as_int64() == jobs);
+    BOOST_TEST(v.at("completed").as_int64() == 0);
+    for (const auto& secret : secrets) {
+        BOOST_TEST(r.out.find(secret) == std::string::npos);
+        BOOST_TEST(r.err.find(secret) == std::string::npos);
+    }
+}
+
+// An HTTP 200 answer with this JSON body.
+cg::CannedResponse canned(std::string body) {
+    cg::CannedResponse r;
+    r.body = std::move(body);
+    return r;
+}
+
+// A self-signed certificate for 127.0.0.1 that nothing trusts, made by the openssl CLI in a fresh directory.
+struct UntrustedCert {
+    UntrustedCert() {
+        char tmpl[] = "/tmp/creditguard-cli-tls-XXXXXX";
+        const char* d = ::mkdtemp(tmpl);
+        BOOST_TEST_REQUIRE(d != nullptr);
+        dir = d;
+        const std::string command = "cd '" + dir.string() +
+                                    "' && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+                                    " -keyout key.pem -out cert.pem -days 2 -subj '/CN=127.0.0.1'"
+                                    " -addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1";
+        BOOST_TEST_REQUIRE(std::system(command.c_str()) == 0);
+    }
+    ~UntrustedCert() {
+        std::error_code ignored;
+        std::filesystem::remove_all(dir, ignored);
+    }
+    std::filesystem::path dir;
+};
 
 }  // namespace
 
@@ -158,15 +221,182 @@ BOOST_AUTO_TEST_CASE(run_against_the_embedded_mock_prints_the_summary_json) {
     BOOST_TEST(v.at("credits_spent").as_int64() == 144);
     BOOST_TEST(v.at("provider_insufficient").as_int64() == 0);
     BOOST_TEST(v.at("balance_requests").as_int64() < 12);
+    BOOST_TEST(v.at("errors").as_object().empty());
+    BOOST_TEST(error_lines(r.err).empty(), r.err);
 }
 
-BOOST_AUTO_TEST_CASE(run_beyond_the_balance_rejects_under_policy_reject) {
+BOOST_AUTO_TEST_CASE(run_beyond_the_balance_rejects_under_policy_reject_and_exits_3) {
     const Ran r = run_cli("run --json --jobs 10 --concurrency 2 --cost 12 --mock-credits 50 --policy reject");
-    BOOST_TEST(r.exit_code == 0, r.err);
+    BOOST_TEST(r.exit_code == 3, r.err);  // refused for lack of credits only, with the balance known
     const auto v = boost::json::parse(r.out).as_object();
     BOOST_TEST(v.at("completed").as_int64() == 4);
     BOOST_TEST(v.at("rejected").as_int64() == 6);
     BOOST_TEST(v.at("provider_insufficient").as_int64() == 0);
+    BOOST_TEST(v.at("errors").as_object().size() == 1u);
+    BOOST_TEST(v.at("errors").at("insufficient_credits").as_int64() == 6);
+    const auto found = error_lines(r.err);
+    BOOST_TEST_REQUIRE(found.size() == 1u, r.err);
+    BOOST_TEST(starts_with(found[0], "error: insufficient_credits: 6 jobs: "), found[0]);
+}
+
+BOOST_AUTO_TEST_CASE(an_empty_run_exits_0) {
+    const Ran r = run_cli("run --json --jobs 0");
+    BOOST_TEST(r.exit_code == 0, r.err);
+    BOOST_TEST(boost::json::parse(r.out).at("errors").as_object().empty());
+}
+
+BOOST_AUTO_TEST_CASE(a_wrong_key_is_named_once_with_its_count_and_never_printed) {
+    cg::MockProvider mock(mock_config());
+    const std::string wrong = "sk-wrong-" + kKey;
+    for (const char* json : {" --json", ""}) {
+        const Ran r = run_cli(std::string("run --jobs 4 --poll-interval 0.01 --base-url ") + mock.base_url() + json,
+                              "CREDITGUARD_API_KEY=" + wrong);
+        BOOST_TEST(r.exit_code == 1, r.err);
+        const auto found = error_lines(r.err);
+        BOOST_TEST_REQUIRE(found.size() == 1u, r.err);
+        BOOST_TEST(found[0] == "error: unauthorized: 4 jobs: the provider refused the API key");
+        BOOST_TEST(r.out.find(wrong) == std::string::npos);
+        BOOST_TEST(r.err.find(wrong) == std::string::npos);
+        BOOST_TEST(r.out.find(kKey) == std::string::npos);
+        BOOST_TEST(r.err.find(kKey) == std::string::npos);
+        if (*json != 0) expect_one_cause(r, "unauthorized", 4, "error: unauthorized: 4 jobs: ", {wrong, kKey});
+    }
+}
+
+BOOST_AUTO_TEST_CASE(an_unreadable_balance_is_named_with_why_and_exits_non_zero) {
+    const std::string env = "CREDITGUARD_API_KEY=" + kKey;
+    {  // data: null. Every answer is that body, so no read ever succeeds.
+        cg::MockProvider mock(mock_config());
+        mock.inject_next(1'000'000, canned(R"({"code":200,"msg":"success","data":null})"));
+        const Ran reject = run_cli("run --json --jobs 4 --policy reject --base-url " + mock.base_url(), env);
+        expect_one_cause(reject, "balance_unknown", 4,
+                         "error: balance_unknown: 4 jobs: the balance could not be read (malformed: ", {kKey});
+        BOOST_TEST(boost::json::parse(reject.out).at("balance_read_error").as_string() == "malformed");
+        // Queued jobs that wait out --max-wait for a balance that never comes: the same cause, not a timeout.
+        const Ran queued = run_cli("run --json --jobs 4 --max-wait 0.3 --base-url " + mock.base_url(), env);
+        expect_one_cause(queued, "balance_unknown", 4,
+                         "error: balance_unknown: 4 jobs: the balance could not be read (malformed: ", {kKey});
+        BOOST_TEST(mock.counters().creates == 0u);
+    }
+    {  // A 2 MB body.
+        cg::MockProvider mock(mock_config());
+        mock.inject_next(1'000'000,
+                         canned(R"({"code":200,"msg":")" + std::string(2'000'000, 'x') + R"(","data":100})"));
+        const Ran r = run_cli("run --json --jobs 4 --policy reject --base-url " + mock.base_url(), env);
+        expect_one_cause(r, "balance_unknown", 4,
+                         "error: balance_unknown: 4 jobs: the balance could not be read (response_too_large: ", {kKey});
+    }
+}
+
+BOOST_AUTO_TEST_CASE(connection_refused_is_named_and_exits_non_zero) {
+    // A bound socket that does not listen: connecting to its port is refused, and no one else can take it.
+    boost::asio::io_context ioc;
+    boost::asio::ip::tcp::socket holder(ioc);
+    holder.open(boost::asio::ip::tcp::v4());
+    holder.bind({boost::asio::ip::make_address("127.0.0.1"), 0});
+    const std::string url = "http://127.0.0.1:" + std::to_string(holder.local_endpoint().port());
+    const Ran r = run_cli("run --json --jobs 4 --policy reject --base-url " + url, "CREDITGUARD_API_KEY=" + kKey);
+    expect_one_cause(r, "balance_unknown", 4,
+                     "error: balance_unknown: 4 jobs: the balance could not be read (connection_failed: ", {kKey});
+    BOOST_TEST(boost::json::parse(r.out).at("balance_read_error").as_string() == "connection_failed");
+}
+
+BOOST_AUTO_TEST_CASE(an_untrusted_certificate_is_named_and_exits_non_zero) {
+    UntrustedCert cert;
+    auto config = mock_config();
+    config.tls_cert_file = (cert.dir / "cert.pem").string();
+    config.tls_key_file = (cert.dir / "key.pem").string();
+    cg::MockProvider mock(config);
+    BOOST_TEST_REQUIRE(starts_with(mock.base_url(), "https://"));
+    const Ran r =
+        run_cli("run --json --jobs 4 --policy reject --base-url " + mock.base_url(), "CREDITGUARD_API_KEY=" + kKey);
+    expect_one_cause(r, "balance_unknown", 4,
+                     "error: balance_unknown: 4 jobs: the balance could not be read (tls_error: ", {kKey});
+    BOOST_TEST(mock.counters().requests == 0u);  // nothing was sent over the unverified connection
+}
+
+BOOST_AUTO_TEST_CASE(max_job_time_ends_jobs_whose_polls_are_never_readable) {
+    cg::MockProvider mock(mock_config());
+    // One crun.ai answer for every request: the balance (data.balance) and the create (data.task_id) read fine,
+    // the status poll has no data.status and is unreadable every time.
+    mock.inject_next(1'000'000,
+                     canned(R"({"code":200,"message":"success","data":{"balance":1000,"task_id":"task-never-done"}})"));
+    const Ran r = run_cli(
+        "run --json --provider crun --jobs 2 --concurrency 2 --poll-interval 0.01 --max-job-time 0.5"
+        " --base-url " +
+            mock.base_url(),
+        "CREDITGUARD_API_KEY=" + kKey);
+    BOOST_TEST(r.exit_code == 1, r.err);
+    const auto found = error_lines(r.err);
+    BOOST_TEST_REQUIRE(found.size() == 1u, r.err);
+    BOOST_TEST(found[0] == "error: timeout: 2 jobs: 2 had no final status within --max-job-time 0.5 s", found[0]);
+    const auto v = boost::json::parse(r.out).as_object();
+    BOOST_TEST(v.at("errors").at("timeout").as_int64() == 2);
+    BOOST_TEST(v.at("credits_spent").as_int64() == 2 * 12);    // submitted and never seen finishing: counted as spent
+    BOOST_TEST(v.at("elapsed_s").to_number<double>() < 10.0);  // not the default 30 minutes
+    BOOST_TEST(mock.counters().polls >= 4u);
+}
+
+BOOST_AUTO_TEST_CASE(each_bad_value_is_a_usage_error_naming_the_option_and_the_value) {
+    const std::vector<std::pair<std::string, std::string>> bad = {
+        {"--cost", "0"},
+        {"--cost", "-1"},
+        {"--cost", "9223372036854775807"},
+        {"--cost", "1000000001"},
+        {"--cost", "12abc"},
+        {"--cost", "0x10"},
+        {"--cost", "+12"},
+        {"--cost", "''"},
+        {"--jobs", "-3"},
+        {"--jobs", "1000001"},
+        {"--jobs", "2.5"},
+        {"--concurrency", "0"},
+        {"--concurrency", "1001"},
+        {"--poll-interval", "0"},
+        {"--poll-interval", "nan"},
+        {"--poll-interval", "inf"},
+        {"--poll-interval", "0x1p3"},
+        {"--poll-interval", "1.5s"},
+        {"--timeout", "1e-7"},
+        {"--timeout", "0.0001"},
+        {"--timeout", "-1"},
+        {"--max-wait", "0"},
+        {"--max-wait", "86401"},
+        {"--max-job-time", "0"},
+        {"--max-job-time", "1e9"},
+        {"--mock-credits", "-1"},
+        {"--mock-polls", "0"},
+        {"--mock-failure-rate", "1.5"},
+        {"--mock-failure-rate", "nan"},
+        {"--provider", "''"},
+        {"--account", "''"},
+        {"--api-key-file", "''"},
+    };
+    for (const auto& [option, value] : bad) {
+        for (const char* sep : {" ", "="}) {
+            const std::string shown = value == "''" ? "" : value;
+            const Ran r = run_cli("run " + option + sep + value);
+            BOOST_TEST(r.exit_code == 2, option << sep << value << ": " << r.err);
+            BOOST_TEST(r.err.find("bad value for " + option + " '" + shown + "'") != std::string::npos,
+                       option << sep << value << ": " << r.err);
+        }
+    }
+    // Derived values are checked too: the largest cost at the largest concurrency fits, and is accepted.
+    BOOST_TEST(run_cli("run --jobs 0 --cost 1000000000 --concurrency 1000").exit_code == 0);
+}
+
+BOOST_AUTO_TEST_CASE(options_take_their_value_after_an_equals_sign_too) {
+    const Ran r = run_cli("run --json --jobs=3 --concurrency=3 --cost=12 --policy=queue");
+    BOOST_TEST(r.exit_code == 0, r.err);
+    BOOST_TEST(boost::json::parse(r.out).at("completed").as_int64() == 3);
+    BOOST_TEST(run_cli("run --json=yes").exit_code == 2);
+}
+
+BOOST_AUTO_TEST_CASE(help_documents_the_exit_codes) {
+    const Ran r = run_cli("run --help");
+    BOOST_TEST(r.exit_code == 0);
+    BOOST_TEST(r.err.find("exit codes: 0 ") != std::string::npos, r.err);
+    BOOST_TEST(r.err.find("--max-job-time") != std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(run_against_a_separate_mock_server_uses_the_given_base_url_and_key) {

@@ -13,6 +13,7 @@
 
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 namespace {
@@ -49,6 +50,9 @@ cg::GuardConfig fast_guard(cg::AdmissionPolicy policy) {
     c.signals.rate_limit_backoff_max = 100ms;
     c.signals.maintenance_probe_initial = 10ms;
     c.signals.maintenance_probe_max = 50ms;
+    c.signals.server_error_pause_initial = 20ms;
+    c.signals.server_error_pause_max = 100ms;
+    c.refresh.drift_interval = 50ms;
     return c;
 }
 
@@ -57,6 +61,8 @@ cg::RunnerConfig fast_runner() {
     r.poll_initial = 2ms;
     r.poll_max = 10ms;
     r.max_submit_attempts = 100;
+    r.retry_initial = 5ms;
+    r.retry_max = 50ms;
     return r;
 }
 
@@ -68,9 +74,11 @@ struct Totals {
 
 struct Pipeline {
     Pipeline(std::string_view provider_id, cg::MockConfig mock_config, cg::GuardConfig guard_config,
-             std::string key = kKey, std::optional<cg::RequestBudgetConfig> budget_config = std::nullopt)
-        : mock(std::move(mock_config)),
-          provider(cg::HttpClient(ioc.get_executor()), *cg::builtin_provider(provider_id, mock.base_url()),
+             std::string key = kKey, cg::HttpClientConfig http = {},
+             std::optional<cg::RequestBudgetConfig> budget_config = std::nullopt)
+        : cost(mock_config.cost),
+          mock(std::move(mock_config)),
+          provider(cg::HttpClient(ioc.get_executor(), http), *cg::builtin_provider(provider_id, mock.base_url()),
                    cg::SecretString(std::move(key))),
           budget(budget_config ? std::make_shared<cg::RequestBudget>(ioc.get_executor(), std::move(*budget_config))
                                : nullptr),
@@ -87,9 +95,12 @@ struct Pipeline {
 
     static asio::awaitable<void> worker(Pipeline* self, cg::RunnerConfig runner) {
         while (self->jobs_left > 0) {
-            --self->jobs_left;
-            auto body = self->provider.make_create_body("a calm piano piece");
-            cg::JobResult r = co_await cg::run_guarded_job(self->guard, self->provider, std::move(body), 12, runner);
+            const int id = self->jobs_left--;
+            // The mock's books count tasks per "creditguard job N" marker: a job created twice shows there.
+            auto body =
+                self->provider.make_create_body("creditguard job " + std::to_string(id) + ": a calm piano piece");
+            cg::JobResult r =
+                co_await cg::run_guarded_job(self->guard, self->provider, std::move(body), self->cost, runner);
             self->record(r);
         }
         if (--self->workers_left == 0) {
@@ -115,6 +126,7 @@ struct Pipeline {
         totals.paced += r.paced_requests;
     }
 
+    cg::Credits cost;  // what the mock charges per job, reserved by each job
     asio::io_context ioc;
     cg::MockProvider mock;
     cg::Provider provider;
@@ -271,6 +283,98 @@ BOOST_AUTO_TEST_CASE(a_lost_create_reply_is_counted_as_spent_and_never_resent) {
     BOOST_TEST(p.guard.stats().committed == 1u);
 }
 
+// crun charges at completion. Every create is processed and charged when its task finishes, but the reply
+// is lost (it comes after the client's timeout, or the connection is reset after the request was handled):
+// the guard must never grant the same credits twice, so the account never goes below zero.
+BOOST_AUTO_TEST_CASE(lost_create_replies_at_a_completion_provider_never_overspend) {
+    for (const bool reset : {false, true}) {
+        BOOST_TEST_CONTEXT((reset ? "connection reset after processing" : "reply after the client's timeout")) {
+            cg::MockConfig mc = mock_config("crun", 100, cg::DeductionTiming::at_completion);
+            mc.cost = 10;
+            mc.finish_unpolled_after = 100ms;  // the provider finishes (and charges) tasks nobody polls
+            cg::HttpClientConfig http;
+            http.request_timeout = 150ms;
+            auto gc = fast_guard(cg::AdmissionPolicy::reject);
+            gc.deduction = cg::DeductionTiming::at_completion;
+            Pipeline p("crun", mc, std::move(gc), kKey, http);
+            if (reset)
+                p.mock.reset_next_after_processing(1000, cg::MockEndpoint::create);
+            else
+                p.mock.delay_next_after_processing(1000, 400ms, cg::MockEndpoint::create);
+            const Totals t = p.run(20, 4);
+            const cg::MockBooks books = p.mock.books();
+            BOOST_TEST(books.lowest_balance >= 0);
+            BOOST_TEST(books.overspent == 0);
+            BOOST_TEST(books.tasks_created <= 10u);
+            BOOST_TEST(books.max_tasks_per_job <= 1u);  // never resent
+            BOOST_TEST(p.mock.counters().insufficient_answers == 0u);
+            BOOST_TEST(t.ambiguous + t.rejected == 20);
+            BOOST_TEST(t.ambiguous >= 9);  // the account paid for about ten of them
+        }
+    }
+}
+
+// Server errors are answers: the job keeps its place and retries (the breaker pauses the account while
+// they last) instead of failing, and nothing is created twice.
+BOOST_AUTO_TEST_CASE(a_burst_of_server_errors_on_create_fails_no_job) {
+    for (const auto style : {cg::ErrorStyle::http_status, cg::ErrorStyle::body_code}) {
+        Pipeline p("sunoapi", mock_config("sunoapi", 1000, cg::DeductionTiming::at_submit),
+                   fast_guard(cg::AdmissionPolicy::queue));
+        p.mock.set_error_style(style);
+        while (p.guard.stats().refreshes_ok == 0)
+            p.ioc.run_one();  // the guard's first balance read
+        p.ioc.restart();
+        p.mock.respond_with_code_for(300ms, 500, "internal error");
+        const Totals t = p.run(30, 8);
+        BOOST_TEST(t.completed == 30);
+        BOOST_TEST(t.errors + t.rejected + t.ambiguous == 0);
+        BOOST_TEST(p.mock.books().max_tasks_per_job == 1u);
+        BOOST_TEST(p.guard.stats().server_error_signals > 0u);
+    }
+}
+
+// A 1 s burst of 430 answers without Retry-After (sunoapi.org's "call frequency too high") hits every job
+// in flight at once. One burst is one back-off step: the run resumes about a second later, instead of
+// doubling the back-off per concurrent answer (up to a minute).
+BOOST_AUTO_TEST_CASE(one_rate_limit_burst_costs_one_backoff_step) {
+    auto gc = fast_guard(cg::AdmissionPolicy::queue);
+    gc.signals.rate_limit_backoff_initial = 1s;
+    gc.signals.rate_limit_backoff_max = 60s;
+    Pipeline p("sunoapi", mock_config("sunoapi", 1000, cg::DeductionTiming::at_submit), std::move(gc));
+    while (p.guard.stats().refreshes_ok == 0)
+        p.ioc.run_one();  // the guard's first balance read
+    p.ioc.restart();
+    p.mock.respond_with_code_for(1s, 430, "call frequency too high");
+    const auto started = std::chrono::steady_clock::now();
+    const Totals t = p.run(10, 10);
+    const auto wall = std::chrono::steady_clock::now() - started;
+    BOOST_TEST(t.completed == 10);
+    BOOST_TEST(t.rate_limited >= 10);
+    const auto wall_ms = std::chrono::duration_cast<std::chrono::milliseconds>(wall).count();
+    BOOST_TEST_MESSAGE("10 jobs through a 1 s burst of 430s: " << wall_ms << " ms");
+    BOOST_TEST(wall_ms < 15'000);
+}
+
+// The reject policy next to jobs in flight: half the tasks fail and the provider refunds them. Jobs the
+// refunds can pay for wait for them instead of being refused at once: at most one job's cost is left.
+BOOST_AUTO_TEST_CASE(the_reject_policy_leaves_no_refunded_credits_unused) {
+    for (auto deduct : {cg::DeductionTiming::at_submit, cg::DeductionTiming::at_completion}) {
+        BOOST_TEST_CONTEXT("deducts at " << (deduct == cg::DeductionTiming::at_submit ? "submit" : "completion")) {
+            cg::MockConfig mc = mock_config("crun", 120, deduct);
+            mc.cost = 10;
+            mc.failure_rate = 0.5;
+            auto gc = fast_guard(cg::AdmissionPolicy::reject);
+            gc.deduction = deduct;
+            Pipeline p("crun", mc, std::move(gc));
+            const Totals t = p.run(40, 4);
+            BOOST_TEST(p.mock.counters().insufficient_answers == 0u);
+            BOOST_TEST(p.mock.credits() < 10);  // stranded: less than one job's cost
+            BOOST_TEST(t.completed + t.failed + t.rejected == 40);
+            BOOST_TEST(t.completed == 12);
+        }
+    }
+}
+
 // sunoapi.org's documented limit (20 requests / 10 s, answered with 430) at a smaller scale: 5 requests per
 // second, 20 jobs, 16 at a time, plenty of credits, tasks that take 300 ms. Without pacing, concurrency far
 // above the limit meant refusals, pauses and jobs rejected after waiting too long.
@@ -279,7 +383,7 @@ BOOST_AUTO_TEST_CASE(paced_to_a_known_limit_no_job_is_lost_and_almost_nothing_is
     mc.polls_to_complete = 1'000'000;  // tasks finish with time, not with polls
     mc.finish_unpolled_after = 300ms;
     cg::RequestBudgetConfig bc = *cg::parse_rate_limits("5/1s");
-    Pipeline p("sunoapi", std::move(mc), fast_guard(cg::AdmissionPolicy::queue), kKey, bc);
+    Pipeline p("sunoapi", std::move(mc), fast_guard(cg::AdmissionPolicy::queue), kKey, {}, bc);
     p.mock.set_rate_limit(5, 1000ms);
     auto runner = fast_runner();
     runner.poll_initial = 100ms;
@@ -313,7 +417,7 @@ BOOST_AUTO_TEST_CASE(a_rate_limited_job_is_never_reported_rejected) {
     for (const char* id : kProviders) {
         BOOST_TEST_CONTEXT("provider " << id) {
             Pipeline p(id, mock_config(id, 1000, cg::DeductionTiming::at_completion),
-                       fast_guard(cg::AdmissionPolicy::reject), kKey, *cg::parse_rate_limits("200/1s"));
+                       fast_guard(cg::AdmissionPolicy::reject), kKey, {}, *cg::parse_rate_limits("200/1s"));
             while (p.guard.stats().refreshes_ok == 0)
                 p.ioc.run_one();  // the guard's first balance read
             p.ioc.restart();
@@ -336,7 +440,7 @@ BOOST_AUTO_TEST_CASE(an_unknown_limit_is_learned_without_losing_a_job) {
     auto mc = mock_config("crun", 100'000, cg::DeductionTiming::at_submit);
     mc.polls_to_complete = 1'000'000;
     mc.finish_unpolled_after = 200ms;
-    Pipeline p("crun", std::move(mc), fast_guard(cg::AdmissionPolicy::queue), kKey,
+    Pipeline p("crun", std::move(mc), fast_guard(cg::AdmissionPolicy::queue), kKey, {},
                cg::builtin_request_budget("crun"));
     p.mock.set_rate_limit(10, 1000ms);
     auto runner = fast_runner();

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <deque>
+#include <functional>
 #include <vector>
 
 using namespace cg_test;
@@ -29,7 +30,7 @@ struct SimJob {
 struct SimAccount {
     ScriptedSource& balance;
     DeductionTiming charges;
-    Credits lowest = 0;
+    Credits lowest;  // starts at the opening balance
     int insufficient_answers = 0;
 
     void take(Credits amount) {
@@ -51,6 +52,24 @@ struct SimAccount {
     }
 };
 
+/// A guard on a manual clock whose reads are answered at once from a simulated account.
+struct SimRun : GuardFixture {
+    SimAccount account;
+
+    SimRun(DeductionTiming timing, Credits balance, const std::function<void(creditguard::GuardConfig&)>& adjust)
+        : account{*source, timing, balance} {
+        auto c = config();
+        c.deduction = timing;
+        adjust(c);
+        make_guard_with_balance(std::move(c), balance);
+        source->set_auto(true);
+    }
+};
+
+const char* timing_name(DeductionTiming timing) {
+    return timing == DeductionTiming::at_submit ? "provider charges at submit" : "provider charges at completion";
+}
+
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(guard_account_sim)
@@ -60,17 +79,12 @@ BOOST_AUTO_TEST_SUITE(guard_account_sim)
 // charges at submit or at completion.
 BOOST_AUTO_TEST_CASE(a_steady_foreign_spender_costs_no_insufficient_answer_after_the_first_drift) {
     for (DeductionTiming timing : {DeductionTiming::at_submit, DeductionTiming::at_completion}) {
-        BOOST_TEST_CONTEXT("provider charges "
-                           << (timing == DeductionTiming::at_submit ? "at submit" : "at completion")) {
-            GuardFixture f;
-            auto c = f.config();
-            c.deduction = timing;
-            c.refresh.interval = 60s;
-            c.refresh.drift_interval = 10s;
-            f.make_guard_with_balance(std::move(c), 5000);
-            f.source->set_auto(true);
-            SimAccount account{*f.source, timing};
-            account.lowest = 5000;
+        BOOST_TEST_CONTEXT(timing_name(timing)) {
+            SimRun f(timing, 5000, [](creditguard::GuardConfig& c) {
+                c.refresh.interval = 60s;
+                c.refresh.drift_interval = 10s;
+            });
+            SimAccount& account = f.account;
 
             constexpr Credits cost = 10;  // one job per second: 10 credits/s; the foreign client 2.5/s
             std::deque<std::pair<creditguard::TimePoint, Reservation>> running;
@@ -122,17 +136,12 @@ BOOST_AUTO_TEST_CASE(a_steady_foreign_spender_costs_no_insufficient_answer_after
 // ends with less than one job's cost unused, and every refusal says "insufficient credits".
 BOOST_AUTO_TEST_CASE(the_reject_policy_strands_no_credits_that_refunds_bring_back) {
     for (DeductionTiming timing : {DeductionTiming::at_submit, DeductionTiming::at_completion}) {
-        BOOST_TEST_CONTEXT("provider charges "
-                           << (timing == DeductionTiming::at_submit ? "at submit" : "at completion")) {
-            GuardFixture f;
-            auto c = f.config();
-            c.deduction = timing;
-            c.policy = AdmissionPolicy::reject;
-            c.default_max_wait = 5min;
-            f.make_guard_with_balance(std::move(c), 120);
-            f.source->set_auto(true);
-            SimAccount account{*f.source, timing};
-            account.lowest = 120;
+        BOOST_TEST_CONTEXT(timing_name(timing)) {
+            SimRun f(timing, 120, [](creditguard::GuardConfig& c) {
+                c.policy = AdmissionPolicy::reject;
+                c.default_max_wait = 5min;
+            });
+            SimAccount& account = f.account;
 
             constexpr Credits cost = 10;
             std::vector<SimJob> jobs(40);

@@ -25,6 +25,14 @@ struct AmbiguityFixture : GuardFixture {
         // Whatever job code does with the reservation afterwards, the job's fate is unknown.
     }
 
+    /// Lets `time` pass; every read sent meanwhile is answered with `balance`.
+    void pass(creditguard::Duration time, Credits balance) {
+        advance(time);
+        while (source->outstanding() > 0)
+            source->answer(balance);
+        drain();
+    }
+
     /// Lets the guard send a read and answers it with `balance`.
     void read(Credits balance) {
         guard->refresh();
@@ -84,17 +92,11 @@ BOOST_AUTO_TEST_CASE(a_lost_create_that_never_shows_comes_back_after_its_ttl) {
             f.make_guard_with_balance(std::move(c), 100);
             Reservation r = f.guard->try_reserve(10).value();
             r.provider_refused(errc::ambiguous_outcome);
-            f.advance(9min);
-            while (f.source->outstanding() > 0)
-                f.source->answer(100);
-            f.drain();
+            f.pass(9min, 100);
             f.read(100);
             BOOST_TEST(f.guard->stats().available == 90);
             BOOST_TEST(f.guard->stats().unresolved == 10);
-            f.advance(1min);
-            while (f.source->outstanding() > 0)
-                f.source->answer(100);
-            f.drain();
+            f.pass(1min, 100);
             f.read(100);
             BOOST_TEST(f.guard->stats().unresolved == 0);
             BOOST_TEST(f.guard->stats().available == 100);

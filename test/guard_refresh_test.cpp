@@ -176,6 +176,20 @@ BOOST_AUTO_TEST_CASE(failing_reads_back_off_exponentially_with_jitter) {
     BOOST_TEST(guard->stats().available == 5);
 }
 
+BOOST_AUTO_TEST_CASE(stats_say_why_the_last_read_failed_until_a_good_read) {
+    make_guard(config());
+    BOOST_TEST(!guard->stats().last_refresh_error);
+    source->fail(creditguard::errc::malformed_response);
+    drain();
+    BOOST_TEST(!guard->stats().balance_known);
+    BOOST_TEST(guard->stats().last_refresh_error == creditguard::errc::malformed_response);
+    advance(1min);  // past the back-off: the next read goes out
+    source->answer(5);
+    drain();
+    BOOST_TEST(guard->stats().balance_known);
+    BOOST_TEST(!guard->stats().last_refresh_error);
+}
+
 BOOST_AUTO_TEST_CASE(low_balance_callback_fires_once_per_crossing_with_hysteresis) {
     auto c = config();
     c.low_watermark = 50;

@@ -353,6 +353,24 @@ BOOST_AUTO_TEST_CASE(invalid_urls) {
     }
 }
 
+// Boost.URL 1.81 parses what follows a port's digits, or an IPv4 address at the start of a name, as a
+// rootless path; the client must refuse such a URL rather than send "GET evil.com/x" to that address and
+// port (found by fuzz_url).
+BOOST_AUTO_TEST_CASE(junk_after_the_port_is_an_invalid_url) {
+    asio::io_context ioc;
+    HttpClient client(ioc.get_executor());
+    for (const char* url :
+         {"http://127.0.0.1:80evil.com/x", "http://127.0.0.1:1x", "https://127.0.0.1:4%0D%0A/v1",
+          "http://[::1]:8080x/api/v2/credits", "http://127.0.0.1.evil.com/x", "http://127.0.0.1evil.com/x"}) {
+        HttpRequest r;
+        r.url = url;
+        BOOST_TEST_CONTEXT("'" << url << "'") {
+            auto [ec, resp] = wait<HttpResponse>(ioc, [&](auto h) { client.async_request(r, std::move(h)); });
+            BOOST_TEST(ec == make_error_code(errc::invalid_url), ec.message());
+        }
+    }
+}
+
 BOOST_AUTO_TEST_CASE(completion_tokens) {
     MockFixture f;
     HttpClient client(f.ioc.get_executor());

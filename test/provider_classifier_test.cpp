@@ -192,6 +192,44 @@ BOOST_AUTO_TEST_CASE(retry_after_seconds_and_http_date) {
     BOOST_TEST(!c.retry_after.has_value());
 }
 
+// A 4-digit year reaches 9999: such dates are capped like delay-seconds instead of overflowing the
+// nanosecond arithmetic (found by fuzz_retry_after and fuzz_classifier).
+BOOST_AUTO_TEST_CASE(retry_after_far_dates_are_capped) {
+    const auto now = std::chrono::sys_days{std::chrono::year{2024} / 1 / 1} + 12h + 250ms;
+    constexpr long long cap = 999'999'999;
+    BOOST_TEST(parse_retry_after("9999999999", now).value().count() == cap);
+    BOOST_TEST(parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now).value().count() == cap);
+    BOOST_TEST(parse_retry_after("Sun Nov  6 08:49:37 6024", now).value().count() == cap);
+    BOOST_TEST(parse_retry_after("Sat, 01 Jan 0001 00:00:00 GMT", now).value().count() == 0);
+    // Just below the cap the date counts (a fraction of a second of `now` already gone).
+    BOOST_TEST(parse_retry_after("Mon, 01 Jan 2024 12:00:10 GMT", now).value().count() == 9);
+    BOOST_TEST(parse_retry_after("Thu, 09 Sep 2055 13:46:39 GMT", now).value().count() == cap - 1);
+    BOOST_TEST(parse_retry_after("Thu, 09 Sep 2055 13:46:41 GMT", now).value().count() == cap);
+
+    HttpResponse r;
+    r.status = 429;
+    r.headers = {{"Retry-After", "Mon Jan  1 12:00:05 6024"}};
+    const auto c = classify(preset("crun"), r, now);
+    BOOST_TEST((c.outcome == Outcome::rate_limited));
+    BOOST_TEST(c.retry_after.value().count() == cap);
+}
+
+// The numbers of a date are digits: a sign inside a field was read by %d (found by fuzz_retry_after).
+BOOST_AUTO_TEST_CASE(retry_after_date_fields_are_digits) {
+    const auto now = std::chrono::sys_days{std::chrono::year{2024} / 1 / 1} + 11h;
+    BOOST_TEST(!parse_retry_after("Mon Jan  1 14:08:05 +096", now).has_value());
+    BOOST_TEST(!parse_retry_after("Mon, 01 Jan 2024 12:-1:30 GMT", now).has_value());
+    BOOST_TEST(!parse_retry_after("Mon, 01 Jan 2024 -1:00:30 GMT", now).has_value());
+    BOOST_TEST(!parse_retry_after("Mon, 01 Jan -024 12:00:30 GMT", now).has_value());
+    BOOST_TEST(!parse_retry_after("Mon, +1 Jan 2024 12:00:30 GMT", now).has_value());
+    BOOST_TEST(!parse_retry_after("Monday, 01-Jan--4 12:00:10 GMT", now).has_value());
+    // What the forms allow is still read.
+    BOOST_TEST(parse_retry_after("Mon, 01 Jan 2024 12:00:30 GMT", now).value().count() == 3630);
+    BOOST_TEST(parse_retry_after("Mon, 1 Jan 2024 12:00:30 GMT", now).value().count() == 3630);
+    BOOST_TEST(parse_retry_after("Monday, 01-Jan-24 12:00:30 GMT", now).value().count() == 3630);
+    BOOST_TEST(parse_retry_after("Mon Jan  1 12:00:30 2024", now).value().count() == 3630);
+}
+
 BOOST_AUTO_TEST_CASE(balance_values_and_numeric_edges) {
     namespace json = boost::json;
     const auto ok = [](std::string_view text) {

@@ -5,6 +5,7 @@
 #include <creditguard/mock_provider.hpp>
 
 #include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
 
 #include <spawn.h>
 
@@ -87,7 +88,7 @@ private:
 };
 
 std::vector<std::string> run_args(const cg::MockProvider& mock, const RedisServer& redis, int jobs,
-                                  const std::string& deduct) {
+                                  const std::string& deduct, int cost = 1) {
     return {"run",
             "--provider",
             "sunoapi",
@@ -98,7 +99,7 @@ std::vector<std::string> run_args(const cg::MockProvider& mock, const RedisServe
             "--concurrency",
             "8",
             "--cost",
-            "1",
+            std::to_string(cost),
             "--policy",
             "reject",
             "--poll-interval",
@@ -114,11 +115,11 @@ std::vector<std::string> run_args(const cg::MockProvider& mock, const RedisServe
             "--json"};
 }
 
-cg::MockConfig mock_config(cg::DeductionTiming deduct) {
+cg::MockConfig mock_config(cg::DeductionTiming deduct, cg::Credits cost = 1) {
     cg::MockConfig config;
     config.key = cg::SecretString(kKey);
     config.credits = 1000;
-    config.cost = 1;
+    config.cost = cost;
     config.deduct = deduct;
     config.polls_to_complete = 2;
     return config;
@@ -135,8 +136,14 @@ FleetTotals add_up(std::vector<std::unique_ptr<CliProcess>>& fleet, std::size_t 
     FleetTotals totals;
     for (std::size_t i = 0; i < fleet.size(); ++i) {
         if (i == skip) continue;
-        BOOST_TEST(fleet[i]->wait() == 0);
+        const int exit_code = fleet[i]->wait();
         const boost::json::object s = fleet[i]->summary();
+        // The fleet runs until the account is empty, so jobs are refused for lack of credits (exit 3), and for
+        // nothing else: not even a process's first jobs, which wait for its first shared read.
+        const auto& errors = s.at("errors").as_object();
+        BOOST_TEST((errors.empty() || (errors.size() == 1 && errors.contains("insufficient_credits"))),
+                   boost::json::serialize(errors));
+        BOOST_TEST(exit_code == (errors.empty() ? 0 : 3), "exit " << exit_code);
         totals.completed += s.at("completed").as_int64();
         totals.spent += s.at("credits_spent").as_int64();
         totals.failed += s.at("failed").as_int64() + s.at("ambiguous").as_int64();
@@ -242,6 +249,30 @@ BOOST_AUTO_TEST_CASE(redis_restarted_mid_run_no_overspend_and_the_run_completes)
     BOOST_TEST(mock.credits() >= 0);  // at completion an overspend would show as a negative balance
     BOOST_TEST(totals.spent == 1000 - mock.credits());
     BOOST_TEST(totals.completed > 0);
+}
+
+// The reject policy next to jobs in flight elsewhere in the fleet: 100 jobs of cost 10 on 1,000 credits, 25 per
+// process, so every job is payable. A job another process's lease or running jobs keep from being granted at once
+// waits for them instead of being refused, so the fleet submits (nearly) all of them and at most one job's cost is
+// left unused.
+BOOST_AUTO_TEST_CASE(the_reject_policy_strands_at_most_one_jobs_cost_across_four_processes) {
+    RedisServer redis;
+    cg::MockProvider mock(mock_config(cg::DeductionTiming::at_completion, 10));
+    std::vector<std::unique_ptr<CliProcess>> fleet;
+    for (int i = 0; i < 4; ++i)
+        fleet.push_back(std::make_unique<CliProcess>(run_args(mock, redis, 25, "complete", 10)));
+    const FleetTotals totals = add_up(fleet);
+    const cg::MockCounters counters = mock.counters();
+    BOOST_TEST_MESSAGE("reject policy, 4 processes: " << counters.tasks_created << " of 100 payable jobs submitted, "
+                                                      << totals.completed << " completed, " << mock.credits()
+                                                      << " credits left");
+    BOOST_TEST(counters.tasks_created >= 95u);
+    BOOST_TEST(counters.insufficient_answers == 0u);
+    BOOST_TEST(totals.provider_insufficient == 0);
+    BOOST_TEST(totals.failed == 0);
+    BOOST_TEST(mock.credits() >= 0);
+    BOOST_TEST(mock.credits() <= 10);  // at most one job's cost stranded
+    BOOST_TEST(totals.spent == 1000 - mock.credits());
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -12,6 +12,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace redis_test {
@@ -59,10 +60,14 @@ struct SharedProcess {
         guard.ledger = std::move(owned);
         this->guard = std::make_unique<CreditGuard>(executor, std::move(source), std::move(guard));
     }
-    /// Reserves with a bound on the wait; the error code says why it failed.
-    asio::awaitable<std::pair<error_code, Reservation>> reserve(Credits cost, std::chrono::milliseconds max_wait = 5s) {
+    /// Reserves with a bound on the wait (and the guard's policy unless one is given); the error code says why
+    /// it failed.
+    asio::awaitable<std::pair<error_code, Reservation>> reserve(
+        Credits cost, std::chrono::milliseconds max_wait = 5s,
+        std::optional<creditguard::AdmissionPolicy> policy = std::nullopt) {
         ReserveOptions options;
         options.max_wait = max_wait;
+        options.policy = policy;
         auto [ec, r] = co_await guard->async_reserve(cost, options, asio::as_tuple(asio::use_awaitable));
         co_return std::pair<error_code, Reservation>{ec, std::move(r)};
     }
@@ -81,6 +86,25 @@ inline asio::awaitable<std::map<std::string, std::string>> account_state(RedisCo
     for (std::size_t i = 0; i + 1 < all.elements().size(); i += 2)
         out[all.at(i).str()] = all.at(i + 1).str();
     co_return out;
+}
+
+/// One integer field of an account_state() (0 when absent).
+inline Credits state_field(const std::map<std::string, std::string>& state, const std::string& name) {
+    const auto it = state.find(name);
+    return it == state.end() ? 0 : std::stoll(it->second);
+}
+
+/// Waits (polling Redis every 10 ms, at most `limit`) until `done(state)` holds for the account's state hash;
+/// false if it never did.
+template <class Predicate>
+asio::awaitable<bool> state_becomes(RedisConnection& c, Predicate done, const std::string& account = "acct",
+                                    std::chrono::milliseconds limit = 5s) {
+    const auto give_up = std::chrono::steady_clock::now() + limit;
+    for (;;) {
+        if (done(co_await account_state(c, account))) co_return true;
+        if (std::chrono::steady_clock::now() >= give_up) co_return false;
+        co_await pause(10ms);
+    }
 }
 
 /// Sum of the live leases' amounts.

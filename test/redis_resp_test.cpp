@@ -111,6 +111,36 @@ BOOST_AUTO_TEST_CASE(too_deep_nesting_is_a_protocol_error) {
     BOOST_TEST((d.next(v) == Status::error));
 }
 
+// An array's announced length costs nothing until its elements arrive: "*2147483647\r\n" used to allocate
+// (and initialise) 2^31 values up front, ~150 GB (found by fuzz_resp).
+BOOST_AUTO_TEST_CASE(an_announced_array_length_is_not_allocated_up_front) {
+    RespDecoder d;
+    const std::string bytes = "*2147483647\r\n:1\r\n*3\r\n$1\r\na\r\n";
+    d.feed(bytes.data(), bytes.size());
+    RedisValue v;
+    BOOST_TEST((d.next(v) == Status::need_more));
+    BOOST_TEST(!d.failed());
+}
+
+BOOST_AUTO_TEST_CASE(long_arrays_of_arrays_arrive_whole) {
+    // More elements than the decoder reserves up front, each an array whose children arrive while it
+    // sits in its parent's growing vector.
+    constexpr int n = 3000;
+    std::string bytes = "*" + std::to_string(n) + "\r\n";
+    for (int i = 0; i < n; ++i)
+        bytes += "*2\r\n:" + std::to_string(i) + "\r\n$1\r\nx\r\n";
+    RespDecoder d;
+    const auto values = decode_all(d, bytes);
+    BOOST_REQUIRE_EQUAL(values.size(), 1u);
+    BOOST_REQUIRE_EQUAL(values[0].elements().size(), static_cast<std::size_t>(n));
+    for (int i = 0; i < n; ++i) {
+        const auto& e = values[0].at(static_cast<std::size_t>(i));
+        BOOST_TEST_REQUIRE(e.elements().size() == 2u);
+        BOOST_TEST_REQUIRE(e.at(0).integer() == i);
+        BOOST_TEST_REQUIRE(e.at(1).str() == "x");
+    }
+}
+
 BOOST_AUTO_TEST_CASE(value_helpers) {
     BOOST_TEST((RedisValue::make_bulk("123").to_int() == 123));
     BOOST_TEST((RedisValue::make_integer(-5).to_int() == -5));

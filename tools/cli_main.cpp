@@ -25,11 +25,16 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
+#include <limits>
+#include <map>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -50,17 +55,6 @@ int fail(const boost::system::error_code& ec) {
     if (ec.category() == cg::error_category())
         return fail(cg::to_string(static_cast<cg::errc>(ec.value())), ec.message());
     return fail("error", ec.message());
-}
-
-// "20/10s", "unknown" (learned), or "none" (only a cap on running tasks).
-std::string limits_text(const cg::RequestBudgetStats& b) {
-    if (!b.windows.empty()) return cg::format_rate_limits(b.windows);
-    return b.learned_rate ? "unknown" : "none";
-}
-
-bool on_loopback(const std::string& base_url) {
-    auto u = boost::urls::parse_uri(base_url);
-    return u && cg::is_loopback_host(u->host());
 }
 
 std::optional<cg::ProviderConfig> provider_for(const Options& o, std::string& why) {
@@ -113,12 +107,13 @@ struct RunTally {
     int rate_limited = 0;
     int maintenance = 0;
     int workers_left = 0;
-    std::vector<std::string> errors;
+    // Jobs that did not complete, by what the runner said (status, error): named and counted at the end.
+    std::map<std::pair<cg::JobStatus, boost::system::error_code>, int> outcomes;
     std::unique_ptr<cg::CreditGuard>* guard = nullptr;
     cg::GuardStats* stats = nullptr;
     cg::RedisLedger* shared_ledger = nullptr;  // owned by the guard; null once it is gone
     std::optional<cg::RedisLedgerStats> ledger_stats;
-    cg::RequestBudget* budget = nullptr;  // the run's request budget, when pacing
+    cg::RequestBudget* budget = nullptr;     // the run's request budget, when pacing
     cg::RedisRateGate* rate_gate = nullptr;  // its windows shared through Redis (--ledger redis://)
     std::optional<cg::RequestBudgetStats> budget_stats;
     cg::Duration credit_wait{};
@@ -140,13 +135,30 @@ void finish(RunTally& t) {
     }
 }
 
+// "20/10s", "unknown" (learned), or "none" (only a cap on running tasks).
+std::string limits_text(const cg::RequestBudgetStats& b) {
+    if (!b.windows.empty()) return cg::format_rate_limits(b.windows);
+    return b.learned_rate ? "unknown" : "none";
+}
+
+bool on_loopback(const std::string& base_url) {
+    auto u = boost::urls::parse_uri(base_url);
+    return u && cg::is_loopback_host(u->host());
+}
+
+cg::Credits saturating_add(cg::Credits a, cg::Credits b) {
+    cg::Credits sum = 0;
+    if (!__builtin_add_overflow(a, b, &sum)) return sum;
+    return b < 0 ? std::numeric_limits<cg::Credits>::min() : std::numeric_limits<cg::Credits>::max();
+}
+
 asio::awaitable<void> worker(cg::CreditGuard& guard, const cg::Provider& provider, const Options& o, RunTally& t) {
     while (t.next < t.jobs) {
         const int id = t.next++;
         auto body = provider.make_create_body("creditguard job " + std::to_string(id) + ": a calm piano piece");
         cg::JobResult r = co_await cg::run_guarded_job(guard, provider, std::move(body), o.cost, o.runner);
         ++t.done;
-        t.spent += r.charged;
+        t.spent = saturating_add(t.spent, r.charged);  // the provider says what a job cost: never trusted to fit
         t.insufficient += r.insufficient_answers;
         t.rate_limited += r.rate_limited_answers;
         t.maintenance += r.maintenance_answers;
@@ -158,8 +170,7 @@ asio::awaitable<void> worker(cg::CreditGuard& guard, const cg::Provider& provide
         case cg::JobStatus::ambiguous: ++t.ambiguous; break;
         default: ++t.failed; break;
         }
-        if (r.status != cg::JobStatus::completed && t.errors.size() < 5)
-            t.errors.push_back(std::string(cg::to_string(r.status)) + ": " + r.error.message());
+        if (r.status != cg::JobStatus::completed) ++t.outcomes[{r.status, r.error}];
     }
     if (--t.workers_left == 0) finish(t);
 }
@@ -175,6 +186,97 @@ asio::awaitable<void> progress(cg::CreditGuard& guard, const RunTally& t) {
         co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
     }
     std::fprintf(stderr, "\n");
+}
+
+// Why jobs did not complete, one entry per distinct cause, keyed by the stable error name (to_string(errc)).
+struct Cause {
+    int jobs = 0;
+    int waited = 0;  ///< timeouts: admission waits that reached --max-wait
+    int polled = 0;  ///< timeouts: submitted jobs without a final status within --max-job-time
+    boost::system::error_code example;
+};
+
+std::string kind_of(const boost::system::error_code& ec) {
+    if (!ec) return "unknown";
+    if (ec.category() == cg::error_category()) return cg::to_string(static_cast<cg::errc>(ec.value()));
+    return "system_error";
+}
+
+std::string secs(cg::Duration d) {
+    std::ostringstream os;
+    os << std::chrono::duration<double>(d).count() << " s";
+    return os.str();
+}
+
+std::map<std::string, Cause> causes_of(const RunTally& t, const cg::GuardStats& stats) {
+    std::map<std::string, Cause> causes;
+    for (const auto& [outcome, count] : t.outcomes) {
+        auto [status, ec] = outcome;
+        const bool admission_timeout = status == cg::JobStatus::rejected && ec == cg::errc::timeout;
+        // Waiting for credits until the deadline while the balance stayed unknown: the balance is the cause.
+        if (admission_timeout && !stats.balance_known) ec = cg::errc::balance_unknown;
+        Cause& cause = causes[kind_of(ec)];
+        cause.jobs += count;
+        if (ec == cg::errc::timeout) (admission_timeout ? cause.waited : cause.polled) += count;
+        if (!cause.example) cause.example = ec;
+    }
+    return causes;
+}
+
+// What a user needs to read to act on the cause. Only fixed texts and numbers: never a provider's message,
+// which could echo a request (and with it the key).
+std::string describe(const std::string& kind, const Cause& c, const Options& o, const cg::GuardStats& stats) {
+    if (kind == "unauthorized") return "the provider refused the API key";
+    if (kind == "balance_unknown") {
+        if (const auto& e = stats.last_refresh_error)
+            return "the balance could not be read (" + kind_of(e) + ": " + e.message() + ")";
+        if (stats.refreshes_ok + stats.refreshes_failed == 0) return "no balance read was answered";
+        return "the balance was not known when they asked";
+    }
+    if (kind == "insufficient_credits") {
+        std::string text = "the account cannot pay for them (" + std::to_string(o.cost) + " credits each";
+        if (stats.balance_known) text += "; last balance read: " + std::to_string(stats.observed_balance);
+        return text + ")";
+    }
+    if (kind == "timeout") {
+        std::string text;
+        const auto part = [&text](int n, const std::string& what) {
+            if (n == 0) return;
+            if (!text.empty()) text += "; ";
+            text += std::to_string(n) + " " + what;
+        };
+        std::string credits;
+        if (stats.balance_known)
+            credits = " (" + std::to_string(o.cost) +
+                      " credits each; last balance read: " + std::to_string(stats.observed_balance) + ")";
+        part(c.waited, "waited --max-wait " + secs(o.max_wait) + " without being admitted" + credits);
+        part(c.polled, "had no final status within --max-job-time " + secs(o.runner.max_job_time));
+        part(c.jobs - c.waited - c.polled,
+             "got no answer from the provider within --timeout " + secs(o.http.request_timeout));
+        return text;
+    }
+    if (kind == "generation_failed") return "the provider failed the task (its credits were refunded)";
+    if (kind == "ambiguous")
+        return "the create call's outcome is unknown: counted as spent at the reserved cost, never resent";
+    return c.example.message();
+}
+
+// One stderr line per distinct cause, most jobs first.
+void report_causes(const std::map<std::string, Cause>& causes, const Options& o, const cg::GuardStats& stats) {
+    std::vector<std::pair<std::string, Cause>> sorted(causes.begin(), causes.end());
+    std::stable_sort(sorted.begin(), sorted.end(),
+                     [](const auto& a, const auto& b) { return a.second.jobs > b.second.jobs; });
+    for (const auto& [kind, cause] : sorted)
+        std::cerr << "error: " << kind << ": " << cause.jobs << (cause.jobs == 1 ? " job: " : " jobs: ")
+                  << describe(kind, cause, o, stats) << "\n";
+}
+
+// 0: every job completed (or there were none); 3: the only cause is insufficient credits, with the balance
+// known (balance_unknown is a separate cause); 1: anything else.
+int exit_code_of(const std::map<std::string, Cause>& causes) {
+    if (causes.empty()) return 0;
+    if (causes.size() == 1 && causes.begin()->first == "insufficient_credits") return 3;
+    return 1;
 }
 
 int run_command(Options o) {
@@ -214,7 +316,7 @@ int run_command(Options o) {
         gc.policy = o.policy;
         gc.deduction = config->deduction;
         gc.default_max_wait = o.max_wait;
-        gc.low_watermark = o.cost * o.concurrency;
+        gc.low_watermark = o.low_watermark;
         // Every provider request takes a permit: --rate-limit, else the provider's preset. The presets are
         // the public providers' limits: a provider on loopback (the embedded mock, a test server) is paced
         // to --mock-rate-limit or not at all.
@@ -276,6 +378,7 @@ int run_command(Options o) {
     }
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     const auto balance_requests = stats.refreshes_ok + stats.refreshes_failed;
+    const auto causes = causes_of(tally, stats);
 
     if (o.json) {
         boost::json::object out{{"provider", o.provider},
@@ -311,6 +414,21 @@ int run_command(Options o) {
             out["paced_waits"] = 0;
             out["rate_limit"] = "off";
         }
+        boost::json::object errors;
+        for (const auto& [kind, cause] : causes)
+            errors[kind] = cause.jobs;
+        out["errors"] = std::move(errors);
+        if (stats.last_refresh_error) out["balance_read_error"] = kind_of(stats.last_refresh_error);
+        // How every reservation ended: granted = released + settled + refunded + abandoned + live.
+        out["reservations"] = boost::json::object{{"granted", stats.granted},       {"committed", stats.committed},
+                                                  {"released", stats.released},     {"settled", stats.settled},
+                                                  {"refunded", stats.refunded},     {"abandoned", stats.abandoned},
+                                                  {"live", stats.live_reservations}};
+        out["unresolved_credits"] = stats.unresolved;
+        out["unexplained_spend"] = stats.unexplained_spend;
+        out["drift_margin"] = stats.drift_margin;
+        out["server_errors"] = stats.server_error_signals;
+        out["breaker_trips"] = stats.breaker_trips;
         if (mock) out["mock_balance_left"] = mock->credits();
         out["ledger"] = o.redis ? "redis" : "local";
         if (tally.ledger_stats) {
@@ -327,20 +445,19 @@ int run_command(Options o) {
                   << ", provider said insufficient " << tally.insufficient << " times, rate limited "
                   << tally.rate_limited << ", maintenance " << tally.maintenance << "\n";
         if (const auto& b = tally.budget_stats) {
-            std::cout << "pacing " << limits_text(*b) << " ("
-                      << cg::to_string(b->source) << "): " << b->total_granted() << " requests, "
-                      << b->total_paced() << " waited for a permit, " << b->total_rate_limited()
-                      << " answered rate limited";
+            std::cout << "pacing " << limits_text(*b) << " (" << cg::to_string(b->source) << "): "
+                      << b->total_granted() << " requests, " << b->total_paced() << " waited for a permit, "
+                      << b->total_rate_limited() << " answered rate limited";
             if (b->learned_rate) std::cout << ", learned " << *b->learned_rate << " requests/s";
             std::cout << "\n";
         }
         if (mock) std::cout << "mock account: " << mock->credits() << " credits left\n";
-        for (const auto& e : tally.errors)
-            std::cout << "  e.g. " << e << "\n";
         std::printf("elapsed %.2f s\n", elapsed);
+        std::fflush(stdout);
     }
+    report_causes(causes, o, stats);
     if (mock) mock->stop();
-    return tally.failed + tally.ambiguous == 0 ? 0 : 1;
+    return exit_code_of(causes);
 }
 
 }  // namespace
@@ -349,9 +466,12 @@ int main(int argc, char** argv) {
     if (argc < 2) return cg_cli::usage("missing command");
     const std::string command = argv[1];
     if (command == "mock") return cg_cli::mock_command(argc - 1, argv + 1);
-    if (command == "--help" || command == "-h" || command == "help") {
-        cg_cli::usage("");
-        return 0;
+    for (int i = 1; i < argc; ++i) {
+        const std::string_view arg = argv[i];
+        if (arg == "--help" || arg == "-h" || (i == 1 && arg == "help")) {
+            cg_cli::usage("");
+            return 0;
+        }
     }
     Options o;
     std::string why;

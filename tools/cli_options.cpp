@@ -2,33 +2,104 @@
 
 #include <boost/url/parse.hpp>
 
+#include <algorithm>
 #include <charconv>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <sstream>
+#include <string>
 
 namespace cg_cli {
 namespace {
 
 namespace cg = creditguard;
 
-template <class T>
-bool number(std::string_view text, T& out) {
-    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
-    return ec == std::errc{} && end == text.data() + text.size();
+// Values are read strictly: plain decimal digits, no sign where none makes sense, no hex, no exponent, no
+// NaN or infinity, nothing after the number. Each option also has a range, so that nothing derived from it
+// can overflow and no value silently means "everything" (a cost of 0) or "as fast as possible" (a 0 s poll).
+
+constexpr cg::Credits kMaxCredits = 1'000'000'000'000'000;  // 1e15: any sum of a run's costs stays far from int64
+constexpr double kMaxSeconds = 24 * 3600.0;                 // the longest sane duration of any option
+constexpr double kMinSeconds = 0.001;                       // 1 ms: below it a timer or a poll loop is a busy loop
+
+// What the error names: the option and the bad value (cut short and with control characters masked).
+std::string bad_value(std::string_view option, std::string_view value, std::string_view expected) {
+    std::string shown;
+    for (char c : value.substr(0, 64))
+        shown += (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) ? '?' : c;
+    if (value.size() > 64) shown += "...";
+    return "bad value for " + std::string(option) + " '" + shown + "': expected " + std::string(expected);
 }
 
-bool seconds(std::string_view text, cg::Duration& out) {
-    double value = 0;
-    try {
-        std::size_t used = 0;
-        value = std::stod(std::string(text), &used);
-        if (used != text.size() || value < 0 || value > 1e7) return false;
-    } catch (...) {
+// A whole number in [lo, hi], written in plain decimal digits (a leading '-' only when lo < 0).
+template <class T>
+bool integer(std::string_view option, std::string_view text, T lo, T hi, T& out, std::string& why) {
+    T value{};
+    const bool digits = !text.empty() && (text.front() != '-' || lo < 0);
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (!digits || ec != std::errc{} || end != text.data() + text.size() || value < lo || value > hi) {
+        why = bad_value(option, text, "a whole number from " + std::to_string(lo) + " to " + std::to_string(hi));
         return false;
     }
-    out = std::chrono::duration_cast<cg::Duration>(std::chrono::duration<double>(value));
+    out = value;
+    return true;
+}
+
+// A decimal number "D", "D.D", ".D" or "D." in [lo, hi]: no sign, no exponent, no hex, no inf or nan.
+bool decimal(std::string_view text, double lo, double hi, double& out) {
+    int digits = 0;
+    int points = 0;
+    for (char c : text) {
+        if (c >= '0' && c <= '9')
+            ++digits;
+        else if (c == '.')
+            ++points;
+        else
+            return false;
+    }
+    if (digits == 0 || points > 1) return false;
+    double value = 0;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value, std::chars_format::fixed);
+    if (ec != std::errc{} || end != text.data() + text.size() || !(value >= lo && value <= hi)) return false;
+    out = value;
+    return true;
+}
+
+std::string seconds_text(double value) {
+    std::ostringstream os;
+    os << value;
+    return os.str();
+}
+
+// SECONDS in [lo, hi] (decimal, e.g. 2.5).
+bool seconds(std::string_view option, std::string_view text, double lo, double hi, cg::Duration& out,
+             std::string& why) {
+    double value = 0;
+    if (!decimal(text, lo, hi, value)) {
+        why = bad_value(option, text, "seconds from " + seconds_text(lo) + " to " + seconds_text(hi) + " (e.g. 2.5)");
+        return false;
+    }
+    // In range, so the conversion cannot overflow; never round a positive value down to nothing.
+    out = std::max(cg::Duration(1), std::chrono::duration_cast<cg::Duration>(std::chrono::duration<double>(value)));
+    return true;
+}
+
+bool seconds(std::string_view option, std::string_view text, cg::Duration& out, std::string& why) {
+    return seconds(option, text, kMinSeconds, kMaxSeconds, out, why);
+}
+
+std::chrono::milliseconds to_ms(cg::Duration d) {
+    return std::max(std::chrono::milliseconds(1), std::chrono::duration_cast<std::chrono::milliseconds>(d));
+}
+
+bool not_empty(std::string_view option, std::string_view value, std::string& out, std::string& why) {
+    if (value.empty()) {
+        why = bad_value(option, value, "a value that is not empty");
+        return false;
+    }
+    out = std::string(value);
     return true;
 }
 
@@ -83,68 +154,88 @@ int usage(std::string_view why) {
         R"(usage:
   creditguard balance --provider ID [--base-url URL]
   creditguard run [--provider ID] [--base-url URL] [--jobs N] [--concurrency C] [--cost K]
-                  [--policy queue|reject] [--max-wait SECONDS] [--json]
+                  [--policy queue|reject] [--max-wait SECONDS] [--max-job-time SECONDS] [--json]
                   [--deduct submit|complete|unknown] [--poll-interval SECONDS] [--timeout SECONDS]
                   [--mock-credits N] [--mock-deduct submit|complete] [--mock-polls N] [--mock-failure-rate F]
                   [--ledger local|redis://HOST[:PORT][/DB]] [--account NAME] [--lease-ttl SECONDS]
                   [--rate-limit N/W[,N/W...]|unknown|off] [--max-running K]
-                  [--mock-rate-limit N/W] [--mock-task-seconds S]
+                  [--mock-rate-limit N/W] [--mock-task-seconds SECONDS]
   creditguard mock [--port P] [--credits N] [--cost K] [--deduct submit|complete] [...]
-common: [--api-key-file PATH] [--ca-file PATH] [--allow-insecure-http]
+common: [--api-key-file PATH] [--ca-file PATH] [--allow-insecure-http]; --option=value works too
 ID is one of sunoapi, udioapi, crun, kie. The API key comes from CREDITGUARD_API_KEY or --api-key-file.
 run without --base-url starts the embedded mock provider (its own key).
 --ledger redis://... shares one account's credits among every process using the same server and --account
 (default: the provider's name); a Redis password comes from CREDITGUARD_REDIS_PASSWORD, never the URL.
 --rate-limit paces every provider request (default: the provider's documented or inferred limit, learned
 when unknown; on loopback, --mock-rate-limit or none); W is in seconds or has a unit (500ms, 10s, 1m), and a
-window ending in :create, :status or :balance counts only those requests.
+window ending in :create, :status or :balance counts only those requests. --max-running 1..100000.
+values: --jobs 0..1000000, --concurrency 1..1000, --cost 1..1000000000; SECONDS are decimal, 0.001..86400
+(--lease-ttl 0.1..3600); --max-job-time bounds how long one job polls for its result (default 1800).
+exit codes: 0 every job completed (or there were none), 1 some jobs failed or were not admitted for any
+reason but lack of credits, or a runtime error, 2 usage error, 3 jobs refused only for lack of credits
+(insufficient_credits, with the balance known). Each cause prints one line on stderr: error: KIND: ...
 )";
     return 2;
 }
 
 bool parse(int argc, char** argv, Options& o, std::string& why) {
     for (int i = 1; i < argc; ++i) {
-        const std::string_view arg = argv[i];
-        if (arg == "--json") {
-            o.json = true;
-            continue;
-        }
-        if (arg == "--allow-insecure-http") {
-            o.http.allow_insecure_http = true;
-            continue;
-        }
+        std::string_view arg = argv[i];
         if (arg == "--api-key" || arg.rfind("--api-key=", 0) == 0) {
             why = "the API key is never taken from an argument: set CREDITGUARD_API_KEY or use --api-key-file";
             return false;
         }
-        if (i + 1 >= argc) {
+        // --option=value is the same as --option value.
+        std::optional<std::string_view> inline_value;
+        if (const auto eq = arg.find('='); arg.rfind("--", 0) == 0 && eq != std::string_view::npos) {
+            inline_value = arg.substr(eq + 1);
+            arg = arg.substr(0, eq);
+        }
+        if (arg == "--json" || arg == "--allow-insecure-http") {
+            if (inline_value) {
+                why = std::string(arg) + " takes no value";
+                return false;
+            }
+            if (arg == "--json")
+                o.json = true;
+            else
+                o.http.allow_insecure_http = true;
+            continue;
+        }
+        if (!inline_value && i + 1 >= argc) {
             why = "missing value after " + std::string(arg);
             return false;
         }
-        const std::string_view value = argv[++i];
+        const std::string_view value = inline_value ? *inline_value : std::string_view(argv[++i]);
+        const auto choice = [&](std::string_view expected) {
+            why = bad_value(arg, value, expected);
+            return false;
+        };
         bool ok = true;
-        if (arg == "--provider")
-            o.provider = std::string(value);
-        else if (arg == "--base-url")
+        if (arg == "--provider") {
+            ok = not_empty(arg, value, o.provider, why);
+        } else if (arg == "--base-url")
             ok = origin_of(value, o.base_url, why);
         else if (arg == "--api-key-file")
-            o.api_key_file = std::string(value);
+            ok = not_empty(arg, value, o.api_key_file, why);
         else if (arg == "--ca-file")
-            o.http.ca_file = std::string(value);
+            ok = not_empty(arg, value, o.http.ca_file, why);
         else if (arg == "--jobs")
-            ok = number(value, o.jobs) && o.jobs >= 0;
+            ok = integer(arg, value, 0, 1'000'000, o.jobs, why);
         else if (arg == "--concurrency")
-            ok = number(value, o.concurrency) && o.concurrency >= 1;
+            ok = integer(arg, value, 1, 1'000, o.concurrency, why);
         else if (arg == "--cost")
-            ok = number(value, o.cost) && o.cost >= 0;
+            ok = integer(arg, value, cg::Credits{1}, cg::GuardConfig{}.max_reservation, o.cost, why);
         else if (arg == "--max-wait")
-            ok = seconds(value, o.max_wait);
+            ok = seconds(arg, value, o.max_wait, why);
+        else if (arg == "--max-job-time")
+            ok = seconds(arg, value, o.runner.max_job_time, why);
         else if (arg == "--timeout") {
             cg::Duration d{};
-            ok = seconds(value, d) && d.count() > 0;
-            o.http.request_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(d);
+            ok = seconds(arg, value, d, why);
+            o.http.request_timeout = to_ms(d);
         } else if (arg == "--poll-interval") {
-            ok = seconds(value, o.runner.poll_initial);
+            ok = seconds(arg, value, o.runner.poll_initial, why);
             o.poll_interval_set = true;
         } else if (arg == "--policy") {
             if (value == "queue")
@@ -152,7 +243,7 @@ bool parse(int argc, char** argv, Options& o, std::string& why) {
             else if (value == "reject")
                 o.policy = cg::AdmissionPolicy::reject;
             else
-                ok = false;
+                ok = choice("queue or reject");
         } else if (arg == "--deduct") {
             if (value == "submit")
                 o.deduct = cg::DeductionTiming::at_submit;
@@ -161,54 +252,55 @@ bool parse(int argc, char** argv, Options& o, std::string& why) {
             else if (value == "unknown")
                 o.deduct = cg::DeductionTiming::unknown;
             else
-                ok = false;
+                ok = choice("submit, complete or unknown");
         } else if (arg == "--ledger") {
             ok = ledger_of(value, o, why);
         } else if (arg == "--account") {
-            o.account = std::string(value);
-            ok = !o.account.empty();
+            ok = not_empty(arg, value, o.account, why);
         } else if (arg == "--lease-ttl") {
             cg::Duration d{};
-            ok = seconds(value, d) && d >= std::chrono::milliseconds(100);
-            o.lease_ttl = std::chrono::duration_cast<std::chrono::milliseconds>(d);
+            ok = seconds(arg, value, 0.1, 3600, d, why);
+            o.lease_ttl = to_ms(d);
         } else if (arg == "--mock-credits")
-            ok = number(value, o.mock.credits);
+            ok = integer(arg, value, cg::Credits{0}, kMaxCredits, o.mock.credits, why);
         else if (arg == "--mock-deduct") {
             if (value == "submit")
                 o.mock.deduct = cg::DeductionTiming::at_submit;
             else if (value == "complete")
                 o.mock.deduct = cg::DeductionTiming::at_completion;
             else
-                ok = false;
+                ok = choice("submit or complete");
         } else if (arg == "--mock-polls")
-            ok = number(value, o.mock.polls_to_complete) && o.mock.polls_to_complete >= 1;
+            ok = integer(arg, value, 1, 10'000, o.mock.polls_to_complete, why);
         else if (arg == "--mock-failure-rate") {
-            try {
-                o.mock.failure_rate = std::stod(std::string(value));
-            } catch (...) {
-                ok = false;
-            }
-            ok = ok && o.mock.failure_rate >= 0.0 && o.mock.failure_rate <= 1.0;
+            if (!decimal(value, 0.0, 1.0, o.mock.failure_rate)) ok = choice("a fraction from 0 to 1 (e.g. 0.25)");
         } else if (arg == "--rate-limit") {
             // Pacing of every provider request: the provider's preset unless overridden here.
             o.pacing = value != "off";
+            o.rate_limit.reset();
             if (o.pacing) {
                 auto limits = cg::parse_rate_limits(value);
-                ok = limits.has_value();
-                if (ok) o.rate_limit = std::move(*limits);
-                if (!ok) why = "--rate-limit takes N/W[,N/W...] (W in s, or with ms, s, m, h), unknown or off";
+                if (limits)
+                    o.rate_limit = std::move(*limits);
+                else
+                    ok = choice("N/W[,N/W...] (W in seconds, or 500ms, 10s, 1m, 1h; :create, :status or :balance "
+                                "after a window), unknown or off");
             }
         } else if (arg == "--max-running") {
-            ok = number(value, o.max_running) && o.max_running >= 1;
+            int running = 0;
+            ok = integer(arg, value, 1, 100'000, running, why);
+            o.max_running = static_cast<std::size_t>(running);
         } else if (arg == "--mock-rate-limit") {
             // The embedded mock refuses beyond N requests per W (fixed windows), as a provider would.
             auto limits = cg::parse_rate_limits(value);
-            ok = limits.has_value() && limits->windows.size() == 1;
-            if (ok) o.mock_rate_limit = limits->windows.front();
+            if (limits && limits->windows.size() == 1 && limits->windows.front().kinds == cg::all_request_kinds)
+                o.mock_rate_limit = limits->windows.front();
+            else
+                ok = choice("N/W (e.g. 20/10s)");
         } else if (arg == "--mock-task-seconds") {
             // The embedded mock's tasks finish this long after they were created, however often polled.
             cg::Duration d{};
-            ok = seconds(value, d) && d.count() > 0;
+            ok = seconds(arg, value, d, why);
             o.mock.finish_unpolled_after = d;
             o.mock.polls_to_complete = 1'000'000;
         } else {
@@ -216,12 +308,18 @@ bool parse(int argc, char** argv, Options& o, std::string& why) {
             return false;
         }
         if (!ok) {
-            if (why.empty()) why = "bad value for " + std::string(arg);
+            if (why.empty()) why = bad_value(arg, value, "a valid value");
             return false;
         }
     }
     if (!o.redis && (!o.account.empty() || o.lease_ttl)) {
         why = "--account and --lease-ttl need --ledger redis://HOST:PORT";
+        return false;
+    }
+    // Derived values are computed once here, overflow-checked (the ranges above already keep them small).
+    if (__builtin_mul_overflow(o.cost, cg::Credits{o.concurrency}, &o.low_watermark)) {
+        why = "--cost " + std::to_string(o.cost) + " times --concurrency " + std::to_string(o.concurrency) +
+              " does not fit in a credit count";
         return false;
     }
     o.mock.cost = o.cost;

@@ -16,12 +16,13 @@
 namespace cg_cli {
 
 struct Options {
-    std::string provider;
+    std::string provider;      ///< empty: not given (run uses sunoapi); an empty --provider is refused
     std::string base_url;      ///< scheme://host[:port] only: the paths are the provider's own
     std::string api_key_file;  ///< the key is never taken from an argument
     int jobs = 24;
     int concurrency = 4;
     creditguard::Credits cost = 12;
+    creditguard::Credits low_watermark = 0;  ///< cost × concurrency, computed (overflow-checked) by parse()
     creditguard::AdmissionPolicy policy = creditguard::AdmissionPolicy::queue;
     creditguard::Duration max_wait = std::chrono::seconds(30);
     bool json = false;
@@ -41,7 +42,8 @@ struct Options {
     std::optional<creditguard::RateWindow> mock_rate_limit;  ///< --mock-rate-limit N/W (embedded mock)
 };
 
-/// Parses argv[1..argc) (argv[0] is the command). On failure says why.
+/// Parses argv[1..argc) (argv[0] is the command), strictly: each value is checked against its option's range
+/// (see usage()). On failure says why, naming the option and the bad value.
 bool parse(int argc, char** argv, Options& options, std::string& why);
 
 /// Prints the usage to stderr (after `why`, when not empty) and returns the usage exit code (2).

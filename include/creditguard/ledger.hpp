@@ -186,6 +186,7 @@ private:
     Credits certain_pending_ = 0;  // sum of `certain` over counted entries
     Credits unresolved_pending_ = 0;
     Credits margin_ = 0;
+    Credits deferred_fall_ = 0;  // part of the last read's fall that our pending jobs may explain
     bool ever_read_ = false;
     bool zeroed_ = false;
     std::uint64_t zeroed_at_ = 0;

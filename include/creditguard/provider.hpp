@@ -142,7 +142,7 @@ inline Classification classify(const ProviderConfig& config, const HttpResponse&
 }
 
 /// Parses a Retry-After value: delay-seconds or an HTTP-date (IMF-fixdate, RFC 850 or asctime).
-/// A date in the past gives 0 s. Garbage gives nullopt.
+/// A date in the past gives 0 s; delays above 999,999,999 s (dates too) are capped there. Garbage gives nullopt.
 std::optional<std::chrono::seconds> parse_retry_after(std::string_view value,
                                                       std::chrono::system_clock::time_point now);
 

@@ -29,8 +29,11 @@ struct RedisLedgerConfig {
     /// When the provider takes credits out of the account (the same rules as the in-process ledger).
     DeductionTiming deduction = DeductionTiming::unknown;
     /// The credits a process took from the shared pool are a lease that expires this long after the process
-    /// was last heard from (it renews every lease_ttl / 3 while alive). A process killed mid-job gives back
-    /// what it held within this time; committed jobs stay counted until the provider's balance shows them.
+    /// was last heard from (it renews every lease_ttl / 3 while alive). What a process killed mid-job held may
+    /// have been sent as creates nobody reports, so once its lease expired it counts as possibly spent: at
+    /// submit the next balance read gives back what it shows was not charged; at completion it is kept like
+    /// the dead process's jobs (orphan_job_ttl). Committed jobs stay counted until the provider's balance shows
+    /// them. A process that closes gives its lease back at once.
     std::chrono::milliseconds lease_ttl{5000};
     /// Credits taken from the pool beyond what the waiting reservations need, so that the next ones are
     /// granted locally without a round trip. 0 (the default) keeps every idle credit in the shared pool,
@@ -48,7 +51,10 @@ struct RedisLedgerConfig {
     /// Only one process reads the provider balance at a time; its lock expires after this long if it dies.
     std::chrono::milliseconds refresh_lock_ttl{30000};
     /// A job committed by a process that died before settling it is assumed charged (and dropped from the
-    /// outstanding credits by the next balance read) this long after its process's lease expired.
+    /// outstanding credits by the next balance read) this long after its process's lease expired. The same holds
+    /// for the dead process's unresolved jobs (lost create replies, abandoned jobs): while their process lives
+    /// they expire after GuardConfig::unresolved_job_ttl, once it is gone after this. At completion, what the
+    /// dead process's lease held is one such unresolved job, from its expiry on.
     std::chrono::milliseconds orphan_job_ttl{std::chrono::hours(1)};
 };
 

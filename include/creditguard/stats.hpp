@@ -3,6 +3,8 @@
 
 #include "creditguard/types.hpp"
 
+#include <boost/system/error_code.hpp>
+
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -58,6 +60,8 @@ struct GuardStats {
     std::uint64_t refreshes_failed = 0;
     std::uint64_t low_balance_alerts = 0;
     std::optional<Duration> last_refresh_age;  ///< since the last successful read was answered
+    /// Why the last balance read failed (cleared by a good read): lets a caller say why the balance is unknown.
+    boost::system::error_code last_refresh_error;
 };
 
 }  // namespace creditguard

@@ -2,6 +2,7 @@
 #include "creditguard/http_client.hpp"
 
 #include "creditguard/error.hpp"
+#include "http_parse.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/dispatch.hpp>
@@ -17,12 +18,9 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
-#include <boost/url/parse.hpp>
 
 #include <algorithm>
 #include <atomic>
-#include <cctype>
-#include <charconv>
 #include <iterator>
 #include <map>
 #include <mutex>
@@ -41,73 +39,9 @@ namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
 using boost::system::error_code;
 using Clock = std::chrono::steady_clock;
+using Target = detail::HttpTarget;
 
 namespace {
-
-bool iequals(std::string_view a, std::string_view b) noexcept {
-    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-               return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
-           });
-}
-
-struct Target {
-    bool tls = false;
-    std::string host;  // for resolving / SNI / verification (no brackets)
-    std::string port;
-    std::string target;       // path + query
-    std::string host_header;  // Host: value
-    std::string key;          // pool key
-    bool loopback = false;    // is_loopback_host(host), computed once per parse
-};
-
-error_code parse_target(const std::string& url, Target& t, std::size_t& origin_size) {
-    auto parsed = boost::urls::parse_uri(url);
-    if (!parsed) return errc::invalid_url;
-    const auto& u = *parsed;
-    origin_size = u.encoded_origin().size();  // "scheme://authority", a prefix of url
-    const auto scheme = u.scheme();
-    if (iequals(scheme, "https"))
-        t.tls = true;
-    else if (iequals(scheme, "http"))
-        t.tls = false;
-    else
-        return errc::invalid_url;
-    if (!u.has_authority() || u.has_userinfo()) return errc::invalid_url;
-    bool bracket = false;
-    switch (u.host_type()) {
-    case boost::urls::host_type::ipv6:
-        t.host = u.host_ipv6_address().to_string();
-        bracket = true;
-        break;
-    case boost::urls::host_type::name:
-    case boost::urls::host_type::ipv4: t.host = u.host(); break;
-    default: return errc::invalid_url;
-    }
-    if (t.host.empty()) return errc::invalid_url;
-    if (t.host.find_first_of("\r\n\0 /", 0, 5) != std::string::npos) return errc::invalid_url;
-    if (u.has_port()) {
-        const auto port = u.port();
-        unsigned long number = 0;
-        const auto [end, perr] = std::from_chars(port.data(), port.data() + port.size(), number);
-        if (port.empty() || perr != std::errc{} || end != port.data() + port.size() || number == 0 || number > 65535)
-            return errc::invalid_url;
-        t.port = std::to_string(number);
-    } else {
-        t.port = t.tls ? "443" : "80";
-    }
-    t.target = std::string(u.encoded_path());
-    if (t.target.empty()) t.target = "/";
-    if (u.has_query()) {
-        t.target += '?';
-        t.target += std::string(u.encoded_query());
-    }
-    const bool default_port = t.port == (t.tls ? "443" : "80");
-    t.host_header = bracket ? "[" + t.host + "]" : t.host;
-    if (!default_port) t.host_header += ":" + t.port;
-    t.key = (t.tls ? "https://" : "http://") + t.host_header;
-    t.loopback = is_loopback_host(t.host);
-    return {};
-}
 
 bool valid_header_name(std::string_view name) noexcept {
     if (name.empty()) return false;
@@ -257,29 +191,8 @@ struct HttpClient::Impl {
     }
 
     // --- strand only ---
-    /// parse_target with a one-entry cache: a URL that starts with the last fully parsed URL's
-    /// "scheme://authority" followed by a path reuses its host/port/key and only checks the path and query
-    /// (parse_origin_form: the same grammar parse_uri applies after an authority). parse_uri was ~8% of a
-    /// keep-alive request's instructions.
-    error_code parse_url(const std::string& url, Target& t) {
-        const std::size_t n = url_origin.size();
-        if (n != 0 && url.size() > n && url[n] == '/' && url.compare(0, n, url_origin) == 0) {
-            const std::string_view rest(url.data() + n, url.size() - n);
-            if (rest.find('#') == std::string_view::npos && boost::urls::parse_origin_form(rest)) {
-                t = url_base;
-                t.target.assign(rest);
-                return {};
-            }
-        }
-        std::size_t origin_size = 0;
-        if (auto ec = parse_target(url, t, origin_size)) return ec;
-        if (origin_size != 0 && origin_size < url.size()) {
-            url_origin.assign(url, 0, origin_size);
-            url_base = t;
-            url_base.target.clear();
-        }
-        return {};
-    }
+    /// See detail::HttpTargetCache.
+    error_code parse_url(const std::string& url, Target& t) { return url_cache.parse(url, t); }
 
     /// The most recently used idle connection to `key` that is still usable (LIFO: the warmest one, and
     /// the older ones age out). Unusable ones met on the way are closed and dropped.
@@ -341,8 +254,7 @@ struct HttpClient::Impl {
     bool system_store_loaded = false;
     std::map<std::string, std::vector<ConnPtr>> idle;  // per key, oldest first
     std::set<ConnPtr> active;
-    std::string url_origin;  // parse_url's cache
-    Target url_base;
+    detail::HttpTargetCache url_cache;         // parse_url's
     std::atomic<std::uint64_t> generation{0};  // bumped by cancel(); ops started before it fail
 
     mutable std::mutex stats_mutex;
@@ -579,20 +491,6 @@ asio::awaitable<Result> run_request(std::shared_ptr<Impl> impl, HttpRequest req,
 }
 
 }  // namespace
-
-std::optional<std::string_view> HttpResponse::header(std::string_view name) const {
-    for (const auto& [n, v] : headers)
-        if (iequals(n, name)) return std::string_view(v);
-    return std::nullopt;
-}
-
-bool is_loopback_host(std::string_view host) noexcept {
-    if (iequals(host, "localhost")) return true;
-    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-    error_code ec;
-    const auto addr = asio::ip::make_address(std::string(host), ec);
-    return !ec && addr.is_loopback();
-}
 
 HttpClient::HttpClient(asio::any_io_executor executor, HttpClientConfig config)
     : impl_(std::make_shared<Impl>(std::move(executor), std::move(config))) {}

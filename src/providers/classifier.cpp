@@ -9,6 +9,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 
 namespace creditguard {
 
@@ -63,6 +64,9 @@ error_code to_error_code(Outcome o) noexcept {
 namespace {
 
 constexpr std::size_t kMaxMessage = 256;
+/// The longest Retry-After delay (about 31 years): absurd but valid values are capped here, which also
+/// keeps every result convertible to the guard's nanosecond Duration.
+constexpr std::chrono::seconds kMaxRetryAfter{999'999'999};
 
 std::string lower(std::string_view s) {
     std::string out(s);
@@ -172,42 +176,57 @@ std::optional<std::chrono::seconds> parse_retry_after(std::string_view value,
         value.remove_suffix(1);
     if (value.empty() || value.size() > 64) return std::nullopt;
     if (std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-        if (value.size() > 9) return std::chrono::seconds(999'999'999);  // absurd but valid: cap it
+        if (value.size() > 9) return kMaxRetryAfter;  // absurd but valid: cap it
         long long s = 0;
         std::from_chars(value.data(), value.data() + value.size(), s);
         return std::chrono::seconds(s);
     }
     const std::string text(value);
-    int day = 0, year = 0, hh = 0, mm = 0, ss = 0;
+    // Numbers are read as runs of digits (%[0-9]): %d would also take a sign or leading blanks inside a
+    // field, and "08:-1:37" or a year of "+096" are garbage, not dates.
+    char day_s[3] = {}, year_s[5] = {}, hh_s[3] = {}, mm_s[3] = {}, ss_s[3] = {};
     char mon[4] = {};
     char tail[4] = {};
     int consumed = 0;
     bool parsed = false;
+    bool two_digit_year = false;
     // IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT
-    if (std::sscanf(text.c_str(), "%*3[A-Za-z], %2d %3[A-Za-z] %4d %2d:%2d:%2d %3s%n", &day, mon, &year, &hh, &mm, &ss,
-                    tail, &consumed) == 7 &&
+    if (std::sscanf(text.c_str(), "%*3[A-Za-z], %2[0-9] %3[A-Za-z] %4[0-9] %2[0-9]:%2[0-9]:%2[0-9] %3s%n", day_s, mon,
+                    year_s, hh_s, mm_s, ss_s, tail, &consumed) == 7 &&
         consumed == static_cast<int>(text.size()) && std::string_view(tail) == "GMT") {
         parsed = true;
-    } else if (consumed = 0; std::sscanf(text.c_str(), "%*[A-Za-z], %2d-%3[A-Za-z]-%2d %2d:%2d:%2d %3s%n", &day, mon,
-                                         &year, &hh, &mm, &ss, tail, &consumed) == 7 &&
-                             consumed == static_cast<int>(text.size()) && std::string_view(tail) == "GMT") {
-        // RFC 850: two-digit year
-        year += year < 70 ? 2000 : 1900;
-        parsed = true;
-    } else if (consumed = 0; std::sscanf(text.c_str(), "%*3[A-Za-z] %3[A-Za-z] %2d %2d:%2d:%2d %4d%n", mon, &day, &hh,
-                                         &mm, &ss, &year, &consumed) == 6 &&
-                             consumed == static_cast<int>(text.size())) {
+    } else if (consumed = 0;
+               std::sscanf(text.c_str(), "%*[A-Za-z], %2[0-9]-%3[A-Za-z]-%2[0-9] %2[0-9]:%2[0-9]:%2[0-9] %3s%n", day_s,
+                           mon, year_s, hh_s, mm_s, ss_s, tail, &consumed) == 7 &&
+               consumed == static_cast<int>(text.size()) && std::string_view(tail) == "GMT") {
+        parsed = two_digit_year = true;  // RFC 850
+    } else if (consumed = 0;
+               std::sscanf(text.c_str(), "%*3[A-Za-z] %3[A-Za-z] %2[0-9] %2[0-9]:%2[0-9]:%2[0-9] %4[0-9]%n", mon, day_s,
+                           hh_s, mm_s, ss_s, year_s, &consumed) == 6 &&
+               consumed == static_cast<int>(text.size())) {
         parsed = true;  // asctime
     }
     if (!parsed) return std::nullopt;
+    const auto number = [](const char* digits) {
+        int n = 0;
+        std::from_chars(digits, digits + std::strlen(digits), n);  // 1 to 4 digits: always fits
+        return n;
+    };
+    const int day = number(day_s), hh = number(hh_s), mm = number(mm_s), ss = number(ss_s);
+    int year = number(year_s);
+    if (two_digit_year) year += year < 70 ? 2000 : 1900;
     const int month = month_from(mon);
     using namespace std::chrono;
     const year_month_day ymd{std::chrono::year{year}, std::chrono::month{static_cast<unsigned>(month)},
                              std::chrono::day{static_cast<unsigned>(day)}};
     if (month == 0 || !ymd.ok() || hh > 23 || mm > 59 || ss > 60) return std::nullopt;
-    const auto at = sys_days{ymd} + hours{hh} + minutes{mm} + seconds{ss};
-    const auto delta = duration_cast<seconds>(at - now);
-    return delta.count() < 0 ? seconds{0} : delta;
+    const sys_seconds at = sys_days{ymd} + hours{hh} + minutes{mm} + seconds{ss};
+    // Compared in whole seconds first: `now` counts nanoseconds, and a date more than ~292 years away (the
+    // year goes up to 9999) does not fit in nanoseconds.
+    const auto now_s = floor<seconds>(now);
+    if (at <= now_s) return seconds{0};
+    if (at - now_s > kMaxRetryAfter) return kMaxRetryAfter;
+    return duration_cast<seconds>(at - now);
 }
 
 namespace {

@@ -1,5 +1,6 @@
 // Internal to the provider layer: a response body parsed once, shared by classification and the
-// extraction of the balance, task id and status (parsing twice cost ~15% of a balance read).
+// extraction of the balance, task id and status (parsing twice cost ~15% of a balance read); the
+// base-URL normalisation shared by the presets and the Provider constructor.
 #pragma once
 
 #include "creditguard/provider.hpp"
@@ -7,6 +8,7 @@
 #include <boost/json/value.hpp>
 
 #include <chrono>
+#include <string>
 #include <string_view>
 
 namespace creditguard::detail {
@@ -25,5 +27,8 @@ Classification classify_parsed(const ProviderConfig& config, unsigned http_statu
 
 /// parse_balance() on an already parsed body.
 boost::system::result<Credits> balance_in(const ProviderConfig& config, const ParsedBody& body) noexcept;
+
+/// `s` without trailing slashes (a base URL is joined with paths that start with '/').
+std::string trim_slash(std::string_view s);
 
 }  // namespace creditguard::detail

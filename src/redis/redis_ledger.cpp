@@ -61,8 +61,11 @@ Credits RedisLedger::available() const noexcept {
     return (s.zeroed || s.shared.zeroed) && value > 0 ? 0 : value;
 }
 
+// Known once a read was applied in this epoch, even while this process registers its lease or waits out the
+// grace after a Redis restart (nothing is granted then: see available()). A reject-policy waiter is then decided
+// by the best case instead of being refused for a balance that is in fact known.
 bool RedisLedger::balance_known() const noexcept {
-    return state_->usable();
+    return state_->known();
 }
 
 bool RedisLedger::try_hold(Credits cost) noexcept {
@@ -157,31 +160,112 @@ RefreshTicket RedisLedger::refresh_sent() noexcept {
     return ++state_->sequence;
 }
 
-// The shared balance itself arrives with the script replies; a read the guard asked for only ends this process's
-// own doubts: a forgotten balance, and an "insufficient" it heard (once Redis has it, the shared state holds the
-// zero until a read sent after it).
+// The shared balance itself arrives with the script replies; a read the guard asked for ends this process's own
+// doubts (a forgotten balance, and an "insufficient" it heard: once Redis has it, the shared state holds the zero
+// until a read sent after it), and reports what the account's reads found since the guard was last told.
 ReadOutcome RedisLedger::refresh_received(RefreshTicket ticket, Credits /*balance*/) noexcept {
     State& s = *state_;
     s.forgotten = false;
     if (s.zeroed && ticket > s.zeroed_at && s.acked_upto >= s.zero_op && !s.shared.zeroed) s.zeroed = false;
-    return {};
+    const ReadOutcome outcome = s.outcome.value_or(ReadOutcome{});
+    s.outcome.reset();
+    return outcome;
 }
 
-// PROVISIONAL until the shared scripts know unresolved jobs: the job stays open in the pool, so its credits
-// stay pending for as long as this process lives (never re-granted, possibly stranded).
-void RedisLedger::commit_unresolved(Credits cost, TimePoint /*expires*/) {
-    commit(cost);
+void RedisLedger::State::note_read(const detail::ReadTotals& totals) {
+    ReadOutcome out;
+    if (!told || told->epoch != totals.epoch) {
+        out.applied = true;  // the first read this process sees in this epoch: nothing to compare with yet
+    } else if (totals.last_ticket > told->last_ticket) {
+        out.applied = true;
+        out.unexplained = totals.unexplained - told->unexplained;
+        out.resolved = totals.resolved - told->resolved;
+    }
+    if (out.applied) told = totals;
+    outcome = out;
 }
 
-void RedisLedger::abandon(JobHandle /*job*/, TimePoint /*expires*/) noexcept {}
+// The job leaves its owner but stays pending in the pool: no ticket makes it visible. A read whose fall nothing
+// else explains resolves it there; otherwise its expiry here makes it visible from then on.
+void RedisLedger::commit_unresolved(Credits cost, TimePoint expires) {
+    State& s = *state_;
+    s.unresolved.reserve(s.unresolved.size() + 1);                 // may throw: nothing changed yet
+    s.outbox.push_back({'U', s.next_op, s.next_job, cost, cost});  // may throw: nothing changed yet
+    ++s.next_op;
+    s.unresolved.push_back({s.next_job++, cost, expires});
+    s.held -= cost;
+    s.lease -= cost;
+    remote_->kick();
+}
 
-void RedisLedger::expire_unresolved(TimePoint /*now*/) noexcept {}
+void RedisLedger::abandon(JobHandle job, TimePoint expires) noexcept {
+    State& s = *state_;
+    State::Job& entry = s.jobs[job];
+    if (config_.deduction == DeductionTiming::at_submit) {
+        // Charged when it was submitted; what it finally costs will never be known: the reserved cost.
+        settle(job, entry.reserved);
+        return;
+    }
+    try {
+        s.unresolved.reserve(s.unresolved.size() + 1);
+        s.outbox.push_back({'B', s.next_op, entry.number, 0, entry.reserved});
+    } catch (...) {
+        return;  // out of memory: the job stays open in the pool, pending for good (never re-granted)
+    }
+    ++s.next_op;
+    s.unresolved.push_back({entry.number, entry.reserved, expires});
+    entry.open = false;
+    try {
+        s.free_jobs.push_back(job);
+    } catch (...) {}
+    remote_->kick();
+}
 
+// The guard calls this just before it sends a read. The X op may reach Redis after that read took its ticket; then
+// the next read is the first to drop the job, which only keeps it pending a little longer.
+void RedisLedger::expire_unresolved(TimePoint now) noexcept {
+    State& s = *state_;
+    auto keep = s.unresolved.begin();
+    bool queued = false;
+    for (auto it = s.unresolved.begin(); it != s.unresolved.end(); ++it) {
+        if (it->expires > now) {
+            *keep++ = *it;
+            continue;
+        }
+        try {
+            s.outbox.push_back({'X', s.next_op, it->number, 0, it->cost});
+        } catch (...) {
+            *keep++ = *it;  // out of memory: tried again before the next read
+            continue;
+        }
+        ++s.next_op;
+        queued = true;
+    }
+    s.unresolved.erase(keep, s.unresolved.end());
+    if (queued) remote_->kick();
+}
+
+// The pool's best case (from the last reply): leases elsewhere, running jobs and unresolved ones may all come
+// back. This process's operations still in the outbox show in the next reply.
 Credits RedisLedger::best_case_available() const noexcept {
-    return available();
+    const State& s = *state_;
+    return s.known() ? s.shared.best_case : available();
 }
 
-void RedisLedger::set_margin(Credits /*margin*/) noexcept {}
+// Written to this process's lease; the pool keeps back the largest margin of the live processes, so that a
+// foreign spender one guard noticed is kept back from every grant in the fleet.
+void RedisLedger::set_margin(Credits margin) noexcept {
+    State& s = *state_;
+    if (margin == s.margin) return;
+    try {
+        s.outbox.push_back({'M', s.next_op, 0, margin, 0});
+    } catch (...) {
+        return;  // the next call tries again
+    }
+    ++s.next_op;
+    s.margin = margin;
+    remote_->kick();
+}
 
 void RedisLedger::provider_reported_insufficient() noexcept {
     State& s = *state_;
@@ -209,6 +293,9 @@ LedgerTotals RedisLedger::totals() const noexcept {
     totals.pending = s.shared.pending;
     totals.available = available();
     totals.zeroed = s.zeroed || s.shared.zeroed;
+    totals.unresolved = s.shared.unresolved;
+    totals.margin = s.shared.margin;
+    totals.best_case = best_case_available();
     return totals;
 }
 

@@ -24,15 +24,22 @@ namespace detail {
 /// One operation written through to Redis (see ledger_scripts.hpp, script `apply`). Plain data: queuing one
 /// under the guard's lock does not allocate once the outbox has grown.
 struct LedgerOp {
-    char kind = 0;             // A acquire, G give back, D adopt, C commit, S settle, R refund, Z zero
+    // A acquire, G give back, D adopt, C commit, S settle, R refund, Z zero, U unresolved commit, B abandon,
+    // X expire an unresolved job, M margin
+    char kind = 0;
     std::uint64_t number = 0;  // this process's operation counter
-    std::uint64_t job = 0;     // C/S/R: the job's number within this process
-    Credits a = 0;             // A: want; G/D: amount; C: cost; S: actual
-    Credits b = 0;             // A: minimum useful grant; S: what the job reserved
+    std::uint64_t job = 0;     // C/S/R/U/B/X: the job's number within this process
+    Credits a = 0;             // A: want; G/D: amount; C/U: cost; S: actual; M: margin
+    Credits b = 0;             // A: minimum useful grant; S/R: what the job reserved
+    /// Whether the op names a job (sent as the job's id instead of `a`).
+    [[nodiscard]] bool names_job() const noexcept {
+        return kind == 'C' || kind == 'S' || kind == 'R' || kind == 'U' || kind == 'B' || kind == 'X';
+    }
     /// What the op does to this process's lease amount once applied (acquires: unknown until the reply).
     [[nodiscard]] Credits lease_delta() const noexcept {
         switch (kind) {
         case 'C': return -a;
+        case 'U': return -a;
         case 'G': return -a;
         case 'D': return a;
         default: return 0;
@@ -48,6 +55,17 @@ struct SharedSnapshot {
     Credits pending = 0;
     bool zeroed = false;
     bool resyncing = false;  // created recently: nothing is granted until every live process re-registered
+    Credits best_case = 0;   // B - margin - what the fleet has surely spent
+    Credits margin = 0;      // the largest margin a live process's guard keeps back
+    Credits unresolved = 0;  // part of `pending`: the fleet's unresolved jobs
+};
+
+/// The running totals of the account's applied reads (see read_end), from one script reply.
+struct ReadTotals {
+    std::string epoch;
+    std::uint64_t last_ticket = 0;  // the last applied read
+    Credits unexplained = 0;        // sum of the falls no job explained
+    Credits resolved = 0;           // sum of the unresolved jobs those falls accounted for
 };
 
 }  // namespace detail
@@ -59,6 +77,13 @@ struct RedisLedger::State {
         std::uint64_t number = 0;
         Credits reserved = 0;
         bool open = false;
+    };
+    /// A job whose outcome is unknown (commit_unresolved, abandon): its record in Redis stays pending until a
+    /// read's unexplained fall resolves it there, or `expires` passes here (an X op makes it visible).
+    struct Unresolved {
+        std::uint64_t number = 0;
+        Credits cost = 0;
+        TimePoint expires{};
     };
 
     // This process's lease.
@@ -83,6 +108,15 @@ struct RedisLedger::State {
     std::vector<Job> jobs;
     std::vector<JobHandle> free_jobs;
     std::uint64_t next_job = 1;
+    std::vector<Unresolved> unresolved;  // not yet expired here, oldest first
+
+    // The margin this process's guard keeps back (written to its lease; the pool keeps back the largest).
+    Credits margin = 0;
+
+    // What the reads told the guard: the account's running totals when it was last told, and the outcome of
+    // the read that just ended (taken by refresh_received).
+    std::optional<detail::ReadTotals> told;
+    std::optional<ReadOutcome> outcome;
 
     // Write-through.
     std::vector<detail::LedgerOp> outbox;
@@ -101,9 +135,18 @@ struct RedisLedger::State {
             if (op.number > absorbed_upto) expected += op.lease_delta();
         return expected;
     }
-    [[nodiscard]] bool usable() const noexcept {
-        return lease_ok && reachable && shared.synced && !shared.resyncing && !forgotten;
+    /// A read was applied in this epoch and Redis answers: the balance is known (granting may still wait for
+    /// the lease to be registered, or for the grace after the shared state was created: see usable()).
+    [[nodiscard]] bool known() const noexcept { return reachable && shared.synced && !forgotten; }
+    [[nodiscard]] bool usable() const noexcept { return known() && lease_ok && !shared.resyncing; }
+    /// A script call got through: Redis is reachable (a new outage later starts with the whole allowance).
+    void mark_reachable(Credits allowance) noexcept {
+        if (!reachable) allowance_left = allowance;
+        reachable = true;
     }
+    /// The outcome of a read whose reply carried `totals`: what the fleet's reads found since the guard was last
+    /// told (a read another process applied counts too; the first read after start or a restart sets the base).
+    void note_read(const detail::ReadTotals& totals);
 };
 
 namespace detail {

@@ -60,6 +60,20 @@ std::string status_of(const RedisValue& reply) {
     return reply.at(0).str();
 }
 
+std::string epoch_of(const RedisValue& reply) {
+    if (!reply.is_array() || reply.elements().size() < 2 || !reply.at(1).is_string()) return {};
+    return reply.at(1).str();
+}
+
+ReadTotals read_totals(const RedisValue& reply) {
+    ReadTotals totals;
+    totals.epoch = epoch_of(reply);
+    totals.last_ticket = static_cast<std::uint64_t>(field(reply, 18));
+    totals.unexplained = field(reply, 14);
+    totals.resolved = field(reply, 15);
+    return totals;
+}
+
 /// The provider read as an awaitable. Completion is posted to the handler's executor (never inline).
 template <class CompletionToken>
 auto async_read_provider(BalanceSource& source, CompletionToken&& token) {
@@ -173,6 +187,9 @@ void RedisLedgerRemote::apply_snapshot(RedisLedger::State& state, const RedisVal
     shared.pending = field(reply, 5);
     shared.zeroed = field(reply, 6) == 1;
     shared.resyncing = field(reply, 7) > 0;
+    shared.best_case = field(reply, 13);
+    shared.margin = field(reply, 16);
+    shared.unresolved = field(reply, 17);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -196,8 +213,10 @@ asio::awaitable<bool> RedisLedgerRemote::open_lease() {
             }
         }
     }
+    // lease, ttl, new epoch, grace, then held, last op and margin (filled in below), timing.
     std::vector<std::string> args{
-        lease_id_, std::to_string(config_.lease_ttl.count()), random_hex(16), std::to_string(grace), "", "", timing_};
+        lease_id_, std::to_string(config_.lease_ttl.count()), random_hex(16), std::to_string(grace), "", "", timing_,
+        ""};
     const bool attached = update([&](RedisLedger::State& s) {
         // Everything queued so far is folded into the lease registered now: it holds exactly what is reserved
         // and not yet submitted, and the jobs still open are (re-)registered with it.
@@ -207,10 +226,19 @@ asio::awaitable<bool> RedisLedgerRemote::open_lease() {
         s.acquire_outstanding = false;
         args[4] = std::to_string(s.held);
         args[5] = std::to_string(s.absorbed_upto);
+        args[7] = std::to_string(s.margin);
         for (const RedisLedger::State::Job& job : s.jobs) {
             if (!job.open) continue;
             args.push_back(lease_id_ + ":" + std::to_string(job.number));
             args.push_back(std::to_string(job.reserved));
+            args.emplace_back("o");
+        }
+        // Unresolved jobs not yet expired here (one that a read resolved meanwhile is registered again: pending
+        // a little longer, until a read resolves it again or it expires).
+        for (const RedisLedger::State::Unresolved& job : s.unresolved) {
+            args.push_back(lease_id_ + ":" + std::to_string(job.number));
+            args.push_back(std::to_string(job.cost));
+            args.emplace_back("u");
         }
         for (const LedgerOp& op : s.outbox)
             if (op.kind == 'A') s.acquire_outstanding = true;  // still queued: its reply clears the flag
@@ -257,11 +285,11 @@ asio::awaitable<void> RedisLedgerRemote::send_batch(std::vector<LedgerOp>& batch
     for (const LedgerOp& op : batch) {
         args.emplace_back(1, op.kind);
         args.push_back(std::to_string(op.number));
-        if (op.kind == 'C' || op.kind == 'S' || op.kind == 'R')
+        if (op.names_job())
             args.push_back(lease_id_ + ":" + std::to_string(op.job));
         else
             args.push_back(std::to_string(op.a));
-        args.push_back(std::to_string(op.kind == 'C' || op.kind == 'S' ? op.a : op.b));
+        args.push_back(std::to_string(op.kind == 'C' || op.kind == 'S' || op.kind == 'U' ? op.a : op.b));
         args.push_back(std::to_string(op.b));
         has_acquire = has_acquire || op.kind == 'A';
         if (op.kind == 'G') returned += op.a;
@@ -307,8 +335,7 @@ asio::awaitable<void> RedisLedgerRemote::send_batch(std::vector<LedgerOp>& batch
     update(
         [&](RedisLedger::State& s) {
             apply_snapshot(s, reply);
-            if (!s.reachable) s.allowance_left = config_.local_allowance;
-            s.reachable = true;
+            s.mark_reachable(config_.local_allowance);
             s.acked_upto = std::max(s.acked_upto, last);
             if (has_acquire) {
                 s.acquire_outstanding = false;
@@ -452,10 +479,14 @@ asio::awaitable<void> RedisLedgerRemote::coordinated_read(std::shared_ptr<Balanc
             co_await wait_for(config_.poll_interval);
             continue;
         }
-        update([&](RedisLedger::State& s) { apply_snapshot(s, reply); });
+        update([&](RedisLedger::State& s) {
+            apply_snapshot(s, reply);
+            s.mark_reachable(config_.local_allowance);  // a read may finish before the lease is registered
+        });
         if (status == "FRESH") {
             ++counters_.shared_reads;
             co_await settle_acquire();
+            update([&](RedisLedger::State& s) { s.note_read(read_totals(reply)); });
             done({}, field(reply, 3));
             co_return;
         }
@@ -482,7 +513,8 @@ asio::awaitable<void> RedisLedgerRemote::coordinated_read(std::shared_ptr<Balanc
                                           std::to_string(ticket),
                                           std::to_string(balance),
                                           std::to_string(config_.orphan_job_ttl.count()),
-                                          std::to_string(field(reply, 11))};
+                                          std::to_string(field(reply, 11)),
+                                          std::to_string(field(reply, 12))};
         auto end_outcome =
             co_await script(ledger_lua::read_end)
                 .async_run(connection_, keys(), std::move(end_args), asio::as_tuple(asio::use_awaitable));
@@ -492,8 +524,14 @@ asio::awaitable<void> RedisLedgerRemote::coordinated_read(std::shared_ptr<Balanc
             done(end_ec, 0);
             co_return;
         }
-        update([&](RedisLedger::State& s) { apply_snapshot(s, end_reply); });
+        update([&](RedisLedger::State& s) {
+            apply_snapshot(s, end_reply);
+            s.mark_reachable(config_.local_allowance);
+        });
         co_await settle_acquire();
+        // The fall the fleet's jobs do not explain was computed where the read was applied; it reaches this
+        // process's guard (which sent the read) as the read's outcome.
+        if (status_of(end_reply) == "OK") update([&](RedisLedger::State& s) { s.note_read(read_totals(end_reply)); });
         done({}, balance);
         co_return;
     }

@@ -9,6 +9,7 @@
 #include <hiredis/read.h>
 #include <openssl/evp.h>
 
+#include <algorithm>
 #include <charconv>
 #include <climits>
 #include <cstdlib>
@@ -160,18 +161,24 @@ RedisRequest& RedisRequest::push_argv(std::span<const std::string_view> argv) {
 
 // ---------------------------------------------------------------------------------------------------------
 // Decoding: hiredis builds RedisValues through its object functions. The root is heap-allocated; children
-// are constructed in place inside their parent's (pre-sized) element vector, so hiredis only ever frees roots.
+// are appended to their parent's element vector as they arrive (hiredis fills an array in order), so hiredis
+// only ever frees roots. A child's address is used by hiredis only while its own children arrive, during
+// which its parent's vector does not grow.
 
 namespace detail {
 namespace {
 
+/// An array's announced length is not reserved beyond this: "*2000000000\r\n" is 13 bytes, and its
+/// elements, which must each arrive (4 bytes at least), grow the vector as they do.
+constexpr std::size_t kMaxArrayReserve = 1024;
+
 RedisValue* place(const redisReadTask* task, RedisValue&& v) noexcept {
     try {
         if (task->parent != nullptr) {
-            auto* parent = static_cast<RedisValue*>(task->parent->obj);
-            auto& slot = parent->elements().at(static_cast<std::size_t>(task->idx));
-            slot = std::move(v);
-            return &slot;
+            auto& elements = static_cast<RedisValue*>(task->parent->obj)->elements();
+            if (static_cast<std::size_t>(task->idx) != elements.size()) return nullptr;  // never: in order
+            elements.push_back(std::move(v));
+            return &elements.back();
         }
         return new RedisValue(std::move(v));
     } catch (...) {
@@ -194,7 +201,8 @@ void* create_string(const redisReadTask* task, char* str, size_t len) {
 
 void* create_array(const redisReadTask* task, int elements) {
     try {
-        std::vector<RedisValue> v(elements > 0 ? static_cast<std::size_t>(elements) : 0);
+        std::vector<RedisValue> v;
+        v.reserve(std::min(elements > 0 ? static_cast<std::size_t>(elements) : 0, kMaxArrayReserve));
         return place(task, RedisValue::make_array(std::move(v)));
     } catch (...) {
         return nullptr;

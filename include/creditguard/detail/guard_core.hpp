@@ -166,7 +166,8 @@ private:
     bool refresh_requested_ = false;
     bool ever_sent_ = false;
     bool ever_ok_ = false;
-    std::uint64_t rounds_completed_ = 0;  // balance reads answered (ok or failed)
+    std::uint64_t rounds_completed_ = 0;  // balance reads answered (ok or failed), and shared-pool answers
+    std::uint64_t reads_completed_ = 0;   // balance reads answered (ok or failed)
     TimePoint last_sent_{};
     TimePoint last_ok_{};
     TimePoint next_periodic_{};

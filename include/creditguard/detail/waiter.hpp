@@ -35,6 +35,7 @@ struct Waiter {
     bool ready_only = false;
     bool queued = false;
     std::uint64_t decide_after_round = 0;
+    std::uint64_t decide_after_read = 0;  // with the balance unknown, only a balance read decides
     FinishFn finish;
 };
 
