@@ -62,7 +62,9 @@ bool parse_duration(std::string_view text, Duration& out) {
         }
     }
     double value = 0;
-    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    // Plain decimals only: no sign, exponent, hex, inf or nan.
+    if (text.empty() || text.find_first_not_of("0123456789.") != std::string_view::npos) return false;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value, std::chars_format::fixed);
     if (ec != std::errc{} || end != text.data() + text.size() || !(value > 0) || value * scale > 1e7) return false;
     out = std::chrono::duration_cast<Duration>(std::chrono::duration<double>(value * scale));
     return out > Duration::zero();

@@ -516,7 +516,7 @@ BOOST_AUTO_TEST_CASE(presets_and_the_text_form) {
     BOOST_TEST(cg::format_rate_limits(parsed->windows) == "60/1m:create,120/1m:status+balance,5/500ms");
     BOOST_TEST((cg::parse_rate_limits("unknown")->source == cg::LimitSource::unknown));
     for (const char* bad : {"", "20", "0/10s", "20/0", "20/-1", "20/10x", "20/10s,", "x/1s", "20/1s:poll", "20/1s:",
-                            "20/1s:create+"})
+                            "20/1s:create+", "20/1e1s", "20/infs", "-20/1s", "20/0x10"})
         BOOST_TEST(!cg::parse_rate_limits(bad).has_value(), bad);
 }
 
