@@ -1,5 +1,7 @@
 // `creditguard mock` as a script runs it (a real process): random faults from a seed, the books at
 // GET /__mock/books, closing them with POST /__mock/finish-tasks, and the final JSON line after SIGTERM.
+#include "support/child_process.hpp"
+
 #include "provider_test_util.hpp"
 
 #include <boost/json/parse.hpp>
@@ -18,8 +20,6 @@
 #include <string>
 #include <vector>
 
-extern char** environ;
-
 namespace {
 
 namespace cg = creditguard;
@@ -31,17 +31,9 @@ class MockProcess {
 public:
     explicit MockProcess(std::vector<std::string> args) {
         args.insert(args.begin(), {CREDITGUARD_CLI_PATH, "mock"});
-        std::vector<char*> argv;
-        for (auto& a : args)
-            argv.push_back(a.data());
-        argv.push_back(nullptr);
-        std::vector<std::string> env_storage{"CREDITGUARD_MOCK_KEY=" + kKey};
-        for (char** e = environ; *e != nullptr; ++e)
-            if (std::string_view(*e).rfind("CREDITGUARD_", 0) != 0) env_storage.emplace_back(*e);
-        std::vector<char*> envp;
-        for (auto& e : env_storage)
-            envp.push_back(e.data());
-        envp.push_back(nullptr);
+        std::vector<char*> argv = cg_test::c_strings(args);
+        std::vector<std::string> env_storage = cg_test::child_environment({"CREDITGUARD_MOCK_KEY=" + kKey});
+        std::vector<char*> envp = cg_test::c_strings(env_storage);
         int fds[2];
         BOOST_REQUIRE(::pipe(fds) == 0);
         posix_spawn_file_actions_t actions;

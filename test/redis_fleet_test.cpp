@@ -1,5 +1,7 @@
 // A fleet of `creditguard run --ledger redis://...` processes sharing one provider account (the mock provider,
 // in this process) through a real redis-server: the multi-process guarantees of the shared ledger.
+#include "support/child_process.hpp"
+
 #include "redis_fixture.hpp"
 
 #include <creditguard/mock_provider.hpp>
@@ -11,8 +13,6 @@
 
 #include <fstream>
 #include <sstream>
-
-extern char** environ;
 
 using namespace redis_test;
 
@@ -28,17 +28,9 @@ public:
         out_ = std::filesystem::temp_directory_path() /
                ("cg_fleet_" + std::to_string(::getpid()) + "_" + std::to_string(counter()++) + ".json");
         args.insert(args.begin(), CREDITGUARD_CLI_PATH);
-        std::vector<char*> argv;
-        for (auto& a : args)
-            argv.push_back(a.data());
-        argv.push_back(nullptr);
-        std::vector<std::string> env_storage{"CREDITGUARD_API_KEY=" + kKey};
-        for (char** e = environ; *e != nullptr; ++e)
-            if (std::string_view(*e).rfind("CREDITGUARD_", 0) != 0) env_storage.emplace_back(*e);
-        std::vector<char*> envp;
-        for (auto& e : env_storage)
-            envp.push_back(e.data());
-        envp.push_back(nullptr);
+        std::vector<char*> argv = cg_test::c_strings(args);
+        std::vector<std::string> env_storage = cg_test::child_environment({"CREDITGUARD_API_KEY=" + kKey});
+        std::vector<char*> envp = cg_test::c_strings(env_storage);
         posix_spawn_file_actions_t actions;
         posix_spawn_file_actions_init(&actions);
         posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
