@@ -8,8 +8,14 @@
 //            Targets: wall <= 1.10x physical, <= 1% of requests answered rate limited, 0 jobs lost.
 //   unknown  crun.ai's flavour (429 without Retry-After), 10 requests / s, the budget learns it.
 //            Targets: wall <= 1.3x physical, <= 5% rate limited, 0 jobs lost.
+//   fleet    the known case split over 4 `creditguard run` processes (the CLI next to this binary) sharing
+//            the account's credits and request windows through one redis-server (--ledger redis://), each
+//            with the full concurrency; the same targets for the fleet as a whole. The wall runs from the
+//            first process started until the last one exited. Baseline: the same fleet with --rate-limit off.
 // Counters: wall_s, physical_s, wall_over_physical, rate_limited_share, lost (jobs not completed),
 // requests, polls_per_job, learned_rate.
+#include "bench_processes.hpp"
+
 #include <creditguard/creditguard.hpp>
 #include <creditguard/mock_provider.hpp>
 #include <creditguard/provider.hpp>
@@ -22,14 +28,20 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <memory>
 #include <string>
+#include <thread>
+#include <vector>
 
 namespace asio = boost::asio;
 namespace cg = creditguard;
 using namespace std::chrono_literals;
+using SteadyClock = std::chrono::steady_clock;
 
 namespace {
 
@@ -55,8 +67,7 @@ struct Run {
     int workers_left = concurrency;
 };
 
-asio::awaitable<void> worker(cg::CreditGuard& guard, const cg::Provider& provider, cg::RunnerConfig runner,
-                             Run& run) {
+asio::awaitable<void> worker(cg::CreditGuard& guard, const cg::Provider& provider, cg::RunnerConfig runner, Run& run) {
     while (run.next < job_count) {
         ++run.next;
         auto body = provider.make_create_body("a benchmark song");
@@ -99,14 +110,14 @@ void run_case(benchmark::State& state, const Limit& limit, bool paced) {
         runner.budget = budget;
 
         Run run;
-        const auto t0 = std::chrono::steady_clock::now();
+        const auto t0 = SteadyClock::now();
         for (int i = 0; i < concurrency; ++i)
             asio::co_spawn(ioc, worker(guard, provider, runner, run), [](std::exception_ptr e) {
                 if (e) std::rethrow_exception(e);
             });
         while (run.workers_left > 0)
             ioc.run_one();
-        const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        const double wall = std::chrono::duration<double>(SteadyClock::now() - t0).count();
         guard.shutdown();
         if (budget) budget->shutdown();
         ioc.restart();
@@ -120,7 +131,8 @@ void run_case(benchmark::State& state, const Limit& limit, bool paced) {
         state.counters["wall_over_physical"] = wall / physical;
         state.counters["requests"] = static_cast<double>(c.requests);
         state.counters["rate_limited"] = static_cast<double>(c.rate_limited_answers);
-        state.counters["rate_limited_share"] = static_cast<double>(c.rate_limited_answers) / std::max<double>(1, c.requests);
+        state.counters["rate_limited_share"] =
+            static_cast<double>(c.rate_limited_answers) / std::max<double>(1, c.requests);
         state.counters["completed"] = run.completed;
         state.counters["lost"] = run.lost;
         state.counters["polls_per_job"] = static_cast<double>(c.polls) / job_count;
@@ -130,6 +142,111 @@ void run_case(benchmark::State& state, const Limit& limit, bool paced) {
             state.counters["learned_rate"] = s.learned_rate.value_or(0);
             state.counters["paced_waits"] = static_cast<double>(s.total_paced());
         }
+        state.SetIterationTime(wall);
+        mock.stop();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The fleet
+
+constexpr int fleet_processes = 4;
+cg_bench::RedisServer* redis = nullptr;  // started by main() for the whole run
+SteadyClock::time_point redis_started;
+int fleet_runs = 0;  // each run uses an account of its own: nothing carries over in Redis
+
+/// The environment of a CLI process: this one's without CREDITGUARD_ variables, and the mock's key.
+std::vector<std::string> cli_environment(const cg::MockConfig& mc) {
+    std::vector<std::string> env;
+    for (char** e = environ; *e != nullptr; ++e)
+        if (std::strncmp(*e, "CREDITGUARD_", 12) != 0) env.emplace_back(*e);
+    env.push_back("CREDITGUARD_API_KEY=" + mc.key.reveal());
+    return env;
+}
+
+std::string cli_path() {
+    std::string self(4096, '\0');
+    const ssize_t n = ::readlink("/proc/self/exe", self.data(), self.size());
+    self.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+    return self.substr(0, self.rfind('/') + 1) + "creditguard";
+}
+
+/// A number from a process's one-line --json output ("key":value), or -1.
+double json_number(const std::string& json, const std::string& key) {
+    const auto at = json.find("\"" + key + "\":");
+    return at == std::string::npos ? -1 : std::atof(json.c_str() + at + key.size() + 3);
+}
+
+void run_fleet(benchmark::State& state, bool paced) {
+    const Limit& limit = known_limit;
+    for (auto _ : state) {
+        // A fresh Redis grants nothing for one lease TTL (5 s) while live processes re-register; a real fleet
+        // starts on a server that has been up for longer.
+        std::this_thread::sleep_until(redis_started + 6s);
+        cg::MockConfig mc;
+        mc.credits = 1'000'000;
+        mc.cost = job_cost;
+        mc.deduct = cg::DeductionTiming::at_submit;
+        mc.polls_to_complete = 1'000'000;
+        mc.finish_unpolled_after = task_time;
+        cg::MockProvider mock(mc);
+        mock.set_rate_limit(limit.requests, limit.per);
+
+        const std::string account = "fleet-" + std::to_string(++fleet_runs);
+        const std::string rate = paced ? std::to_string(limit.requests) + "/" +
+                                             std::to_string(std::chrono::duration<double>(limit.per).count())
+                                       : "off";
+        const auto env = cli_environment(mc);
+        std::vector<cg_bench::ChildProcess> fleet;
+        const auto t0 = SteadyClock::now();
+        for (int i = 0; i < fleet_processes; ++i)
+            fleet.push_back(cg_bench::spawn_process(
+                cli_path(), {"creditguard",     "run",
+                             "--provider",      limit.provider,
+                             "--base-url",      mock.base_url(),
+                             "--jobs",          std::to_string(job_count / fleet_processes),
+                             "--concurrency",   std::to_string(concurrency),
+                             "--cost",          std::to_string(job_cost),
+                             "--deduct",        "submit",
+                             "--poll-interval", std::to_string(std::chrono::duration<double>(task_time).count() / 2),
+                             "--ledger",        "redis://127.0.0.1:" + std::to_string(redis->port()),
+                             "--account",       account,
+                             "--rate-limit",    rate,
+                             "--json"},
+                env));
+        double completed = 0, paced_waits = 0;
+        bool ok = true;
+        for (auto& p : fleet) {
+            std::string out;
+            char chunk[4096];
+            while (std::fgets(chunk, sizeof chunk, p.out))
+                out += chunk;
+            completed += std::max(0.0, json_number(out, "completed"));
+            paced_waits += std::max(0.0, json_number(out, "paced_waits"));
+            const bool exited_ok = p.wait_ok();
+            // Exit 1 (some jobs not completed) is a result, counted as lost; anything else is a failure.
+            ok = ok && (exited_ok || json_number(out, "completed") >= 0);
+        }
+        const double wall = std::chrono::duration<double>(SteadyClock::now() - t0).count();
+        if (!ok) {
+            state.SkipWithError("a creditguard process failed (see its stderr)");
+            break;
+        }
+        const auto c = mock.counters();
+        const double per_second = limit.requests / std::chrono::duration<double>(limit.per).count();
+        const double physical = (job_count + job_count + static_cast<double>(c.balance_requests)) / per_second;
+        state.counters["wall_s"] = wall;
+        state.counters["physical_s"] = physical;
+        state.counters["wall_over_physical"] = wall / physical;
+        state.counters["requests"] = static_cast<double>(c.requests);
+        state.counters["rate_limited"] = static_cast<double>(c.rate_limited_answers);
+        state.counters["rate_limited_share"] =
+            static_cast<double>(c.rate_limited_answers) / std::max<double>(1, static_cast<double>(c.requests));
+        state.counters["completed"] = completed;
+        state.counters["lost"] = job_count - completed;
+        state.counters["polls_per_job"] = static_cast<double>(c.polls) / job_count;
+        state.counters["balance_reads"] = static_cast<double>(c.balance_requests);
+        state.counters["paced_waits"] = paced_waits;
         state.SetIterationTime(wall);
         mock.stop();
     }
@@ -147,12 +264,30 @@ void BM_pacing_unknown(benchmark::State& state) {
 void BM_pacing_unknown_baseline(benchmark::State& state) {
     run_case(state, unknown_limit, false);
 }
+void BM_pacing_fleet(benchmark::State& state) {
+    run_fleet(state, true);
+}
+void BM_pacing_fleet_baseline(benchmark::State& state) {
+    run_fleet(state, false);
+}
 
 BENCHMARK(BM_pacing_known)->Iterations(1)->UseManualTime()->Unit(benchmark::kSecond);
 BENCHMARK(BM_pacing_known_baseline)->Iterations(1)->UseManualTime()->Unit(benchmark::kSecond);
 BENCHMARK(BM_pacing_unknown)->Iterations(1)->UseManualTime()->Unit(benchmark::kSecond);
 BENCHMARK(BM_pacing_unknown_baseline)->Iterations(1)->UseManualTime()->Unit(benchmark::kSecond);
+BENCHMARK(BM_pacing_fleet)->Iterations(1)->UseManualTime()->Unit(benchmark::kSecond);
+BENCHMARK(BM_pacing_fleet_baseline)->Iterations(1)->UseManualTime()->Unit(benchmark::kSecond);
 
 }  // namespace
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+    ::signal(SIGPIPE, SIG_IGN);
+    benchmark::Initialize(&argc, argv);
+    if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+    cg_bench::RedisServer server;  // one server for the whole run (the fleet cases)
+    redis = &server;
+    redis_started = SteadyClock::now();
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    return 0;
+}

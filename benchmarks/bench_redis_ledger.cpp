@@ -8,6 +8,7 @@
 // them (one script call in flight), so DEPTH plays the part of redis-benchmark's -P. The parent starts 1 or 4
 // workers, lets them warm up, releases them at once (a go line on their stdin), sums their jobs/s, then runs
 // redis-benchmark -c PROCS -P DEPTH twice: EVALSHA of a trivial script (the cheapest script call) and INCR.
+#include "bench_processes.hpp"
 #include "bench_support.hpp"
 
 #include <creditguard/creditguard.hpp>
@@ -22,14 +23,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -43,8 +37,6 @@
 #include <thread>
 #include <vector>
 
-extern char** environ;
-
 namespace asio = boost::asio;
 using namespace std::chrono_literals;
 using creditguard::Credits;
@@ -52,78 +44,10 @@ using SteadyClock = std::chrono::steady_clock;
 
 namespace {
 
-// ---------------------------------------------------------------------------------------------------------
-// The server: its own launcher (the test fixture depends on Boost.Test).
-
-class RedisServer {
-public:
-    RedisServer() {
-        port_ = free_port();
-        const std::string port = std::to_string(port_);
-        int out[2];
-        if (::pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
-        const pid_t parent = ::getpid();
-        pid_ = ::fork();
-        if (pid_ < 0) throw std::runtime_error("fork failed");
-        if (pid_ == 0) {
-            ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive a crashed benchmark
-            if (::getppid() != parent) ::_exit(126);
-            ::dup2(out[1], STDOUT_FILENO);
-            ::chdir("/tmp");  // --save '' writes nothing; no dump file is loaded from here either
-            ::execl("/usr/bin/redis-server", "redis-server", "--port", port.c_str(), "--bind", "127.0.0.1", "--save",
-                    "", "--appendonly", "no", "--daemonize", "no", "--logfile", "", nullptr);
-            ::_exit(127);
-        }
-        ::close(out[1]);
-        // Ready once the server logs that it accepts connections (EOF: it exited; 10 s: it hangs).
-        std::string seen;
-        while (seen.find("Ready to accept connections") == std::string::npos) {
-            pollfd pfd{out[0], POLLIN, 0};
-            char chunk[4096];
-            const ssize_t n = ::poll(&pfd, 1, 10'000) == 1 ? ::read(out[0], chunk, sizeof chunk) : 0;
-            if (n <= 0) throw std::runtime_error("redis-server did not start: " + seen);
-            seen.append(chunk, static_cast<std::size_t>(n));
-        }
-        ::close(out[0]);  // later log lines are dropped (redis ignores SIGPIPE)
-    }
-    ~RedisServer() {
-        ::kill(pid_, SIGKILL);
-        ::waitpid(pid_, nullptr, 0);
-    }
-    RedisServer(const RedisServer&) = delete;
-    RedisServer& operator=(const RedisServer&) = delete;
-    std::uint16_t port() const { return port_; }
-
-private:
-    static std::uint16_t free_port() {
-        const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-        sockaddr_in addr{};
-        addr.sin_family = AF_INET;
-        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        socklen_t len = sizeof addr;
-        if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0 ||
-            ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0)
-            throw std::runtime_error("no free port");
-        ::close(fd);
-        return ntohs(addr.sin_port);
-    }
-    std::uint16_t port_ = 0;
-    pid_t pid_ = -1;
-};
+using cg_bench::RedisServer;
+using cg_bench::run_command;
 
 RedisServer* server = nullptr;  // set by main() for the whole run
-
-/// A shell command's standard output, or "" (redis-cli and redis-benchmark).
-std::string run_command(const std::string& command) {
-    std::string out;
-    if (FILE* p = ::popen(command.c_str(), "r")) {
-        char line[512];
-        while (std::fgets(line, sizeof line, p))
-            out += line;
-        ::pclose(p);
-    }
-    return out;
-}
 
 // ---------------------------------------------------------------------------------------------------------
 // A worker process
@@ -218,34 +142,9 @@ int child_main(std::uint16_t port, int depth, double seconds) {
 // ---------------------------------------------------------------------------------------------------------
 // The parent side
 
-struct Child {
-    pid_t pid = -1;
-    FILE* in = nullptr;   // its stdin
-    FILE* out = nullptr;  // its stdout
-};
-
-Child spawn_child(std::uint16_t port, int depth, double seconds) {
-    int to[2], from[2];
-    if (::pipe2(to, O_CLOEXEC) != 0 || ::pipe2(from, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, to[0], STDIN_FILENO);  // dup2 clears close-on-exec
-    posix_spawn_file_actions_adddup2(&actions, from[1], STDOUT_FILENO);
-    std::vector<std::string> args = {"bench_redis_ledger", "--child", std::to_string(port), std::to_string(depth),
-                                     std::to_string(seconds)};
-    std::vector<char*> argv;
-    for (auto& a : args)
-        argv.push_back(a.data());
-    argv.push_back(nullptr);
-    Child c;
-    const int rc = ::posix_spawn(&c.pid, "/proc/self/exe", &actions, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    ::close(to[0]);
-    ::close(from[1]);
-    if (rc != 0) throw std::runtime_error("posix_spawn failed");
-    c.in = ::fdopen(to[1], "w");
-    c.out = ::fdopen(from[0], "r");
-    return c;
+cg_bench::ChildProcess spawn_child(std::uint16_t port, int depth, double seconds) {
+    return cg_bench::spawn_process("/proc/self/exe", {"bench_redis_ledger", "--child", std::to_string(port),
+                                                      std::to_string(depth), std::to_string(seconds)});
 }
 
 struct Totals {
@@ -255,18 +154,18 @@ struct Totals {
 };
 
 Totals run_workers(int procs, int depth, double seconds) {
-    std::vector<Child> children;
+    std::vector<cg_bench::ChildProcess> children;
     for (int i = 0; i < procs; ++i)
         children.push_back(spawn_child(server->port(), depth, seconds));
     char line[256];
     Totals t;
-    for (Child& c : children)  // every worker has warmed up before any is measured
+    for (cg_bench::ChildProcess& c : children)  // every worker has warmed up before any is measured
         t.ok = t.ok && std::fgets(line, sizeof line, c.out) && std::strncmp(line, "ready", 5) == 0;
-    for (Child& c : children) {
+    for (cg_bench::ChildProcess& c : children) {
         std::fputs("go\n", c.in);
         std::fflush(c.in);
     }
-    for (Child& c : children) {
+    for (cg_bench::ChildProcess& c : children) {
         unsigned long long n = 0, total = 0, ops = 0, batches = 0, terr = 0, err = 0;
         double window = 0, flush = 0;
         t.ok = t.ok && std::fgets(line, sizeof line, c.out) &&
@@ -280,11 +179,7 @@ Totals run_workers(int procs, int depth, double seconds) {
         t.transport_errors += static_cast<double>(terr);
         t.errors += static_cast<double>(err);
         t.flush_ms = std::max(t.flush_ms, flush);
-        std::fclose(c.in);
-        std::fclose(c.out);
-        int status = 0;
-        ::waitpid(c.pid, &status, 0);
-        t.ok = t.ok && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+        t.ok = c.wait_ok() && t.ok;
     }
     return t;
 }
