@@ -67,7 +67,7 @@ cg::RunnerConfig fast_runner() {
 }
 
 struct Totals {
-    int completed = 0, rejected = 0, failed = 0, ambiguous = 0, unauthorized = 0, errors = 0;
+    int completed = 0, rejected = 0, failed = 0, ambiguous = 0, cancelled = 0, unauthorized = 0, errors = 0;
     int insufficient = 0, rate_limited = 0, maintenance = 0, paced = 0;
     cg::Credits charged = 0;
 };
@@ -115,6 +115,7 @@ struct Pipeline {
         case cg::JobStatus::rejected: ++totals.rejected; break;
         case cg::JobStatus::failed: ++totals.failed; break;
         case cg::JobStatus::ambiguous: ++totals.ambiguous; break;
+        case cg::JobStatus::cancelled: ++totals.cancelled; break;
         case cg::JobStatus::unauthorized: ++totals.unauthorized; break;
         case cg::JobStatus::error: ++totals.errors; break;
         }
@@ -449,8 +450,8 @@ BOOST_AUTO_TEST_CASE(an_unknown_limit_is_learned_without_losing_a_job) {
     runner.budget = p.budget;
     const Totals t = p.run(30, 32, runner);
     const auto budget = p.budget->stats();
-    BOOST_TEST_MESSAGE("learned " << budget.learned_rate.value_or(0) << "/s, " << budget.total_rate_limited()
-                                  << " of " << budget.total_granted() << " rate limited");
+    BOOST_TEST_MESSAGE("learned " << budget.learned_rate.value_or(0) << "/s, " << budget.total_rate_limited() << " of "
+                                  << budget.total_granted() << " rate limited");
     BOOST_TEST(t.completed == 30);
     BOOST_TEST(t.rejected + t.failed + t.errors + t.ambiguous == 0);
     BOOST_REQUIRE(budget.learned_rate.has_value());

@@ -173,7 +173,9 @@ values: --jobs 0..1000000, --concurrency 1..1000, --cost 1..1000000000; SECONDS 
 (--lease-ttl 0.1..3600); --max-job-time bounds how long one job polls for its result (default 1800).
 exit codes: 0 every job completed (or there were none), 1 some jobs failed or were not admitted for any
 reason but lack of credits, or a runtime error, 2 usage error, 3 jobs refused only for lack of credits
-(insufficient_credits, with the balance known). Each cause prints one line on stderr: error: KIND: ...
+(insufficient_credits, with the balance known), 130/143 stopped by SIGINT/SIGTERM. Each cause prints one
+line on stderr: error: KIND: ... A first SIGINT/SIGTERM stops starting jobs (those waiting end cancelled, their
+credits released) and polls the submitted ones to their end, then prints the summary; a second one stops polling.
 )";
     return 2;
 }
@@ -283,8 +285,9 @@ bool parse(int argc, char** argv, Options& o, std::string& why) {
                 if (limits)
                     o.rate_limit = std::move(*limits);
                 else
-                    ok = choice("N/W[,N/W...] (W in seconds, or 500ms, 10s, 1m, 1h; :create, :status or :balance "
-                                "after a window), unknown or off");
+                    ok = choice(
+                        "N/W[,N/W...] (W in seconds, or 500ms, 10s, 1m, 1h; :create, :status or :balance "
+                        "after a window), unknown or off");
             }
         } else if (arg == "--max-running") {
             int running = 0;
