@@ -26,16 +26,16 @@ BudgetCore::BudgetCore(RequestBudgetConfig config, TimePoint now) : config_(std:
     const LearningConfig& lc = config_.learning;
     if (!(config_.headroom > 0.0 && config_.headroom <= 1.0) || config_.jitter_margin < Duration::zero())
         throw std::invalid_argument("creditguard: request budget headroom must be in (0, 1], jitter_margin >= 0");
-    if (config_.windows.size() >= header_bit)
-        throw std::invalid_argument("creditguard: too many rate-limit windows");
+    if (config_.windows.size() >= header_bit) throw std::invalid_argument("creditguard: too many rate-limit windows");
     if (!(lc.min_rate > 0 && lc.min_rate <= lc.initial_rate && lc.initial_rate <= lc.max_rate) ||
         !(lc.decrease > 0 && lc.decrease < 1) || !(lc.precision > 0 && lc.precision < 1) ||
         lc.growth_period <= Duration::zero() || lc.pause_initial <= Duration::zero() || lc.pause_max < lc.pause_initial)
         throw std::invalid_argument("creditguard: unusable request budget learning configuration");
     for (const RateWindow& w : config_.windows) {
         if (w.requests == 0 || w.per <= Duration::zero() || w.burst == 0 || (w.kinds & all_request_kinds) == 0)
-            throw std::invalid_argument("creditguard: a rate-limit window needs requests > 0, per > 0, burst > 0 "
-                                        "and at least one request kind");
+            throw std::invalid_argument(
+                "creditguard: a rate-limit window needs requests > 0, per > 0, burst > 0 "
+                "and at least one request kind");
         Gcra g;
         // Paced slightly below the window's rate: see RequestBudgetConfig::headroom.
         g.interval = std::max(seconds_to_duration(to_seconds(w.per) / w.requests / config_.headroom),
@@ -283,7 +283,21 @@ void BudgetCore::on_refusal(const BudgetGrant& grant, const RequestAnswer& answe
         reacted_up_to_ = seq_;
         return;
     }
-    if (lc.enabled) {
+    const bool configured = !windows_.empty();
+    if (lc.enabled && configured && config_.shared) {
+        // The windows are the account's, kept in the shared store for every process: this process's own send
+        // rate is a share of the account's and says nothing of the limit. Only the pause below applies.
+    } else if (lc.enabled && configured && !windows_widened_ && !ceiling_) {
+        // A configured limit is the provider's word. Its first refusal is most likely jitter (requests sent
+        // evenly, arriving bunched at a window's edge): the windows get 2% more room, and only a refusal after
+        // that, from a provider that accepted again meanwhile, teaches a lower rate.
+        for (Gcra& w : windows_) {
+            w.interval += w.interval / 50;
+            w.tolerance += w.tolerance / 50;
+        }
+        windows_widened_ = true;
+        ++stats_.widenings;
+    } else if (lc.enabled) {
         // What was refused: the learned rate it was sent at (or the rate now, when that is higher), or
         // (a configured limit that turns out wrong) the rate requests were actually sent at.
         double refused = ceiling_ ? std::max(grant.rate, rate_) : recent_send_rate(now);

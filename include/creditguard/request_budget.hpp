@@ -20,8 +20,8 @@
 #include <functional>
 #include <memory>
 #include <mutex>
-#include <ostream>
 #include <optional>
+#include <ostream>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -175,7 +175,8 @@ struct RequestBudgetStats {
     bool paused = false;              ///< a Retry-After or a refusal back-off is holding every request
     std::uint64_t retry_after_pauses = 0;
     std::uint64_t backoff_pauses = 0;
-    std::uint64_t decreases = 0;  ///< refusals that lowered the learned rate (one per burst)
+    std::uint64_t decreases = 0;      ///< refusals that lowered the learned rate (one per burst)
+    std::uint64_t widenings = 0;      ///< first refusals of a configured limit: windows 2% wider, no rate learned
     std::uint64_t shared_waits = 0;   ///< times the shared gate said "not yet"
     std::uint64_t shared_errors = 0;  ///< times it could not say (paced alone then)
     /// The learned rate (requests per second, all kinds together), while one applies: always for an unknown
@@ -200,9 +201,9 @@ struct RequestBudgetStats {
 /// Tracks a high quantile of the durations online: a first poll that finds the task done lowers the
 /// estimate by `down` (`first_down` until the first miss: the first estimate is the time of a back-off
 /// poll, an upper bound), a poll that finds it still running raises it by `up` (the miss rate settles near
-/// down / (up + down), the extra polls per job with it). Until a task has finished, a task is polled when it has run `unknown_growth` times
-/// as long as at its last poll (or as the longest-running task seen, for its first poll), and never sooner
-/// than the caller's back-off. Thread-safe.
+/// down / (up + down), the extra polls per job with it). Until a task has finished, a task is polled when it has run
+/// `unknown_growth` times as long as at its last poll (or as the longest-running task seen, for its first poll), and
+/// never sooner than the caller's back-off. Thread-safe.
 class PollPlanner {
 public:
     struct Config {
