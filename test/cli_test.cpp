@@ -1,6 +1,8 @@
 // The creditguard CLI as a user runs it: exit codes, one JSON object on stdout, one error line on stderr,
 // and the API key never printed.
-#include <creditguard/mock_provider.hpp>
+#include "support/builtin_ids.hpp"
+
+#include <creditguard/testing/mock_provider.hpp>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -132,7 +134,7 @@ BOOST_AUTO_TEST_SUITE(command_line)
 
 BOOST_AUTO_TEST_CASE(balance_prints_one_json_object_for_every_provider) {
     cg::MockProvider mock(mock_config());
-    for (const char* id : {"sunoapi", "udioapi", "crun", "kie"}) {
+    for (const std::string& id : cgtest::kProviders) {
         const Ran r = run_cli(std::string("balance --provider ") + id + " --base-url " + mock.base_url(),
                               "CREDITGUARD_API_KEY=" + kKey);
         BOOST_TEST(r.exit_code == 0, id << ": " << r.err);

@@ -1,9 +1,10 @@
 // The request budget: GCRA arithmetic, priorities, running slots and learning on the I/O-free core (times
 // are passed in); the asynchronous RequestBudget on a ManualClock; the poll planner; the provider-side
 // inputs (Retry-After as seconds and as an HTTP-date, X-RateLimit-* headers).
-#include <creditguard/detail/budget_core.hpp>
-#include <creditguard/provider.hpp>
+#include <creditguard/providers/provider.hpp>
+#include <creditguard/providers/registry.hpp>
 #include <creditguard/request_budget.hpp>
+#include "core/budget_core.hpp"
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
@@ -119,7 +120,8 @@ BOOST_AUTO_TEST_CASE(one_window_spaces_requests_evenly_and_never_exceeds_it) {
 
 BOOST_AUTO_TEST_CASE(headroom_paces_slightly_below_the_window) {
     // By default 1% below the window's rate, and at least 20 ms to spare per window.
-    for (const auto& [text, eleventh] : {std::pair{"10/1s", Duration(1020ms)}, std::pair{"20/10s", Duration(10101010100ns)}}) {
+    for (const auto& [text, eleventh] :
+         {std::pair{"10/1s", Duration(1020ms)}, std::pair{"20/10s", Duration(10101010100ns)}}) {
         BOOST_TEST_CONTEXT(text) {
             const auto config = cg::parse_rate_limits(text).value();
             BudgetCore core(config, t0);
@@ -237,7 +239,7 @@ BOOST_AUTO_TEST_CASE(creates_wait_for_a_running_slot_without_holding_anything_ba
     BOOST_TEST(!core.may_send_now(RequestKind::create, t0));
     core.enqueue(RequestKind::create);
     BOOST_TEST(!core.next_to_grant(t0));
-    BOOST_TEST(!core.next_wake(t0));  // nothing to wait for on the clock
+    BOOST_TEST(!core.next_wake(t0));                         // nothing to wait for on the clock
     BOOST_TEST(core.may_send_now(RequestKind::status, t0));  // polls are not held back
     core.release_slot();
     BOOST_TEST((core.next_to_grant(t0) == RequestKind::create));
@@ -463,8 +465,8 @@ BOOST_AUTO_TEST_CASE(an_unknown_limit_is_learned_against_a_fixed_window_provider
         double refused_while_learning;  // at most this fraction of the requests of the first run
     };
     // A window of 10 s costs more refusals while learning: after each refusal, pauses probe for its reset.
-    for (const Case c : {Case{10, 1s, 30s, 0.05}, Case{5, 1s, 30s, 0.05}, Case{100, 1s, 30s, 0.05},
-                         Case{20, 10s, 120s, 0.12}}) {
+    for (const Case c :
+         {Case{10, 1s, 30s, 0.05}, Case{5, 1s, 30s, 0.05}, Case{100, 1s, 30s, 0.05}, Case{20, 10s, 120s, 0.12}}) {
         BOOST_TEST_CONTEXT(c.limit << " per " << std::chrono::duration<double>(c.window).count() << " s") {
             BudgetCore core(windows({}), t0);
             FixedWindowProvider provider{c.limit, c.window};
@@ -515,8 +517,8 @@ BOOST_AUTO_TEST_CASE(presets_and_the_text_form) {
     BOOST_TEST((parsed->source == cg::LimitSource::configured));
     BOOST_TEST(cg::format_rate_limits(parsed->windows) == "60/1m:create,120/1m:status+balance,5/500ms");
     BOOST_TEST((cg::parse_rate_limits("unknown")->source == cg::LimitSource::unknown));
-    for (const char* bad : {"", "20", "0/10s", "20/0", "20/-1", "20/10x", "20/10s,", "x/1s", "20/1s:poll", "20/1s:",
-                            "20/1s:create+", "20/1e1s", "20/infs", "-20/1s", "20/0x10"})
+    for (const char* bad : {"", "20", "0/10s", "20/0", "20/-1", "20/10x", "20/10s,", "x/1s", "20/1s:poll",
+                            "20/1s:", "20/1s:create+", "20/1e1s", "20/infs", "-20/1s", "20/0x10"})
         BOOST_TEST(!cg::parse_rate_limits(bad).has_value(), bad);
 }
 
@@ -711,8 +713,8 @@ BOOST_AUTO_TEST_CASE(before_any_task_finished_polls_back_off_and_newer_jobs_star
     cg::PollPlanner planner;
     BOOST_TEST((planner.first_delay(2s) == 2s));
     BOOST_TEST((planner.not_finished(2s, 3s) == 3s));  // the caller's back-off
-    BOOST_TEST((planner.first_delay(2s) == 3s));        // a task ran 2 s: polling a newer one sooner is waste
-    BOOST_TEST((planner.not_finished(6s, 1s) == 3s));   // half the time it has taken so far
+    BOOST_TEST((planner.first_delay(2s) == 3s));       // a task ran 2 s: polling a newer one sooner is waste
+    BOOST_TEST((planner.not_finished(6s, 1s) == 3s));  // half the time it has taken so far
     BOOST_TEST((planner.first_delay(2s) == 9s));
     planner.finished(9500ms, 3);
     BOOST_TEST((*planner.estimate() == 9500ms));

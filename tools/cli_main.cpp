@@ -8,11 +8,13 @@
 #include "mock_command.hpp"
 
 #include <creditguard/creditguard.hpp>
-#include <creditguard/mock_provider.hpp>
-#include <creditguard/provider.hpp>
-#include <creditguard/redis_budget.hpp>
+#include <creditguard/providers/provider.hpp>
+#include <creditguard/providers/registry.hpp>
+#include <creditguard/providers/runner.hpp>
+#include <creditguard/redis/rate_gate.hpp>
 #include <creditguard/request_budget.hpp>
-#include <creditguard/runner.hpp>
+#include <creditguard/testing/mock_provider.hpp>
+#include <creditguard/version.hpp>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -59,7 +61,7 @@ int fail(const boost::system::error_code& ec) {
 
 std::optional<cg::ProviderConfig> provider_for(const Options& o, std::string& why) {
     auto config = cg::builtin_provider(o.provider, o.base_url);
-    if (!config) why = "unknown provider '" + o.provider + "' (sunoapi, udioapi, crun, kie)";
+    if (!config) why = "unknown provider '" + o.provider + "' (" + cg::builtin_provider_ids() + ")";
     return config;
 }
 
@@ -279,6 +281,32 @@ int exit_code_of(const std::map<std::string, Cause>& causes) {
     return 1;
 }
 
+// The registry as the user sees it: one line per built-in provider, or one JSON array.
+int providers_command(int argc, char** argv) {
+    const bool json = argc == 2 && std::string_view(argv[1]) == "--json";
+    if (argc > 2 || (argc == 2 && !json)) return cg_cli::usage("providers takes only --json");
+    boost::json::array out;
+    for (const auto& b : cg::builtin_providers()) {
+        if (json) {
+            const auto budget = b.request_budget();
+            const char* deduction = b.deduction == cg::DeductionTiming::at_submit       ? "submit"
+                                    : b.deduction == cg::DeductionTiming::at_completion ? "completion"
+                                                                                        : "unknown";
+            out.push_back(boost::json::object{{"id", b.id},
+                                              {"service", b.service},
+                                              {"url", b.public_url},
+                                              {"deduction", deduction},
+                                              {"rate_limit", cg::format_rate_limits(budget.windows)},
+                                              {"limit_source", cg::to_string(budget.source)},
+                                              {"limits", b.limits}});
+        } else {
+            std::cout << b.id << "  " << b.service << "  " << b.public_url << "  " << b.limits << "\n";
+        }
+    }
+    if (json) std::cout << boost::json::serialize(out) << "\n";
+    return 0;
+}
+
 int run_command(Options o) {
     std::string why;
     std::unique_ptr<cg::MockProvider> mock;
@@ -286,13 +314,14 @@ int run_command(Options o) {
     if (o.base_url.empty()) {
         // The embedded mock provider: the README's main job runs against it.
         cg::MockConfig mc = o.mock;
-        mc.v1_flavor = o.provider == "kie" ? "kie" : "sunoapi";
+        if (const auto* builtin = cg::find_builtin_provider(o.provider))
+            mc.v1_flavor = std::string(builtin->mock_v1_flavor);
         mock = std::make_unique<cg::MockProvider>(mc);
         o.base_url = mock->base_url();
         key = mc.key;
         if (!o.poll_interval_set)  // tasks that finish with polls, or after --mock-task-seconds
-            o.runner.poll_initial = o.mock.finish_unpolled_after ? *o.mock.finish_unpolled_after / 2
-                                                                 : std::chrono::milliseconds(50);
+            o.runner.poll_initial =
+                o.mock.finish_unpolled_after ? *o.mock.finish_unpolled_after / 2 : std::chrono::milliseconds(50);
         if (o.mock_rate_limit)
             mock->set_rate_limit(static_cast<int>(o.mock_rate_limit->requests),
                                  std::chrono::duration_cast<std::chrono::milliseconds>(o.mock_rate_limit->per));
@@ -445,9 +474,9 @@ int run_command(Options o) {
                   << ", provider said insufficient " << tally.insufficient << " times, rate limited "
                   << tally.rate_limited << ", maintenance " << tally.maintenance << "\n";
         if (const auto& b = tally.budget_stats) {
-            std::cout << "pacing " << limits_text(*b) << " (" << cg::to_string(b->source) << "): "
-                      << b->total_granted() << " requests, " << b->total_paced() << " waited for a permit, "
-                      << b->total_rate_limited() << " answered rate limited";
+            std::cout << "pacing " << limits_text(*b) << " (" << cg::to_string(b->source) << "): " << b->total_granted()
+                      << " requests, " << b->total_paced() << " waited for a permit, " << b->total_rate_limited()
+                      << " answered rate limited";
             if (b->learned_rate) std::cout << ", learned " << *b->learned_rate << " requests/s";
             std::cout << "\n";
         }
@@ -465,7 +494,12 @@ int run_command(Options o) {
 int main(int argc, char** argv) {
     if (argc < 2) return cg_cli::usage("missing command");
     const std::string command = argv[1];
+    if (command == "--version" && argc == 2) {
+        std::cout << "creditguard " << CREDITGUARD_VERSION_STRING << "\n";
+        return 0;
+    }
     if (command == "mock") return cg_cli::mock_command(argc - 1, argv + 1);
+    if (command == "providers") return providers_command(argc - 1, argv + 1);
     for (int i = 1; i < argc; ++i) {
         const std::string_view arg = argv[i];
         if (arg == "--help" || arg == "-h" || (i == 1 && arg == "help")) {
@@ -481,7 +515,7 @@ int main(int argc, char** argv) {
         return balance_command(o);
     }
     if (command == "run") {
-        if (o.provider.empty()) o.provider = "sunoapi";
+        if (o.provider.empty()) o.provider = std::string(cg::builtin_providers().front().id);
         return run_command(std::move(o));
     }
     return cg_cli::usage("unknown command '" + command + "'");

@@ -1,5 +1,7 @@
 #include "cli_options.hpp"
 
+#include <creditguard/providers/registry.hpp>
+
 #include <boost/url/parse.hpp>
 
 #include <algorithm>
@@ -161,8 +163,11 @@ int usage(std::string_view why) {
                   [--rate-limit N/W[,N/W...]|unknown|off] [--max-running K]
                   [--mock-rate-limit N/W] [--mock-task-seconds SECONDS]
   creditguard mock [--port P] [--credits N] [--cost K] [--deduct submit|complete] [...]
+  creditguard providers [--json]      the built-in providers, their URLs and request limits
+  creditguard --version
 common: [--api-key-file PATH] [--ca-file PATH] [--allow-insecure-http]; --option=value works too
-ID is one of sunoapi, udioapi, crun, kie. The API key comes from CREDITGUARD_API_KEY or --api-key-file.
+ID is one of )"
+              << cg::builtin_provider_ids() << R"(. The API key comes from CREDITGUARD_API_KEY or --api-key-file.
 run without --base-url starts the embedded mock provider (its own key).
 --ledger redis://... shares one account's credits among every process using the same server and --account
 (default: the provider's name); a Redis password comes from CREDITGUARD_REDIS_PASSWORD, never the URL.
@@ -283,8 +288,9 @@ bool parse(int argc, char** argv, Options& o, std::string& why) {
                 if (limits)
                     o.rate_limit = std::move(*limits);
                 else
-                    ok = choice("N/W[,N/W...] (W in seconds, or 500ms, 10s, 1m, 1h; :create, :status or :balance "
-                                "after a window), unknown or off");
+                    ok = choice(
+                        "N/W[,N/W...] (W in seconds, or 500ms, 10s, 1m, 1h; :create, :status or :balance "
+                        "after a window), unknown or off");
             }
         } else if (arg == "--max-running") {
             int running = 0;

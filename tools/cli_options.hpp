@@ -2,12 +2,12 @@
 #pragma once
 
 #include <creditguard/config.hpp>
-#include <creditguard/http_client.hpp>
-#include <creditguard/mock_provider.hpp>
-#include <creditguard/redis_ledger.hpp>
+#include <creditguard/http/client.hpp>
+#include <creditguard/providers/runner.hpp>
+#include <creditguard/redis/ledger.hpp>
 #include <creditguard/request_budget.hpp>
-#include <creditguard/runner.hpp>
 #include <creditguard/secret.hpp>
+#include <creditguard/testing/mock_provider.hpp>
 
 #include <optional>
 #include <string>
@@ -38,7 +38,7 @@ struct Options {
     /// --rate-limit N/W[,N/W...] | unknown | off: overrides the provider's preset (off: no pacing).
     std::optional<creditguard::RequestBudgetConfig> rate_limit;
     bool pacing = true;
-    std::size_t max_running = 0;  ///< --max-running K (0: the preset's)
+    std::size_t max_running = 0;                             ///< --max-running K (0: the preset's)
     std::optional<creditguard::RateWindow> mock_rate_limit;  ///< --mock-rate-limit N/W (embedded mock)
 };
 

@@ -1,6 +1,6 @@
 // The request budget: paces every provider request (task creates, status polls, balance reads) to the
 // account's rate limit, so that no job is lost to a rate-limit answer and a run goes as fast as the limit
-// allows. The arithmetic is an I/O-free state machine (detail/budget_core.hpp); RequestBudget adds waiting
+// allows. The arithmetic is an I/O-free state machine (src/core/budget_core.hpp); RequestBudget adds waiting
 // (Asio completion tokens, an injected clock) on top. See docs/design.md, "Request budget".
 #pragma once
 
@@ -20,8 +20,8 @@
 #include <functional>
 #include <memory>
 #include <mutex>
-#include <ostream>
 #include <optional>
+#include <ostream>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -131,10 +131,6 @@ struct RequestBudgetConfig {
     std::shared_ptr<SharedRateGate> shared;
 };
 
-/// The preset for a built-in provider id ("sunoapi", "kie", "udioapi", "crun"): the documented or inferred
-/// limits from the provider reference, or LimitSource::unknown for providers that publish none (learned).
-RequestBudgetConfig builtin_request_budget(std::string_view provider_id);
-
 /// Parses "N/W[,N/W...]" (W in seconds, or with a unit: 500ms, 10s, 1m, 1h; a window may end in
 /// ":create", ":status", ":balance" or a '+'-joined set of them to count only those kinds), or "unknown"
 /// (learn the limit). The result's source is LimitSource::configured (unknown for "unknown").
@@ -175,7 +171,7 @@ struct RequestBudgetStats {
     bool paused = false;              ///< a Retry-After or a refusal back-off is holding every request
     std::uint64_t retry_after_pauses = 0;
     std::uint64_t backoff_pauses = 0;
-    std::uint64_t decreases = 0;  ///< refusals that lowered the learned rate (one per burst)
+    std::uint64_t decreases = 0;      ///< refusals that lowered the learned rate (one per burst)
     std::uint64_t shared_waits = 0;   ///< times the shared gate said "not yet"
     std::uint64_t shared_errors = 0;  ///< times it could not say (paced alone then)
     /// The learned rate (requests per second, all kinds together), while one applies: always for an unknown
@@ -200,9 +196,9 @@ struct RequestBudgetStats {
 /// Tracks a high quantile of the durations online: a first poll that finds the task done lowers the
 /// estimate by `down` (`first_down` until the first miss: the first estimate is the time of a back-off
 /// poll, an upper bound), a poll that finds it still running raises it by `up` (the miss rate settles near
-/// down / (up + down), the extra polls per job with it). Until a task has finished, a task is polled when it has run `unknown_growth` times
-/// as long as at its last poll (or as the longest-running task seen, for its first poll), and never sooner
-/// than the caller's back-off. Thread-safe.
+/// down / (up + down), the extra polls per job with it). Until a task has finished, a task is polled when it has run
+/// `unknown_growth` times as long as at its last poll (or as the longest-running task seen, for its first poll), and
+/// never sooner than the caller's back-off. Thread-safe.
 class PollPlanner {
 public:
     struct Config {

@@ -1,5 +1,5 @@
-// The request budget's arithmetic (see detail/budget_core.hpp and docs/design.md, "Request budget").
-#include "creditguard/detail/budget_core.hpp"
+// The request budget's arithmetic (see budget_core.hpp and docs/design.md, "Request budget").
+#include "budget_core.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -26,16 +26,16 @@ BudgetCore::BudgetCore(RequestBudgetConfig config, TimePoint now) : config_(std:
     const LearningConfig& lc = config_.learning;
     if (!(config_.headroom > 0.0 && config_.headroom <= 1.0) || config_.jitter_margin < Duration::zero())
         throw std::invalid_argument("creditguard: request budget headroom must be in (0, 1], jitter_margin >= 0");
-    if (config_.windows.size() >= header_bit)
-        throw std::invalid_argument("creditguard: too many rate-limit windows");
+    if (config_.windows.size() >= header_bit) throw std::invalid_argument("creditguard: too many rate-limit windows");
     if (!(lc.min_rate > 0 && lc.min_rate <= lc.initial_rate && lc.initial_rate <= lc.max_rate) ||
         !(lc.decrease > 0 && lc.decrease < 1) || !(lc.precision > 0 && lc.precision < 1) ||
         lc.growth_period <= Duration::zero() || lc.pause_initial <= Duration::zero() || lc.pause_max < lc.pause_initial)
         throw std::invalid_argument("creditguard: unusable request budget learning configuration");
     for (const RateWindow& w : config_.windows) {
         if (w.requests == 0 || w.per <= Duration::zero() || w.burst == 0 || (w.kinds & all_request_kinds) == 0)
-            throw std::invalid_argument("creditguard: a rate-limit window needs requests > 0, per > 0, burst > 0 "
-                                        "and at least one request kind");
+            throw std::invalid_argument(
+                "creditguard: a rate-limit window needs requests > 0, per > 0, burst > 0 "
+                "and at least one request kind");
         Gcra g;
         // Paced slightly below the window's rate: see RequestBudgetConfig::headroom.
         g.interval = std::max(seconds_to_duration(to_seconds(w.per) / w.requests / config_.headroom),

@@ -1,5 +1,5 @@
 // HTTP/1.1 client over Beast: keep-alive pool, TLS with verification, timeouts, size caps.
-#include "creditguard/http_client.hpp"
+#include "creditguard/http/client.hpp"
 
 #include "creditguard/error.hpp"
 #include "http_parse.hpp"

@@ -3,7 +3,7 @@
 
 #include "creditguard/balance_source.hpp"
 #include "creditguard/ledger.hpp"
-#include "creditguard/redis.hpp"
+#include "creditguard/redis/connection.hpp"
 #include "creditguard/types.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
