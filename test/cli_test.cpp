@@ -3,6 +3,7 @@
 #include "support/builtin_ids.hpp"
 
 #include <creditguard/testing/mock_provider.hpp>
+#include <creditguard/version.hpp>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -131,6 +132,30 @@ struct UntrustedCert {
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(command_line)
+
+BOOST_AUTO_TEST_CASE(version_is_the_headers) {
+    const Ran r = run_cli("--version");
+    BOOST_TEST(r.exit_code == 0);
+    BOOST_TEST(r.out == std::string("creditguard ") + CREDITGUARD_VERSION_STRING + "\n");
+    BOOST_TEST(CREDITGUARD_VERSION ==
+               CREDITGUARD_VERSION_MAJOR * 100000 + CREDITGUARD_VERSION_MINOR * 100 + CREDITGUARD_VERSION_PATCH);
+}
+
+BOOST_AUTO_TEST_CASE(providers_lists_the_registry) {
+    const Ran r = run_cli("providers --json");
+    BOOST_TEST_REQUIRE(r.exit_code == 0, r.err);
+    const auto list = boost::json::parse(r.out).as_array();
+    BOOST_TEST_REQUIRE(list.size() == cgtest::kProviders.size());
+    for (std::size_t i = 0; i < list.size(); ++i) {
+        const auto& entry = list[i].as_object();
+        const auto* b = cg::find_builtin_provider(cgtest::kProviders[i]);
+        BOOST_TEST(entry.at("id").as_string() == b->id);
+        BOOST_TEST(entry.at("url").as_string() == b->public_url);
+        BOOST_TEST(entry.at("rate_limit").as_string() == cg::format_rate_limits(b->request_budget().windows));
+    }
+    BOOST_TEST(lines(r.out) == 1);
+    BOOST_TEST(run_cli("providers --bogus").exit_code == 2);
+}
 
 BOOST_AUTO_TEST_CASE(balance_prints_one_json_object_for_every_provider) {
     cg::MockProvider mock(mock_config());
