@@ -78,6 +78,25 @@ asio::awaitable<void> worker(cg::CreditGuard& guard, const cg::Provider& provide
     --run.workers_left;
 }
 
+/// What every case reports from the mock's counters: the physical limit and the wall against it, the requests
+/// answered rate limited, the jobs lost.
+void report_run(benchmark::State& state, const Limit& limit, const cg::MockCounters& c, double wall, double completed) {
+    const double per_second = limit.requests / std::chrono::duration<double>(limit.per).count();
+    const double physical = (job_count + job_count + static_cast<double>(c.balance_requests)) / per_second;
+    state.counters["wall_s"] = wall;
+    state.counters["physical_s"] = physical;
+    state.counters["wall_over_physical"] = wall / physical;
+    state.counters["requests"] = static_cast<double>(c.requests);
+    state.counters["rate_limited"] = static_cast<double>(c.rate_limited_answers);
+    state.counters["rate_limited_share"] =
+        static_cast<double>(c.rate_limited_answers) / std::max<double>(1, static_cast<double>(c.requests));
+    state.counters["completed"] = completed;
+    state.counters["lost"] = job_count - completed;
+    state.counters["polls_per_job"] = static_cast<double>(c.polls) / job_count;
+    state.counters["balance_reads"] = static_cast<double>(c.balance_requests);
+    state.SetIterationTime(wall);
+}
+
 void run_case(benchmark::State& state, const Limit& limit, bool paced) {
     for (auto _ : state) {
         cg::MockConfig mc;
@@ -124,26 +143,12 @@ void run_case(benchmark::State& state, const Limit& limit, bool paced) {
         ioc.restart();
         ioc.poll();
 
-        const auto c = mock.counters();
-        const double rate = limit.requests / std::chrono::duration<double>(limit.per).count();
-        const double physical = (job_count + job_count + static_cast<double>(c.balance_requests)) / rate;
-        state.counters["wall_s"] = wall;
-        state.counters["physical_s"] = physical;
-        state.counters["wall_over_physical"] = wall / physical;
-        state.counters["requests"] = static_cast<double>(c.requests);
-        state.counters["rate_limited"] = static_cast<double>(c.rate_limited_answers);
-        state.counters["rate_limited_share"] =
-            static_cast<double>(c.rate_limited_answers) / std::max<double>(1, c.requests);
-        state.counters["completed"] = run.completed;
-        state.counters["lost"] = run.lost;
-        state.counters["polls_per_job"] = static_cast<double>(c.polls) / job_count;
-        state.counters["balance_reads"] = static_cast<double>(c.balance_requests);
+        report_run(state, limit, mock.counters(), wall, run.completed);
         if (budget) {
             const auto s = budget->stats();
             state.counters["learned_rate"] = s.learned_rate.value_or(0);
             state.counters["paced_waits"] = static_cast<double>(s.total_paced());
         }
-        state.SetIterationTime(wall);
         mock.stop();
     }
 }
@@ -215,7 +220,7 @@ void run_fleet(benchmark::State& state, bool paced) {
                              "--rate-limit",    rate,
                              "--json"},
                 env));
-        double completed = 0, paced_waits = 0;
+        double completed = 0, paced_waits = 0, longest_run = 0;
         bool ok = true;
         for (auto& p : fleet) {
             std::string out;
@@ -224,6 +229,7 @@ void run_fleet(benchmark::State& state, bool paced) {
                 out += chunk;
             completed += std::max(0.0, json_number(out, "completed"));
             paced_waits += std::max(0.0, json_number(out, "paced_waits"));
+            longest_run = std::max(longest_run, json_number(out, "elapsed_s"));
             const bool exited_ok = p.wait_ok();
             // Exit 1 (some jobs not completed) is a result, counted as lost; anything else is a failure.
             ok = ok && (exited_ok || json_number(out, "completed") >= 0);
@@ -233,22 +239,9 @@ void run_fleet(benchmark::State& state, bool paced) {
             state.SkipWithError("a creditguard process failed (see its stderr)");
             break;
         }
-        const auto c = mock.counters();
-        const double per_second = limit.requests / std::chrono::duration<double>(limit.per).count();
-        const double physical = (job_count + job_count + static_cast<double>(c.balance_requests)) / per_second;
-        state.counters["wall_s"] = wall;
-        state.counters["physical_s"] = physical;
-        state.counters["wall_over_physical"] = wall / physical;
-        state.counters["requests"] = static_cast<double>(c.requests);
-        state.counters["rate_limited"] = static_cast<double>(c.rate_limited_answers);
-        state.counters["rate_limited_share"] =
-            static_cast<double>(c.rate_limited_answers) / std::max<double>(1, static_cast<double>(c.requests));
-        state.counters["completed"] = completed;
-        state.counters["lost"] = job_count - completed;
-        state.counters["polls_per_job"] = static_cast<double>(c.polls) / job_count;
-        state.counters["balance_reads"] = static_cast<double>(c.balance_requests);
+        report_run(state, limit, mock.counters(), wall, completed);
         state.counters["paced_waits"] = paced_waits;
-        state.SetIterationTime(wall);
+        state.counters["longest_process_run_s"] = longest_run;  // as the process measured it: wall less start-up
         mock.stop();
     }
 }

@@ -1,4 +1,4 @@
-// Cases 5 and 6 of issue 5, over loopback (127.0.0.1) against the in-process MockProvider, which serves
+// Cases 5 and 6, over loopback (127.0.0.1) against the in-process MockProvider, which serves
 // on its own thread; the client side runs on the benchmark thread.
 //
 //   case 5  10,000 jobs (create + poll until done), 32 at a time, through the guard vs "naive" (GET the
@@ -8,6 +8,7 @@
 //   case 6  one balance read over a kept-alive connection: Provider::async_balance (HttpClient, the
 //           project's path) vs a minimal synchronous Beast client doing the same GET and JSON read
 //           (target <= 1.3x).
+#include "bench_mock.hpp"
 #include "bench_support.hpp"
 
 #include <creditguard/creditguard.hpp>
@@ -45,13 +46,8 @@ namespace {
 
 constexpr auto awaitable_tuple = asio::as_tuple(asio::use_awaitable);
 
-creditguard::Provider make_provider(asio::io_context& ioc, const creditguard::MockProvider& mock,
-                                    const creditguard::MockConfig& mc) {
-    auto config = creditguard::builtin_provider("sunoapi", mock.base_url());
-    if (!config) throw std::runtime_error("bench: no sunoapi preset");
-    config->deduction = mc.deduct;
-    return creditguard::Provider(creditguard::HttpClient(ioc.get_executor()), *config, mc.key);
-}
+using cg_bench::balance_loop;
+using cg_bench::mock_client;
 
 // ---------------------------------------------------------------------------------------------
 // Case 5
@@ -166,7 +162,7 @@ void BM_jobs_guarded(benchmark::State& state) {
         const creditguard::MockConfig mc = jobs_mock_config();
         creditguard::MockProvider mock(mc);
         asio::io_context ioc;
-        creditguard::Provider provider = make_provider(ioc, mock, mc);
+        creditguard::Provider provider = mock_client(ioc, mock, mc);
         creditguard::GuardConfig gc;
         gc.deduction = creditguard::DeductionTiming::at_submit;
         gc.max_queue = job_count;
@@ -196,7 +192,7 @@ void BM_jobs_naive(benchmark::State& state) {
         const creditguard::MockConfig mc = jobs_mock_config();
         creditguard::MockProvider mock(mc);
         asio::io_context ioc;
-        creditguard::Provider provider = make_provider(ioc, mock, mc);
+        creditguard::Provider provider = mock_client(ioc, mock, mc);
         JobRun run;
         const boost::json::value body = provider.make_create_body("a benchmark song");
 
@@ -221,22 +217,11 @@ BENCHMARK(BM_jobs_naive)->Iterations(1)->UseManualTime()->Unit(benchmark::kMilli
 // ---------------------------------------------------------------------------------------------
 // Case 6
 
-asio::awaitable<void> balance_loop(benchmark::State& state, const creditguard::Provider& provider) {
-    for (auto _ : state) {
-        auto [ec, reply] = co_await provider.async_balance(awaitable_tuple);
-        if (ec) {
-            state.SkipWithError(("balance read failed: " + ec.message()).c_str());
-            break;
-        }
-        benchmark::DoNotOptimize(reply.balance);
-    }
-}
-
 void BM_balance_provider_async(benchmark::State& state) {
     creditguard::MockConfig mc;
     creditguard::MockProvider mock(mc);
     asio::io_context ioc;
-    creditguard::Provider provider = make_provider(ioc, mock, mc);
+    creditguard::Provider provider = mock_client(ioc, mock, mc);
     cg_bench::run_coroutine(state, ioc, balance_loop(state, provider));
     const auto s = provider.http().stats();
     state.counters["conn_opened"] = static_cast<double>(s.connections_opened);
@@ -283,4 +268,6 @@ BENCHMARK(BM_balance_provider_async)->UseRealTime()->Unit(benchmark::kMicrosecon
 
 }  // namespace
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+    return cg_bench::run_benchmarks(argc, argv);
+}

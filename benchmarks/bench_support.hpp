@@ -1,5 +1,5 @@
-// Shared helpers for the benchmarks (no dependency on test/): a balance source with a fixed account
-// and a guard whose first balance read has been answered.
+// Shared helpers for the benchmarks (no dependency on test/): the process state every case runs in, a
+// balance source with a fixed account and a guard whose first balance read has been answered.
 #pragma once
 
 #include <creditguard/core.hpp>
@@ -15,11 +15,31 @@
 #include <exception>
 #include <memory>
 #include <stdexcept>
+#include <thread>
 #include <utility>
 
 namespace cg_bench {
 
 using creditguard::Credits;
+
+/// Puts the process in the state of a real (threaded) program before anything is measured. glibc skips the
+/// atomic instructions of std::mutex, shared_ptr counts and malloc while a process has never started a second
+/// thread; a benchmark that ran in that state would compare against baselines several times cheaper than in
+/// any program that embeds the guard, and its results would depend on whether an earlier benchmark of the same
+/// binary had started a thread.
+inline void enter_threaded_state() {
+    std::thread([] {}).join();
+}
+
+/// main() of every benchmark binary: the threaded state, then Google Benchmark.
+inline int run_benchmarks(int argc, char** argv) {
+    enter_threaded_state();
+    benchmark::Initialize(&argc, argv);
+    if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    return 0;
+}
 
 /// Answers every read with the current account balance: posted to the executor by default, or inline
 /// (allowed by the BalanceSource contract) so a read can complete inside a tight benchmark loop.

@@ -2,7 +2,7 @@
 # datafile and outfile set: rows are  "label" normalised "raw value".
 set terminal svg size 900,480 dynamic noenhanced font "sans,11" background "white"
 set output outfile
-set title "creditguard benchmarks: measured / target (≤ 1 meets the target; labels: measured value)"
+set title "creditguard benchmarks: worst run / target (≤ 1 meets the target; labels: the worst run)"
 set style data histograms
 set style fill solid 0.8 border -1
 set boxwidth 0.6
