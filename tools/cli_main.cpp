@@ -5,9 +5,11 @@
 //   creditguard mock [--port P] [--credits N] [--cost K] [--deduct submit|complete] ...
 // The API key comes from CREDITGUARD_API_KEY or --api-key-file PATH, never from an argument.
 #include "cli_options.hpp"
+#include "metrics_server.hpp"
 #include "mock_command.hpp"
 
 #include <creditguard/creditguard.hpp>
+#include <creditguard/metrics.hpp>
 #include <creditguard/providers/provider.hpp>
 #include <creditguard/providers/registry.hpp>
 #include <creditguard/providers/runner.hpp>
@@ -97,6 +99,7 @@ int balance_command(const Options& o) {
 // run
 
 struct RunTally {
+    cg_cli::MetricsServer* metrics = nullptr;  // --metrics-port, stopped with the run
     int jobs = 0;
     int next = 0;
     int done = 0;
@@ -125,6 +128,7 @@ struct RunTally {
 // The last worker ends the guard, so that the io_context runs out of work: a shared ledger then writes
 // what is left through to Redis and gives its lease back before its connections close.
 void finish(RunTally& t) {
+    if (t.metrics != nullptr) t.metrics->stop();
     *t.stats = (*t.guard)->stats();
     if (t.shared_ledger != nullptr) t.ledger_stats = t.shared_ledger->ledger_stats();
     t.shared_ledger = nullptr;
@@ -135,6 +139,26 @@ void finish(RunTally& t) {
         t.budget->shutdown();
         if (t.rate_gate != nullptr) t.rate_gate->close();
     }
+}
+
+// One scrape: every component of the run (on the io_context's thread, while the run goes).
+std::string render_metrics(const RunTally& t, const cg::Provider& provider, const cg::MetricLabels& labels) {
+    cg::MetricsText out;
+    if (t.guard != nullptr && *t.guard) cg::write_metrics(out, (*t.guard)->stats(), labels);
+    if (t.budget != nullptr) cg::write_metrics(out, t.budget->stats(), labels);
+    cg::write_metrics(out, provider.http().stats(), labels);
+    if (t.shared_ledger != nullptr) cg::write_metrics(out, t.shared_ledger->ledger_stats(), labels);
+    out.gauge("creditguard_run_jobs", "Jobs this run was asked for", labels, t.jobs);
+    const char* const done = "creditguard_run_jobs_done_total";
+    const char* const help = "Jobs of this run that ended, by result";
+    const std::pair<const char*, int> results[] = {
+        {"completed", t.completed}, {"rejected", t.rejected}, {"failed", t.failed}, {"ambiguous", t.ambiguous}};
+    for (const auto& [result, count] : results) {
+        cg::MetricLabels l = labels;
+        l.emplace_back("result", result);
+        out.counter(done, help, l, static_cast<std::uint64_t>(count));
+    }
+    return out.str();
 }
 
 // "20/10s", "unknown" (learned), or "none" (only a cap on running tasks).
@@ -394,6 +418,15 @@ int run_command(Options o) {
         auto guard = std::make_unique<cg::CreditGuard>(ioc.get_executor(), std::move(source), std::move(gc));
         tally.guard = &guard;
         tally.stats = &stats;
+        std::optional<cg_cli::MetricsServer> metrics;
+        if (o.metrics_port) {
+            const cg::MetricLabels labels{{"provider", o.provider},
+                                          {"account", o.account.empty() ? o.provider : o.account}};
+            metrics.emplace(ioc.get_executor(), *o.metrics_port,
+                            [&tally, &provider, labels] { return render_metrics(tally, provider, labels); });
+            tally.metrics = &*metrics;
+            std::fprintf(stderr, "creditguard: metrics at http://127.0.0.1:%u/metrics\n", metrics->port());
+        }
         tally.workers_left = std::max(1, std::min(o.concurrency, o.jobs));
         if (o.jobs == 0) finish(tally);
         for (int i = 0; i < tally.workers_left && o.jobs > 0; ++i)

@@ -40,6 +40,7 @@ struct Options {
     bool pacing = true;
     std::size_t max_running = 0;                             ///< --max-running K (0: the preset's)
     std::optional<creditguard::RateWindow> mock_rate_limit;  ///< --mock-rate-limit N/W (embedded mock)
+    std::optional<unsigned short> metrics_port;              ///< --metrics-port P (0: any free port)
 };
 
 /// Parses argv[1..argc) (argv[0] is the command), strictly: each value is checked against its option's range

@@ -6,6 +6,7 @@
 
 #include "creditguard/clock.hpp"
 #include "creditguard/error.hpp"
+#include "creditguard/stats.hpp"
 #include "creditguard/types.hpp"
 
 #include <boost/asio/any_completion_handler.hpp>
@@ -185,6 +186,8 @@ struct RequestBudgetStats {
     /// The window the X-RateLimit-* headers describe (limit per the longest reset seen), when sent.
     std::optional<RateWindow> header_window;
     std::optional<std::int64_t> header_remaining;
+    /// How long granted permits waited (every kind; a permit granted on the spot counts as no wait).
+    DurationHistogram permit_wait;
 
     std::uint64_t total_granted() const noexcept { return granted[0] + granted[1] + granted[2]; }
     std::uint64_t total_paced() const noexcept { return paced[0] + paced[1] + paced[2]; }

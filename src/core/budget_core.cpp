@@ -172,6 +172,7 @@ BudgetGrant BudgetCore::grant(RequestKind kind, TimePoint now, Duration waited) 
     }
     recent_[recent_count_++ % recent_.size()] = now;
     ++stats_.granted[k];
+    stats_.permit_wait.observe(waited);
     if (waited > Duration::zero()) {
         ++stats_.paced[k];
         stats_.paced_wait[k] += waited;

@@ -184,6 +184,7 @@ void GuardCore::park(Waiter* waiter, Credits cost, const ReserveOptions& options
     }
 
     waiter->queued = true;
+    waiter->queued_at = now;
     waiter->deadline = saturating_add(now, options.max_wait.value_or(config_.default_max_wait));
     fifo_.push_back(waiter);
     queued_cost_ += cost;
@@ -265,10 +266,13 @@ void GuardCore::drain_locked(DeferredWork& work) {
     }
     bool blocked = false;
     Credits blocked_head = 0;
+    std::optional<TimePoint> now;  // read once, and only when a waiter is granted
     for (Waiter* waiter = fifo_.front(); waiter != nullptr;) {
         Waiter* next = waiter->next;
         if (!blocked && try_hold_locked(waiter->cost)) {
             unpark_locked(waiter);
+            if (!now) now = clock_->now();
+            counters_.admission_wait.observe(*now - waiter->queued_at);
             work.completions.push_back({waiter, {}, grant_locked(waiter->cost)});
         } else if (decides_reject_locked(waiter)) {
             unpark_locked(waiter);
@@ -779,6 +783,8 @@ GuardStats GuardCore::stats() const {
     stats.paused = paused_;
     stats.terminal = terminal_.has_value();
     if (ever_ok_) stats.last_refresh_age = clock_->now() - last_ok_;
+    // Only waits are timed: every other grant was made on the spot.
+    stats.admission_wait.observe_immediate(counters_.granted - counters_.admission_wait.count);
     return stats;
 }
 

@@ -538,4 +538,16 @@ void HttpClient::start(std::shared_ptr<Impl> impl, HttpRequest request, Handler 
                    });
 }
 
+void write_metrics(MetricsText& out, const HttpClientStats& s, const MetricLabels& labels) {
+    out.counter("creditguard_http_connections_opened_total", "Connections established to providers", labels,
+                s.connections_opened);
+    out.counter("creditguard_http_connections_reused_total", "Requests sent on a kept-alive connection", labels,
+                s.connections_reused);
+    out.counters_by("creditguard_http_requests_total",
+                    "Provider requests by result: answered (any status), or failed in transport", labels, "result",
+                    {{"answered", s.requests}, {"failed", s.failures}});
+    out.counter("creditguard_http_retries_total", "Safe retries after a stale kept-alive connection", labels,
+                s.retries);
+}
+
 }  // namespace creditguard
