@@ -422,8 +422,33 @@ BOOST_AUTO_TEST_CASE(options_take_their_value_after_an_equals_sign_too) {
 BOOST_AUTO_TEST_CASE(help_documents_the_exit_codes) {
     const Ran r = run_cli("run --help");
     BOOST_TEST(r.exit_code == 0);
-    BOOST_TEST(r.err.find("exit codes: 0 ") != std::string::npos, r.err);
-    BOOST_TEST(r.err.find("--max-job-time") != std::string::npos);
+    BOOST_TEST(r.out.find("exit codes: 0 ") != std::string::npos, r.out);
+    BOOST_TEST(r.out.find("--max-job-time") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(help_asked_for_on_any_command_goes_to_stdout_and_exits_0) {
+    for (const std::string args :
+         {"help", "--help", "-h", "run --help", "run -h", "balance --help", "balance -h", "run --jobs 5 --help"}) {
+        BOOST_TEST_CONTEXT(args) {
+            const Ran r = run_cli(args);
+            BOOST_TEST(r.exit_code == 0);
+            BOOST_TEST(r.out.rfind("usage:", 0) == 0u, r.out);
+            BOOST_TEST(r.err.empty(), r.err);
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(a_mistake_is_one_line_naming_it_and_pointing_to_help) {
+    for (const std::string args : {"run --jobs x", "run --frobnicate", "frobnicate", "", "balance"}) {
+        BOOST_TEST_CONTEXT(args) {
+            const Ran r = run_cli(args);
+            BOOST_TEST(r.exit_code == 2);
+            BOOST_TEST(r.out.empty(), r.out);
+            BOOST_TEST(lines(r.err) == 1, r.err);
+            BOOST_TEST(r.err.find("(see creditguard --help)") != std::string::npos, r.err);
+        }
+    }
+    BOOST_TEST(run_cli("run --jobs x").err.find("--jobs 'x'") != std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(run_against_a_separate_mock_server_uses_the_given_base_url_and_key) {

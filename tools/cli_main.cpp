@@ -535,10 +535,7 @@ int main(int argc, char** argv) {
     if (command == "providers") return providers_command(argc - 1, argv + 1);
     for (int i = 1; i < argc; ++i) {
         const std::string_view arg = argv[i];
-        if (arg == "--help" || arg == "-h" || (i == 1 && arg == "help")) {
-            cg_cli::usage("");
-            return 0;
-        }
+        if (arg == "--help" || arg == "-h" || (i == 1 && arg == "help")) return cg_cli::help();
     }
     Options o;
     std::string why;

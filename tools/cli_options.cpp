@@ -151,8 +151,13 @@ bool ledger_of(std::string_view value, Options& o, std::string& why) {
 }  // namespace
 
 int usage(std::string_view why) {
-    if (!why.empty()) std::cerr << "creditguard: " << why << "\n";
-    std::cerr <<
+    // A mistake gets one line naming it and where to look; the whole text is for whoever asked for it.
+    std::cerr << "creditguard: " << (why.empty() ? "missing command" : why) << " (see creditguard --help)\n";
+    return 2;
+}
+
+int help() {
+    std::cout <<
         R"(usage:
   creditguard balance --provider ID [--base-url URL]
   creditguard run [--provider ID] [--base-url URL] [--jobs N] [--concurrency C] [--cost K]
@@ -182,7 +187,7 @@ exit codes: 0 every job completed (or there were none), 1 some jobs failed or we
 reason but lack of credits, or a runtime error, 2 usage error, 3 jobs refused only for lack of credits
 (insufficient_credits, with the balance known). Each cause prints one line on stderr: error: KIND: ...
 )";
-    return 2;
+    return 0;
 }
 
 bool parse(int argc, char** argv, Options& o, std::string& why) {

@@ -47,8 +47,11 @@ struct Options {
 /// (see usage()). On failure says why, naming the option and the bad value.
 bool parse(int argc, char** argv, Options& options, std::string& why);
 
-/// Prints the usage to stderr (after `why`, when not empty) and returns the usage exit code (2).
+/// Says what was wrong on one stderr line (pointing to --help) and returns the usage exit code (2).
 int usage(std::string_view why);
+
+/// Prints the whole usage on stdout (asked for with help, --help or -h) and returns 0.
+int help();
 
 /// The API key from --api-key-file or CREDITGUARD_API_KEY; nullopt (and why) when there is none.
 std::optional<creditguard::SecretString> load_api_key(const Options& options, std::string& why);
