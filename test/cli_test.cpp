@@ -20,6 +20,8 @@
 #include <string>
 #include <vector>
 
+extern char** environ;
+
 namespace {
 
 namespace cg = creditguard;
@@ -44,7 +46,13 @@ Ran run_cli(const std::string& args, const std::string& env = "") {
     const auto dir = std::filesystem::temp_directory_path();
     const auto out = dir / ("cg_cli_out_" + std::to_string(::getpid()) + "_" + std::to_string(counter));
     const auto err = dir / ("cg_cli_err_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    const std::string command = "env -u CREDITGUARD_API_KEY " + env + " " + CREDITGUARD_CLI_PATH + " " + args + " >" +
+    // None of the caller's CREDITGUARD_ variables (a developer's real keys) reach the CLI.
+    std::string unset;
+    for (char** e = environ; *e != nullptr; ++e) {
+        const std::string_view var(*e);
+        if (var.rfind("CREDITGUARD_", 0) == 0) unset += " -u " + std::string(var.substr(0, var.find('=')));
+    }
+    const std::string command = "env" + unset + " " + env + " " + CREDITGUARD_CLI_PATH + " " + args + " >" +
                                 out.string() + " 2>" + err.string() + " </dev/null";
     const int status = std::system(command.c_str());
     Ran r;
@@ -168,6 +176,19 @@ BOOST_AUTO_TEST_CASE(balance_prints_one_json_object_for_every_provider) {
         BOOST_TEST(v.at("balance").as_int64() == 777);
         BOOST_TEST(lines(r.out) == 1);
     }
+}
+
+BOOST_AUTO_TEST_CASE(a_providers_own_key_variable_comes_before_the_shared_one) {
+    cg::MockProvider mock(mock_config());
+    const std::string balance = "balance --provider crun --base-url " + mock.base_url();
+    const Ran own = run_cli(balance, "CREDITGUARD_CRUN_API_KEY=" + kKey + " CREDITGUARD_API_KEY=sk-wrong-one");
+    BOOST_TEST(own.exit_code == 0, own.err);
+    const Ran shared = run_cli(balance, "CREDITGUARD_API_KEY=" + kKey);
+    BOOST_TEST(shared.exit_code == 0, shared.err);
+    const Ran other = run_cli(balance, "CREDITGUARD_SUNOAPI_API_KEY=" + kKey);  // another provider's key
+    BOOST_TEST(other.exit_code == 2);
+    BOOST_TEST(other.err.find("CREDITGUARD_CRUN_API_KEY") != std::string::npos, other.err);
+    BOOST_TEST(other.err.find(kKey) == std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(balance_reads_the_key_from_a_file) {

@@ -5,6 +5,7 @@
 #include <boost/url/parse.hpp>
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <cstdlib>
 #include <fstream>
@@ -157,7 +158,8 @@ int usage(std::string_view why) {
 }
 
 int help() {
-    std::cout <<
+    std::cout
+        <<
         R"(usage:
   creditguard balance --provider ID [--base-url URL]
   creditguard run [--provider ID] [--base-url URL] [--jobs N] [--concurrency C] [--cost K]
@@ -172,7 +174,9 @@ int help() {
   creditguard --version
 common: [--api-key-file PATH] [--ca-file PATH] [--allow-insecure-http]; --option=value works too
 ID is one of )"
-              << cg::builtin_provider_ids() << R"(. The API key comes from CREDITGUARD_API_KEY or --api-key-file.
+        << cg::builtin_provider_ids()
+        << R"(. The API key comes from --api-key-file, CREDITGUARD_<ID>_API_KEY (e.g. CREDITGUARD_SUNOAPI_API_KEY) or
+CREDITGUARD_API_KEY.
 run without --base-url starts the embedded mock provider (its own key).
 --ledger redis://... shares one account's credits among every process using the same server and --account
 (default: the provider's name); a Redis password comes from CREDITGUARD_REDIS_PASSWORD, never the URL.
@@ -354,14 +358,26 @@ std::optional<cg::SecretString> load_api_key(const Options& o, std::string& why)
         std::getline(in, key);
         while (!key.empty() && (key.back() == '\r' || key.back() == ' ' || key.back() == '\t'))
             key.pop_back();
+    } else if (const char* own = std::getenv(provider_key_variable(o.provider).c_str()); own && *own) {
+        key = own;  // one variable per provider, so that keys of several providers can be set side by side
     } else if (const char* env = std::getenv("CREDITGUARD_API_KEY")) {
         key = env;
     }
     if (key.empty()) {
-        why = "no API key: set CREDITGUARD_API_KEY or use --api-key-file";
+        why =
+            "no API key: set " + provider_key_variable(o.provider) + " (or CREDITGUARD_API_KEY), or use --api-key-file";
         return std::nullopt;
     }
     return cg::SecretString(std::move(key));
+}
+
+std::string provider_key_variable(std::string_view provider) {
+    std::string name = "CREDITGUARD_";
+    for (const char c : provider)
+        name += std::isalnum(static_cast<unsigned char>(c))
+                    ? static_cast<char>(std::toupper(static_cast<unsigned char>(c)))
+                    : '_';
+    return name + "_API_KEY";
 }
 
 }  // namespace cg_cli

@@ -53,7 +53,11 @@ int usage(std::string_view why);
 /// Prints the whole usage on stdout (asked for with help, --help or -h) and returns 0.
 int help();
 
-/// The API key from --api-key-file or CREDITGUARD_API_KEY; nullopt (and why) when there is none.
+/// The API key from --api-key-file, else CREDITGUARD_<PROVIDER>_API_KEY, else CREDITGUARD_API_KEY; nullopt (and
+/// why) when there is none.
 std::optional<creditguard::SecretString> load_api_key(const Options& options, std::string& why);
+
+/// CREDITGUARD_<ID>_API_KEY for a provider id (upper case, anything but letters and digits as '_').
+std::string provider_key_variable(std::string_view provider);
 
 }  // namespace cg_cli
