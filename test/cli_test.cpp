@@ -311,6 +311,21 @@ BOOST_AUTO_TEST_CASE(a_wrong_key_is_named_once_with_its_count_and_never_printed)
     }
 }
 
+BOOST_AUTO_TEST_CASE(log_lines_name_what_the_guard_noticed_and_never_the_key) {
+    cg::MockProvider mock(mock_config());
+    const std::string wrong = "sk-wrong-" + kKey;
+    const Ran r =
+        run_cli("run --jobs 2 --log-level debug --base-url " + mock.base_url(), "CREDITGUARD_API_KEY=" + wrong);
+    BOOST_TEST(r.exit_code == 1, r.err);
+    BOOST_TEST(r.err.find("creditguard: error guard unauthorized") != std::string::npos, r.err);
+    BOOST_TEST(r.err.find(wrong) == std::string::npos);
+    BOOST_TEST(r.err.find(kKey) == std::string::npos);
+    const Ran quiet =
+        run_cli("run --jobs 2 --log-level off --base-url " + mock.base_url(), "CREDITGUARD_API_KEY=" + wrong);
+    BOOST_TEST(quiet.err.find("creditguard: error guard") == std::string::npos, quiet.err);
+    BOOST_TEST(run_cli("run --log-level loud").exit_code == 2);
+}
+
 BOOST_AUTO_TEST_CASE(an_unreadable_balance_is_named_with_why_and_exits_non_zero) {
     const std::string env = "CREDITGUARD_API_KEY=" + kKey;
     {  // data: null. Every answer is that body, so no read ever succeeds.

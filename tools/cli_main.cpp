@@ -370,6 +370,10 @@ int run_command(Options o) {
         gc.deduction = config->deduction;
         gc.default_max_wait = o.max_wait;
         gc.low_watermark = o.low_watermark;
+        if (o.log_level != cg::LogLevel::off) {
+            gc.log_level = o.log_level;
+            gc.log = [](const cg::LogEvent& event) { std::cerr << "creditguard: " << cg::format_log(event) << "\n"; };
+        }
         // Every provider request takes a permit: --rate-limit, else the provider's preset. The presets are
         // the public providers' limits: a provider on loopback (the embedded mock, a test server) is paced
         // to --mock-rate-limit or not at all.

@@ -169,6 +169,7 @@ int help() {
                   [--ledger local|redis://HOST[:PORT][/DB]] [--account NAME] [--lease-ttl SECONDS]
                   [--rate-limit N/W[,N/W...]|unknown|off] [--max-running K]
                   [--mock-rate-limit N/W] [--mock-task-seconds SECONDS] [--metrics-port P]
+                  [--log-level debug|info|warning|error|off]
   creditguard mock [--port P] [--credits N] [--cost K] [--deduct submit|complete] [...]
   creditguard providers [--json]      the built-in providers, their URLs and request limits
   creditguard --version
@@ -184,7 +185,8 @@ run without --base-url starts the embedded mock provider (its own key).
 when unknown; on loopback, --mock-rate-limit or none); W is in seconds or has a unit (500ms, 10s, 1m), and a
 window ending in :create, :status or :balance counts only those requests. --max-running 1..100000.
 --metrics-port serves GET /metrics (Prometheus text format) on 127.0.0.1 while the run goes (0: a free port;
-the address is printed on stderr).
+the address is printed on stderr). --log-level (default warning): what the guard notices (failed balance
+reads, pauses and why, low balance, a refused key) as one stderr line each: creditguard: LEVEL guard EVENT k=v...
 values: --jobs 0..1000000, --concurrency 1..1000, --cost 1..1000000000; SECONDS are decimal, 0.001..86400
 (--lease-ttl 0.1..3600); --max-job-time bounds how long one job polls for its result (default 1800).
 exit codes: 0 every job completed (or there were none), 1 some jobs failed or were not admitted for any
@@ -303,6 +305,8 @@ bool parse(int argc, char** argv, Options& o, std::string& why) {
                         "N/W[,N/W...] (W in seconds, or 500ms, 10s, 1m, 1h; :create, :status or :balance "
                         "after a window), unknown or off");
             }
+        } else if (arg == "--log-level") {
+            if (!cg::parse_log_level(value, o.log_level)) ok = choice("debug, info, warning, error or off");
         } else if (arg == "--metrics-port") {
             int port = 0;
             ok = integer(arg, value, 0, 65'535, port, why);

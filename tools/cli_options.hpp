@@ -3,6 +3,7 @@
 
 #include <creditguard/config.hpp>
 #include <creditguard/http/client.hpp>
+#include <creditguard/log.hpp>
 #include <creditguard/providers/runner.hpp>
 #include <creditguard/redis/ledger.hpp>
 #include <creditguard/request_budget.hpp>
@@ -38,9 +39,10 @@ struct Options {
     /// --rate-limit N/W[,N/W...] | unknown | off: overrides the provider's preset (off: no pacing).
     std::optional<creditguard::RequestBudgetConfig> rate_limit;
     bool pacing = true;
-    std::size_t max_running = 0;                             ///< --max-running K (0: the preset's)
-    std::optional<creditguard::RateWindow> mock_rate_limit;  ///< --mock-rate-limit N/W (embedded mock)
-    std::optional<unsigned short> metrics_port;              ///< --metrics-port P (0: any free port)
+    std::size_t max_running = 0;                                       ///< --max-running K (0: the preset's)
+    std::optional<creditguard::RateWindow> mock_rate_limit;            ///< --mock-rate-limit N/W (embedded mock)
+    std::optional<unsigned short> metrics_port;                        ///< --metrics-port P (0: any free port)
+    creditguard::LogLevel log_level = creditguard::LogLevel::warning;  ///< --log-level (events on stderr)
 };
 
 /// Parses argv[1..argc) (argv[0] is the command), strictly: each value is checked against its option's range
