@@ -8,6 +8,8 @@ set(CREDITGUARD_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/creditguard)
 
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/creditguard DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
         COMPONENT creditguard_development)
+install(FILES ${PROJECT_SOURCE_DIR}/LICENSE ${PROJECT_SOURCE_DIR}/CHANGELOG.md
+        DESTINATION ${CMAKE_INSTALL_DOCDIR} COMPONENT creditguard_development)
 
 foreach(component IN ITEMS core providers redis testing)
   install(TARGETS creditguard_${component} EXPORT creditguard-${component}-targets

@@ -69,7 +69,7 @@ cg::RunnerConfig fast_runner() {
 }
 
 struct Totals {
-    int completed = 0, rejected = 0, failed = 0, ambiguous = 0, unauthorized = 0, errors = 0;
+    int completed = 0, rejected = 0, failed = 0, ambiguous = 0, cancelled = 0, unauthorized = 0, errors = 0;
     int insufficient = 0, rate_limited = 0, maintenance = 0, paced = 0;
     cg::Credits charged = 0;
 };
@@ -117,6 +117,7 @@ struct Pipeline {
         case cg::JobStatus::rejected: ++totals.rejected; break;
         case cg::JobStatus::failed: ++totals.failed; break;
         case cg::JobStatus::ambiguous: ++totals.ambiguous; break;
+        case cg::JobStatus::cancelled: ++totals.cancelled; break;
         case cg::JobStatus::unauthorized: ++totals.unauthorized; break;
         case cg::JobStatus::error: ++totals.errors; break;
         }

@@ -42,8 +42,8 @@ struct Row {
     Outcome expected;
 };
 
-// The code tables of providers.md; every row is checked as a body code (HTTP 200), as an HTTP status with the
-// code in the body, and as an HTTP status without a body code.
+// The code tables of the providers' API references (the presets in src/providers/presets.cpp); every row is checked as
+// a body code (HTTP 200), as an HTTP status with the code in the body, and as an HTTP status without a body code.
 const Row kTable[] = {
     {"sunoapi", 200, "success", Outcome::ok},
     {"sunoapi", 400, "Invalid parameters", Outcome::invalid_request},

@@ -1,6 +1,6 @@
 // A fleet of `creditguard run --ledger redis://...` processes sharing one provider account (the mock provider,
 // in this process) through a real redis-server: the multi-process guarantees of the shared ledger.
-#include "support/child_process.hpp"
+#include "support/cli_process.hpp"
 
 #include "redis_fixture.hpp"
 
@@ -9,8 +9,7 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
-#include <spawn.h>
-
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -21,62 +20,10 @@ namespace {
 namespace cg = creditguard;
 const std::string kKey = "sk-fleet-0ddba11";
 
-/// One `creditguard run` child process; its stdout (the --json summary) goes to a file.
-class CliProcess {
-public:
-    explicit CliProcess(std::vector<std::string> args) {
-        out_ = std::filesystem::temp_directory_path() /
-               ("cg_fleet_" + std::to_string(::getpid()) + "_" + std::to_string(counter()++) + ".json");
-        args.insert(args.begin(), CREDITGUARD_CLI_PATH);
-        std::vector<char*> argv = cg_test::c_strings(args);
-        std::vector<std::string> env_storage = cg_test::child_environment({"CREDITGUARD_API_KEY=" + kKey});
-        std::vector<char*> envp = cg_test::c_strings(env_storage);
-        posix_spawn_file_actions_t actions;
-        posix_spawn_file_actions_init(&actions);
-        posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-        const int rc = posix_spawn(&pid_, CREDITGUARD_CLI_PATH, &actions, nullptr, argv.data(), envp.data());
-        posix_spawn_file_actions_destroy(&actions);
-        if (rc != 0) throw std::runtime_error("posix_spawn failed");
-    }
-    ~CliProcess() {
-        if (pid_ > 0) {
-            ::kill(pid_, SIGKILL);
-            wait();
-        }
-        std::error_code ignored;
-        std::filesystem::remove(out_, ignored);
-    }
-    CliProcess(const CliProcess&) = delete;
-    CliProcess& operator=(const CliProcess&) = delete;
-
-    void kill9() { ::kill(pid_, SIGKILL); }
-    /// Waits for the exit; the exit code (-1 if killed by a signal).
-    int wait() {
-        if (pid_ > 0) {
-            int status = 0;
-            ::waitpid(pid_, &status, 0);
-            exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-            pid_ = -1;
-        }
-        return exit_code_;
-    }
-    boost::json::object summary() const {
-        std::ifstream in(out_);
-        std::stringstream text;
-        text << in.rdbuf();
-        BOOST_TEST_MESSAGE("run summary: " << text.str());
-        return boost::json::parse(text.str()).as_object();
-    }
-
-private:
-    static int& counter() {
-        static int n = 0;
-        return n;
-    }
-    pid_t pid_ = -1;
-    int exit_code_ = -1;
-    std::filesystem::path out_;
+/// A `creditguard run` process of the fleet, with the mock's key.
+struct CliProcess : cg_test::CliProcess {
+    explicit CliProcess(std::vector<std::string> args)
+        : cg_test::CliProcess(std::move(args), {"CREDITGUARD_API_KEY=" + kKey}) {}
 };
 
 std::vector<std::string> run_args(const cg::MockProvider& mock, const RedisServer& redis, int jobs,
@@ -265,6 +212,39 @@ BOOST_AUTO_TEST_CASE(the_reject_policy_strands_at_most_one_jobs_cost_across_four
     BOOST_TEST(mock.credits() >= 0);
     BOOST_TEST(mock.credits() <= 10);  // at most one job's cost stranded
     BOOST_TEST(totals.spent == 1000 - mock.credits());
+}
+
+// Ctrl-C on one process of a fleet: its lease (and the credits it held) goes back to the pool at once, not after
+// the lease TTL (30 s here), and the jobs it had submitted finish first.
+BOOST_AUTO_TEST_CASE(a_stopped_process_gives_its_lease_back_at_once) {
+    RedisServer redis;
+    cg::MockConfig config = mock_config(cg::DeductionTiming::at_submit);
+    config.polls_to_complete = 1'000'000;
+    config.finish_unpolled_after = 500ms;
+    cg::MockProvider mock(config);
+    asio::io_context ioc;
+    RedisConnection probe(ioc.get_executor(), redis.config());
+    run_in_background(probe);
+    std::vector<std::string> args = run_args(mock, redis, 500, "submit");
+    *(std::find(args.begin(), args.end(), "--lease-ttl") + 1) = "30";
+    CliProcess process(args);
+    std::size_t leases_after_exit = 99;
+    int exit_code = -1;
+    run_coro(ioc, [](RedisConnection& c, CliProcess& p, std::size_t& left, int& code) -> asio::awaitable<void> {
+        while ((co_await lease_count(c)) < 1)
+            co_await pause(20ms);
+        p.signal(SIGINT);
+        code = p.wait();
+        left = co_await lease_count(c);
+        c.cancel();
+    }(probe, process, leases_after_exit, exit_code));
+    BOOST_TEST(exit_code == 130);
+    BOOST_TEST(leases_after_exit == 0u);
+    const auto summary = process.summary();
+    BOOST_TEST(summary.at("interrupted_by").as_string() == "SIGINT");
+    BOOST_TEST(summary.at("reservations").as_object().at("live").as_int64() == 0);
+    BOOST_TEST(summary.at("stopped_polling").as_int64() == 0);  // its submitted jobs were seen through
+    BOOST_TEST(summary.at("completed").as_int64() == static_cast<std::int64_t>(mock.counters().tasks_created));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

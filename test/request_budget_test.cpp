@@ -457,6 +457,62 @@ BOOST_AUTO_TEST_CASE(a_configured_limit_the_provider_refuses_is_learned_down) {
     BOOST_TEST(r.refused <= 0.05 * (r.accepted + r.refused));
 }
 
+BOOST_AUTO_TEST_CASE(a_configured_limits_first_refusal_is_taken_for_jitter_and_widens_the_windows) {
+    BudgetCore core(windows({{20, 2s}}), t0);
+    cg::detail::BudgetGrant g;
+    TimePoint now = t0;
+    for (int i = 0; i < 25; ++i)
+        now = send_next(core, RequestKind::create, now, &g);
+    core.answered(g, refused(), now);
+    BOOST_TEST(!core.learned_rate().has_value());  // the provider's word stands
+    BOOST_TEST(core.stats(now).widenings == 1u);
+    BOOST_TEST(core.stats(now).decreases == 0u);
+    BOOST_TEST((core.paused_until() > now));  // but it pauses, as for any refusal
+    // The windows are 2% wider: 20 requests now span 2.04 s, not 2 s.
+    now = core.paused_until() + 10s;
+    const TimePoint first = send_next(core, RequestKind::create, now);
+    TimePoint last = first;
+    for (int i = 0; i < 40; ++i)
+        last = send_next(core, RequestKind::create, last);
+    BOOST_TEST(std::chrono::duration<double>(last - first).count() == 40 * 0.102, boost::test_tools::tolerance(0.01));
+    // Accepted again, then refused again: now the rate is learned down.
+    core.answered(g, accepted(), last);
+    cg::detail::BudgetGrant later;
+    last = send_next(core, RequestKind::create, last, &later);
+    core.answered(later, accepted(), last);
+    last = send_next(core, RequestKind::create, last, &later);
+    core.answered(later, refused(), last);
+    BOOST_TEST(core.learned_rate().has_value());
+    BOOST_TEST(core.stats(last).decreases == 1u);
+}
+
+// A gate that always lets a request go (the test drives the core directly; it never asks the gate).
+struct OpenGate final : cg::SharedRateGate {
+    void take(RequestKind, Callback done) override { done({}, Duration::zero()); }
+};
+
+BOOST_AUTO_TEST_CASE(under_a_shared_gate_a_refusal_pauses_but_teaches_this_process_no_rate) {
+    auto config = windows({{20, 2s}});
+    config.shared = std::make_shared<OpenGate>();
+    BudgetCore core(config, t0);
+    TimePoint now = t0;
+    for (int burst = 0; burst < 3; ++burst) {
+        cg::detail::BudgetGrant g;
+        for (int i = 0; i < 5; ++i) {
+            now = send_next(core, RequestKind::create, now, &g);
+            core.answered(g, accepted(), now);
+        }
+        now = send_next(core, RequestKind::create, now, &g);
+        core.answered(g, refused(), now);
+        BOOST_TEST((core.paused_until() > now));
+        now = core.paused_until();
+    }
+    // This process sends a share of the account's requests: its own rate says nothing of the account's limit.
+    BOOST_TEST(!core.learned_rate().has_value());
+    BOOST_TEST(core.stats(now).decreases == 0u);
+    BOOST_TEST(core.stats(now).backoff_pauses == 3u);
+}
+
 BOOST_AUTO_TEST_CASE(an_unknown_limit_is_learned_against_a_fixed_window_provider) {
     struct Case {
         int limit;

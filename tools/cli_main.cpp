@@ -19,14 +19,18 @@
 #include <creditguard/version.hpp>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/url/parse.hpp>
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -107,6 +111,8 @@ struct RunTally {
     int rejected = 0;
     int failed = 0;
     int ambiguous = 0;
+    int cancelled = 0;        // stopped by a signal before being sent, or (a second signal) while polling
+    int stopped_polling = 0;  // of those, submitted jobs abandoned by the second signal
     cg::Credits spent = 0;
     int insufficient = 0;
     int rate_limited = 0;
@@ -123,12 +129,18 @@ struct RunTally {
     std::optional<cg::RequestBudgetStats> budget_stats;
     cg::Duration credit_wait{};
     cg::Duration permit_wait{};
+    // Graceful stop: the first SIGINT/SIGTERM, and whether a second one came.
+    int stop_signal = 0;
+    bool stop_now = false;
+    asio::signal_set* signals = nullptr;
+    std::vector<std::unique_ptr<asio::cancellation_signal>> worker_stops;  // one per worker coroutine
 };
 
 // The last worker ends the guard, so that the io_context runs out of work: a shared ledger then writes
 // what is left through to Redis and gives its lease back before its connections close.
 void finish(RunTally& t) {
     if (t.metrics != nullptr) t.metrics->stop();
+    if (t.signals != nullptr) t.signals->cancel();
     *t.stats = (*t.guard)->stats();
     if (t.shared_ledger != nullptr) t.ledger_stats = t.shared_ledger->ledger_stats();
     t.shared_ledger = nullptr;
@@ -178,8 +190,41 @@ cg::Credits saturating_add(cg::Credits a, cg::Credits b) {
     return b < 0 ? std::numeric_limits<cg::Credits>::min() : std::numeric_limits<cg::Credits>::max();
 }
 
+const char* signal_name(int signal_number) {
+    return signal_number == SIGINT ? "SIGINT" : signal_number == SIGTERM ? "SIGTERM" : "a signal";
+}
+
+// Emits a stop on every worker: `total` ends jobs not yet sent, `terminal` also stops polling (see runner.hpp).
+void stop_workers(RunTally& t, asio::cancellation_type type) {
+    for (auto& stop : t.worker_stops)
+        stop->emit(type);
+}
+
+// First SIGINT/SIGTERM: no new jobs, queued ones end cancelled, submitted ones are polled to their end.
+// A second one stops polling: those jobs are abandoned (counted as spent until a balance read shows them).
+void on_signal(RunTally& t, const boost::system::error_code& ec, int signal_number) {
+    if (ec) return;  // the run ended: the set was cancelled
+    const char* name = signal_name(signal_number);
+    if (t.stop_signal == 0) {
+        t.stop_signal = signal_number;
+        std::fprintf(stderr,
+                     "\ncreditguard: %s: stopping: no new jobs; jobs already submitted are polled to their end "
+                     "(signal again to stop now)\n",
+                     name);
+        stop_workers(t, asio::cancellation_type::total);
+    } else if (!t.stop_now) {
+        t.stop_now = true;
+        std::fprintf(stderr, "creditguard: %s: stopping now: submitted jobs are no longer polled\n", name);
+        stop_workers(t, asio::cancellation_type::terminal);
+    }
+    t.signals->async_wait([&t](const boost::system::error_code& e, int n) { on_signal(t, e, n); });
+}
+
 asio::awaitable<void> worker(cg::CreditGuard& guard, const cg::Provider& provider, const Options& o, RunTally& t) {
-    while (t.next < t.jobs) {
+    // A graceful stop (total) must reach the job, not only a terminal one; the worker itself never throws for it.
+    co_await asio::this_coro::reset_cancellation_state(asio::enable_total_cancellation());
+    co_await asio::this_coro::throw_if_cancelled(false);
+    while (t.next < t.jobs && t.stop_signal == 0) {
         const int id = t.next++;
         auto body = provider.make_create_body("creditguard job " + std::to_string(id) + ": a calm piano piece");
         cg::JobResult r = co_await cg::run_guarded_job(guard, provider, std::move(body), o.cost, o.runner);
@@ -194,6 +239,10 @@ asio::awaitable<void> worker(cg::CreditGuard& guard, const cg::Provider& provide
         case cg::JobStatus::completed: ++t.completed; break;
         case cg::JobStatus::rejected: ++t.rejected; break;
         case cg::JobStatus::ambiguous: ++t.ambiguous; break;
+        case cg::JobStatus::cancelled:
+            ++t.cancelled;
+            if (r.charged > 0) ++t.stopped_polling;
+            break;
         default: ++t.failed; break;
         }
         if (r.status != cg::JobStatus::completed) ++t.outcomes[{r.status, r.error}];
@@ -251,8 +300,18 @@ std::map<std::string, Cause> causes_of(const RunTally& t, const cg::GuardStats& 
 
 // What a user needs to read to act on the cause. Only fixed texts and numbers: never a provider's message,
 // which could echo a request (and with it the key).
-std::string describe(const std::string& kind, const Cause& c, const Options& o, const cg::GuardStats& stats) {
+std::string describe(const std::string& kind, const Cause& c, const Options& o, const cg::GuardStats& stats,
+                     const RunTally& t) {
     if (kind == "unauthorized") return "the provider refused the API key";
+    if (kind == "cancelled") {
+        const int not_sent = c.jobs - t.stopped_polling;
+        std::string text = "the run was stopped by " + std::string(signal_name(t.stop_signal)) + ":";
+        if (not_sent > 0) text += " " + std::to_string(not_sent) + " not sent (nothing charged)";
+        if (t.stopped_polling > 0)
+            text += std::string(not_sent > 0 ? ";" : "") + " " + std::to_string(t.stopped_polling) +
+                    " submitted, no longer polled (counted as spent at their reserved cost)";
+        return text;
+    }
     if (kind == "balance_unknown") {
         if (const auto& e = stats.last_refresh_error)
             return "the balance could not be read (" + kind_of(e) + ": " + e.message() + ")";
@@ -288,13 +347,14 @@ std::string describe(const std::string& kind, const Cause& c, const Options& o, 
 }
 
 // One stderr line per distinct cause, most jobs first.
-void report_causes(const std::map<std::string, Cause>& causes, const Options& o, const cg::GuardStats& stats) {
+void report_causes(const std::map<std::string, Cause>& causes, const Options& o, const cg::GuardStats& stats,
+                   const RunTally& t) {
     std::vector<std::pair<std::string, Cause>> sorted(causes.begin(), causes.end());
     std::stable_sort(sorted.begin(), sorted.end(),
                      [](const auto& a, const auto& b) { return a.second.jobs > b.second.jobs; });
     for (const auto& [kind, cause] : sorted)
         std::cerr << "error: " << kind << ": " << cause.jobs << (cause.jobs == 1 ? " job: " : " jobs: ")
-                  << describe(kind, cause, o, stats) << "\n";
+                  << describe(kind, cause, o, stats, t) << "\n";
 }
 
 // 0: every job completed (or there were none); 3: the only cause is insufficient credits, with the balance
@@ -432,9 +492,15 @@ int run_command(Options o) {
             std::fprintf(stderr, "creditguard: metrics at http://127.0.0.1:%u/metrics\n", metrics->port());
         }
         tally.workers_left = std::max(1, std::min(o.concurrency, o.jobs));
+        asio::signal_set signals(ioc, SIGINT, SIGTERM);
+        tally.signals = &signals;
+        signals.async_wait([&tally](const boost::system::error_code& e, int n) { on_signal(tally, e, n); });
         if (o.jobs == 0) finish(tally);
-        for (int i = 0; i < tally.workers_left && o.jobs > 0; ++i)
-            asio::co_spawn(ioc, worker(*guard, provider, o, tally), asio::detached);
+        for (int i = 0; i < tally.workers_left && o.jobs > 0; ++i) {
+            tally.worker_stops.push_back(std::make_unique<asio::cancellation_signal>());
+            asio::co_spawn(ioc, worker(*guard, provider, o, tally),
+                           asio::bind_cancellation_slot(tally.worker_stops.back()->slot(), asio::detached));
+        }
         if (!o.json && isatty(STDERR_FILENO) && o.jobs > 0)
             asio::co_spawn(ioc, progress(*guard, tally), asio::detached);
         ioc.run();
@@ -444,6 +510,10 @@ int run_command(Options o) {
     }
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     const auto balance_requests = stats.refreshes_ok + stats.refreshes_failed;
+    if (const int not_started = tally.jobs - tally.next; not_started > 0) {  // a stop came first
+        tally.cancelled += not_started;
+        tally.outcomes[{cg::JobStatus::cancelled, make_error_code(cg::errc::cancelled)}] += not_started;
+    }
     const auto causes = causes_of(tally, stats);
 
     if (o.json) {
@@ -453,6 +523,7 @@ int run_command(Options o) {
                                 {"rejected", tally.rejected},
                                 {"failed", tally.failed},
                                 {"ambiguous", tally.ambiguous},
+                                {"cancelled", tally.cancelled},
                                 {"credits_spent", tally.spent},
                                 {"provider_insufficient", tally.insufficient},
                                 {"rate_limited", tally.rate_limited},
@@ -497,6 +568,10 @@ int run_command(Options o) {
         out["breaker_trips"] = stats.breaker_trips;
         if (mock) out["mock_balance_left"] = mock->credits();
         out["ledger"] = o.redis ? "redis" : "local";
+        if (tally.stop_signal != 0) {
+            out["interrupted_by"] = signal_name(tally.stop_signal);
+            out["stopped_polling"] = tally.stopped_polling;
+        }
         if (tally.ledger_stats) {
             out["ledger_provider_reads"] = tally.ledger_stats->provider_reads;
             out["ledger_shared_reads"] = tally.ledger_stats->shared_reads;
@@ -506,7 +581,8 @@ int run_command(Options o) {
         std::cout << boost::json::serialize(out) << "\n";
     } else {
         std::cout << "jobs " << tally.jobs << ": " << tally.completed << " completed, " << tally.rejected
-                  << " rejected by the guard, " << tally.failed << " failed, " << tally.ambiguous << " ambiguous\n"
+                  << " rejected by the guard, " << tally.failed << " failed, " << tally.ambiguous << " ambiguous, "
+                  << tally.cancelled << " cancelled\n"
                   << "credits spent " << tally.spent << ", balance requests " << balance_requests
                   << ", provider said insufficient " << tally.insufficient << " times, rate limited "
                   << tally.rate_limited << ", maintenance " << tally.maintenance << "\n";
@@ -521,9 +597,10 @@ int run_command(Options o) {
         std::printf("elapsed %.2f s\n", elapsed);
         std::fflush(stdout);
     }
-    report_causes(causes, o, stats);
+    report_causes(causes, o, stats, tally);
     if (mock) mock->stop();
-    return exit_code_of(causes);
+    // Interrupted: the shell's convention for a process ended by the signal (130 SIGINT, 143 SIGTERM).
+    return tally.stop_signal != 0 ? 128 + tally.stop_signal : exit_code_of(causes);
 }
 
 }  // namespace

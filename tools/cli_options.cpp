@@ -191,7 +191,9 @@ values: --jobs 0..1000000, --concurrency 1..1000, --cost 1..1000000000; SECONDS 
 (--lease-ttl 0.1..3600); --max-job-time bounds how long one job polls for its result (default 1800).
 exit codes: 0 every job completed (or there were none), 1 some jobs failed or were not admitted for any
 reason but lack of credits, or a runtime error, 2 usage error, 3 jobs refused only for lack of credits
-(insufficient_credits, with the balance known). Each cause prints one line on stderr: error: KIND: ...
+(insufficient_credits, with the balance known), 130/143 stopped by SIGINT/SIGTERM. Each cause prints one
+line on stderr: error: KIND: ... A first SIGINT/SIGTERM stops starting jobs (those waiting end cancelled, their
+credits released) and polls the submitted ones to their end, then prints the summary; a second one stops polling.
 )";
     return 0;
 }

@@ -173,6 +173,7 @@ struct RequestBudgetStats {
     std::uint64_t retry_after_pauses = 0;
     std::uint64_t backoff_pauses = 0;
     std::uint64_t decreases = 0;      ///< refusals that lowered the learned rate (one per burst)
+    std::uint64_t widenings = 0;      ///< first refusals of a configured limit: windows 2% wider, no rate learned
     std::uint64_t shared_waits = 0;   ///< times the shared gate said "not yet"
     std::uint64_t shared_errors = 0;  ///< times it could not say (paced alone then)
     /// The learned rate (requests per second, all kinds together), while one applies: always for an unknown

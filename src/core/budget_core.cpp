@@ -284,7 +284,21 @@ void BudgetCore::on_refusal(const BudgetGrant& grant, const RequestAnswer& answe
         reacted_up_to_ = seq_;
         return;
     }
-    if (lc.enabled) {
+    const bool configured = !windows_.empty();
+    if (lc.enabled && configured && config_.shared) {
+        // The windows are the account's, kept in the shared store for every process: this process's own send
+        // rate is a share of the account's and says nothing of the limit. Only the pause below applies.
+    } else if (lc.enabled && configured && !windows_widened_ && !ceiling_) {
+        // A configured limit is the provider's word. Its first refusal is most likely jitter (requests sent
+        // evenly, arriving bunched at a window's edge): the windows get 2% more room, and only a refusal after
+        // that, from a provider that accepted again meanwhile, teaches a lower rate.
+        for (Gcra& w : windows_) {
+            w.interval += w.interval / 50;
+            w.tolerance += w.tolerance / 50;
+        }
+        windows_widened_ = true;
+        ++stats_.widenings;
+    } else if (lc.enabled) {
         // What was refused: the learned rate it was sent at (or the rate now, when that is higher), or
         // (a configured limit that turns out wrong) the rate requests were actually sent at.
         double refused = ceiling_ ? std::max(grant.rate, rate_) : recent_send_rate(now);

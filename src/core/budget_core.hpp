@@ -112,6 +112,7 @@ private:
     Duration cycle_{};                    // between the last two refusals
 
     // Refusals: one burst is one reaction.
+    bool windows_widened_ = false;  // a configured limit's first refusal was taken for jitter
     TimePoint pause_until_{};
     std::uint64_t reacted_up_to_ = 0;  // requests granted up to this sequence were sent before the last reaction
     std::uint64_t accepted_since_reaction_ = 0;

@@ -1,6 +1,8 @@
 #include "creditguard/providers/runner.hpp"
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -56,6 +58,36 @@ void count_permit(JobResult& result, const RequestPermit& permit) {
     if (permit.waited() > Duration::zero()) ++result.paced_requests;
 }
 
+// The cancellation this job's coroutine has been asked for so far (none, or the types emitted).
+asio::awaitable<asio::cancellation_type> cancellation_asked() {
+    const asio::cancellation_state state = co_await asio::this_coro::cancellation_state;
+    co_return state.cancelled();
+}
+
+bool asked(asio::cancellation_type type) {
+    return type != asio::cancellation_type::none;
+}
+
+// Ends a job that was asked to stop before its create was sent: nothing was charged.
+JobResult& cancelled(JobResult& result) {
+    result.status = JobStatus::cancelled;
+    result.error = errc::cancelled;
+    return result;
+}
+
+// Ends a submitted job that was told to stop polling: its outcome will not be known here.
+JobResult& abandoned(JobResult& result, Reservation& reservation, Credits cost, JobStatus status,
+                     boost::system::error_code why) {
+    reservation.abandon();  // submitted and never seen finishing: counted until a read shows it
+    result.status = status;
+    result.error = why;
+    result.charged = cost;
+    return result;
+}
+
+asio::awaitable<JobResult> guarded_job(CreditGuard& guard, const Provider& provider, boost::json::value create_body,
+                                       Credits cost, RunnerConfig config);
+
 }  // namespace
 
 const char* to_string(JobStatus s) noexcept {
@@ -65,6 +97,7 @@ const char* to_string(JobStatus s) noexcept {
     case JobStatus::rejected: return "rejected";
     case JobStatus::unauthorized: return "unauthorized";
     case JobStatus::ambiguous: return "ambiguous";
+    case JobStatus::cancelled: return "cancelled";
     case JobStatus::error: return "error";
     }
     return "unknown";
@@ -72,6 +105,23 @@ const char* to_string(JobStatus s) noexcept {
 
 asio::awaitable<JobResult> run_guarded_job(CreditGuard& guard, const Provider& provider, boost::json::value create_body,
                                            Credits cost, RunnerConfig config) {
+    // The job runs as a coroutine of its own, so that the cancellation it lets through (see runner.hpp) is set on
+    // its own state, never on the caller's; the caller's cancellation reaches it through the caller's filter.
+    const asio::cancellation_state state = co_await asio::this_coro::cancellation_state;
+    const auto executor = co_await asio::this_coro::executor;
+    JobResult result =
+        co_await asio::co_spawn(executor, guarded_job(guard, provider, std::move(create_body), cost, std::move(config)),
+                                asio::bind_cancellation_slot(state.slot(), asio::use_awaitable));
+    co_return result;
+}
+
+namespace {
+
+asio::awaitable<JobResult> guarded_job(CreditGuard& guard, const Provider& provider, boost::json::value create_body,
+                                       Credits cost, RunnerConfig config) {
+    // Every kind of cancellation reaches the waits below; each wait decides what it means there.
+    co_await asio::this_coro::reset_cancellation_state(asio::enable_total_cancellation());
+    co_await asio::this_coro::throw_if_cancelled(false);
     JobResult result;
     Reservation reservation;
     RequestBudget* const budget = config.budget.get();
@@ -87,6 +137,8 @@ asio::awaitable<JobResult> run_guarded_job(CreditGuard& guard, const Provider& p
         const auto reserve_started = SteadyClock::now();
         auto reserved = co_await guard.async_reserve(cost, config.reserve, use_tuple);
         result.credit_wait += SteadyClock::now() - reserve_started;
+        const asio::cancellation_type stop_asked = co_await cancellation_asked();
+        if (asked(stop_asked)) co_return cancelled(result);  // a grant that raced the request is released here
         if (auto ec = std::get<0>(reserved)) {
             result.status = ec == errc::unauthorized ? JobStatus::unauthorized : JobStatus::rejected;
             result.error = ec;
@@ -99,18 +151,27 @@ asio::awaitable<JobResult> run_guarded_job(CreditGuard& guard, const Provider& p
         RequestPermit permit;
         if (budget != nullptr) {
             auto acquired = co_await budget->async_acquire(RequestKind::create, use_tuple);
-            if (auto ec = std::get<0>(acquired)) {  // the budget was shut down: nothing was sent
+            permit = std::move(std::get<1>(acquired));
+            count_permit(result, permit);
+            const auto ec = std::get<0>(acquired);
+            if (ec && ec != errc::cancelled) {  // the budget was shut down: nothing was sent
                 reservation.release();
                 result.status = JobStatus::error;
                 result.error = ec;
                 co_return result;
             }
-            permit = std::move(std::get<1>(acquired));
-            count_permit(result, permit);
+        }
+        // The last moment a stop costs nothing: once the create is sent the job is paid for and is seen through.
+        const asio::cancellation_type stop_before_create = co_await cancellation_asked();
+        if (asked(stop_before_create)) {
+            reservation.release();
+            co_return cancelled(result);
         }
 
+        // The create is never interrupted: a create cut off after sending would leave its outcome unknown.
         const TimePoint sent_at = guard.now();
-        auto created = co_await provider.async_create_task(create_body, use_tuple);
+        auto created = co_await provider.async_create_task(
+            create_body, asio::bind_cancellation_slot(asio::cancellation_slot(), use_tuple));
         const boost::system::error_code ec = std::get<0>(created);
         if (budget != nullptr) budget->report(permit, request_answer(std::get<1>(created).cls));
         if (!ec) {
@@ -152,9 +213,18 @@ asio::awaitable<JobResult> run_guarded_job(CreditGuard& guard, const Provider& p
             const auto until = std::min(SteadyClock::now() + retry_delay(config, ++backoffs), submit_until);
             timer.expires_at(until);
             co_await timer.async_wait(use_tuple);
+            const asio::cancellation_type stop_in_backoff = co_await cancellation_asked();
+            if (asked(stop_in_backoff)) co_return cancelled(result);  // refused: nothing is held or charged
         }
         // The next reserve waits until the guard admits again (pause over, credits back).
     }
+
+    // Submitted: from now on only a terminal cancellation stops the job (it is abandoned); any other kind
+    // asked for from now on, or before, while the create was under way, lets it run to its end.
+    const asio::cancellation_type stop_during_create = co_await cancellation_asked();
+    if ((stop_during_create & asio::cancellation_type::terminal) != asio::cancellation_type::none)
+        co_return abandoned(result, reservation, cost, JobStatus::cancelled, errc::cancelled);
+    co_await asio::this_coro::reset_cancellation_state(asio::enable_terminal_cancellation());
 
     // Poll the task until it finishes. With a budget the first poll comes when tasks have been taking to
     // finish, and a poll that finds the task running moves the estimate (see PollPlanner).
@@ -165,7 +235,10 @@ asio::awaitable<JobResult> run_guarded_job(CreditGuard& guard, const Provider& p
     int answered_polls = 0;
     for (;;) {
         timer.expires_after(delay);
-        co_await timer.async_wait(asio::use_awaitable);
+        co_await timer.async_wait(use_tuple);
+        const asio::cancellation_type stop_while_waiting = co_await cancellation_asked();
+        if (asked(stop_while_waiting))
+            co_return abandoned(result, reservation, cost, JobStatus::cancelled, errc::cancelled);
         if (budget != nullptr && answered_polls == 0) {
             // What was learned while this task slept may say it is not done yet: a permit saved.
             const Duration more = budget->polls().hold(SteadyClock::now() - created_at);
@@ -186,17 +259,19 @@ asio::awaitable<JobResult> run_guarded_job(CreditGuard& guard, const Provider& p
             permit = std::move(std::get<1>(acquired));
             count_permit(result, permit);
         }
-        if (waited) {
-            reservation.abandon();  // submitted and never seen finishing: counted until a read shows it
-            result.status = waited == errc::unauthorized ? JobStatus::unauthorized : JobStatus::error;
-            result.error = waited;
-            result.charged = cost;
-            co_return result;
-        }
+        const asio::cancellation_type stop_before_poll = co_await cancellation_asked();
+        if (asked(stop_before_poll))
+            co_return abandoned(result, reservation, cost, JobStatus::cancelled, errc::cancelled);
+        if (waited)
+            co_return abandoned(result, reservation, cost,
+                                waited == errc::unauthorized ? JobStatus::unauthorized : JobStatus::error, waited);
         ++result.polls;
         const TimePoint sent_at = guard.now();
         const Duration elapsed = SteadyClock::now() - created_at;
         auto polled = co_await provider.async_task_status(result.task_id, use_tuple);
+        const asio::cancellation_type stop_during_poll = co_await cancellation_asked();
+        if (asked(stop_during_poll))
+            co_return abandoned(result, reservation, cost, JobStatus::cancelled, errc::cancelled);
         const boost::system::error_code ec = std::get<0>(polled);
         const TaskStatus& status = std::get<1>(polled);
         if (budget != nullptr) budget->report(permit, request_answer(status.cls));
@@ -207,13 +282,7 @@ asio::awaitable<JobResult> run_guarded_job(CreditGuard& guard, const Provider& p
         } else if (ec) {
             count_answer(result, ec);
             guard.report(as_errc(ec), retry_after_of(status.cls), sent_at);
-            if (ec == errc::unauthorized) {
-                reservation.abandon();
-                result.status = JobStatus::unauthorized;
-                result.error = ec;
-                result.charged = cost;
-                co_return result;
-            }
+            if (ec == errc::unauthorized) co_return abandoned(result, reservation, cost, JobStatus::unauthorized, ec);
         } else if (status.state == TaskState::success) {
             if (budget != nullptr) budget->polls().finished(elapsed, answered_polls);
             result.charged = status.actual_credits.value_or(cost);
@@ -228,14 +297,10 @@ asio::awaitable<JobResult> run_guarded_job(CreditGuard& guard, const Provider& p
         } else if (budget != nullptr) {
             delay = budget->polls().not_finished(elapsed, backoff);
         }
-        if (SteadyClock::now() >= give_up) {
-            reservation.abandon();
-            result.status = JobStatus::error;
-            result.error = errc::timeout;
-            result.charged = cost;
-            co_return result;
-        }
+        if (SteadyClock::now() >= give_up)
+            co_return abandoned(result, reservation, cost, JobStatus::error, errc::timeout);
     }
 }
 
+}  // namespace
 }  // namespace creditguard

@@ -1,4 +1,4 @@
-// RedisRateGate: the request budget's windows shared through Redis (see redis_budget.hpp).
+// RedisRateGate: the request budget's windows shared through Redis (see creditguard/redis/rate_gate.hpp).
 #include "creditguard/redis/rate_gate.hpp"
 
 #include <boost/asio/post.hpp>

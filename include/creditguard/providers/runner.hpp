@@ -47,6 +47,8 @@ enum class JobStatus {
     unauthorized,  ///< the provider refused the key
     ambiguous,     ///< the create call's outcome is unknown: its credits stay counted until a balance read shows
                    ///< them spent, and it is never resent
+    cancelled,     ///< stopped by cancellation: before its create was sent (nothing charged), or, by a terminal
+                   ///< cancellation, while polling (abandoned: counted until a read shows it, charged = cost)
     error,         ///< any other failure (invalid request, transport error before sending, polling timeout)
 };
 
@@ -75,6 +77,14 @@ struct JobResult {
 /// refund a failed task. Never resends a create whose outcome is ambiguous; a job that stops polling
 /// (max_job_time, unauthorized, shutdown) is abandoned, never settled as if its cost were known.
 /// The guard and the provider must outlive the coroutine.
+///
+/// Cancellation (the awaiting coroutine's cancellation slot; its filter decides what reaches the job):
+/// - any type, before the create is sent (waiting for credits, for a request permit, in a retry back-off):
+///   the job ends `cancelled`, its reservation released, nothing charged;
+/// - the create call itself is never interrupted (its outcome would be unknown);
+/// - once the create was accepted, only `cancellation_type::terminal` stops the job: it is abandoned (its
+///   credits stay counted until a balance read shows them) and ends `cancelled`. Partial and total
+///   cancellation let a paid job run to its end. A graceful stop emits `total`, a hard one `terminal`.
 boost::asio::awaitable<JobResult> run_guarded_job(CreditGuard& guard, const Provider& provider,
                                                   boost::json::value create_body, Credits cost,
                                                   RunnerConfig config = {});
