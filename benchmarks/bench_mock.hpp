@@ -2,9 +2,10 @@
 // keep-alive balance read that cases 2 and 6 measure.
 #pragma once
 
-#include <creditguard/http_client.hpp>
-#include <creditguard/mock_provider.hpp>
-#include <creditguard/provider.hpp>
+#include <creditguard/http/client.hpp>
+#include <creditguard/providers/provider.hpp>
+#include <creditguard/providers/registry.hpp>
+#include <creditguard/testing/mock_provider.hpp>
 
 #include <benchmark/benchmark.h>
 

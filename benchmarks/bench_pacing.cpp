@@ -17,10 +17,11 @@
 #include "bench_processes.hpp"
 
 #include <creditguard/creditguard.hpp>
-#include <creditguard/mock_provider.hpp>
-#include <creditguard/provider.hpp>
+#include <creditguard/providers/provider.hpp>
+#include <creditguard/providers/registry.hpp>
+#include <creditguard/providers/runner.hpp>
 #include <creditguard/request_budget.hpp>
-#include <creditguard/runner.hpp>
+#include <creditguard/testing/mock_provider.hpp>
 
 #include <benchmark/benchmark.h>
 

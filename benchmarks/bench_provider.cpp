@@ -12,9 +12,10 @@
 #include "bench_support.hpp"
 
 #include <creditguard/creditguard.hpp>
-#include <creditguard/http_client.hpp>
-#include <creditguard/mock_provider.hpp>
-#include <creditguard/provider.hpp>
+#include <creditguard/http/client.hpp>
+#include <creditguard/providers/provider.hpp>
+#include <creditguard/providers/registry.hpp>
+#include <creditguard/testing/mock_provider.hpp>
 
 #include <benchmark/benchmark.h>
 

@@ -17,7 +17,7 @@
 #include "bench_support.hpp"
 
 #include <creditguard/creditguard.hpp>
-#include <creditguard/redis_ledger.hpp>
+#include <creditguard/redis/ledger.hpp>
 
 #include <benchmark/benchmark.h>
 

@@ -2,7 +2,7 @@
 // balance source with a fixed account and a guard whose first balance read has been answered.
 #pragma once
 
-#include <creditguard/creditguard.hpp>
+#include <creditguard/core.hpp>
 
 #include <benchmark/benchmark.h>
 

@@ -3,9 +3,10 @@
 //   music_pipeline                                  (embedded mock)
 //   CREDITGUARD_API_KEY=... music_pipeline crun https://api.crun.ai
 #include <creditguard/creditguard.hpp>
-#include <creditguard/mock_provider.hpp>
-#include <creditguard/provider.hpp>
-#include <creditguard/runner.hpp>
+#include <creditguard/providers/provider.hpp>
+#include <creditguard/providers/registry.hpp>
+#include <creditguard/providers/runner.hpp>
+#include <creditguard/testing/mock_provider.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>

@@ -2,7 +2,7 @@
 //
 // The "provider" here is a tiny in-process account that charges when a job completes, so the example
 // runs anywhere. Real code passes a provider's balance source instead (see the provider adapters).
-#include <creditguard/creditguard.hpp>
+#include <creditguard/core.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>

@@ -10,6 +10,7 @@ packages=(
   libssl-dev openssl ca-certificates
   libbenchmark-dev gnuplot-nox
   redis-server libhiredis-dev
+  python3-prometheus-client  # the test that parses a real metrics scrape (test/metrics_scrape_test.py)
 )
 
 missing=()

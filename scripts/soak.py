@@ -44,7 +44,8 @@ import sys
 import time
 import urllib.request
 
-PROVIDERS = ["sunoapi", "kie", "udioapi", "crun"]
+# The built-in provider ids, from the program (`creditguard providers --json`): see main().
+PROVIDERS = []
 COST = 12
 KEY = "sk-soak-mock-key"  # the mock's key, passed through the environment only
 # Every fault of the mock at its default rate ("all"); lost replies after processing more often, so that a
@@ -90,8 +91,7 @@ def mock_command(binary, cfg):
            "--deduct", cfg["mock_deduct"], "--polls", "2", "--seed", str(cfg["seed"]),
            "--failure-rate", str(cfg["failure_rate"]), "--random-faults", cfg["faults"],
            "--finish-unpolled-after", FINISH_UNPOLLED_AFTER_S]
-    if cfg["provider"] == "kie":
-        cmd += ["--v1-flavor", "kie"]
+    cmd += ["--provider", cfg["provider"]]  # the mock answers in that provider's dialect
     if cfg.get("error_style", "body") != "body":
         cmd += ["--error-style", cfg["error_style"]]
     if cfg["foreign_per_s"] > 0:
@@ -279,6 +279,8 @@ def main():
     ap.add_argument("--parallel", type=int, default=1, help="rounds run at the same time (each its own mock)")
     ap.add_argument("--faults", default=FAULTS, help=f"the mock's --random-faults (default '{FAULTS}')")
     args = ap.parse_args()
+    PROVIDERS[:] = [p["id"] for p in json.loads(subprocess.run([args.bin, "providers", "--json"], check=True,
+                                                               capture_output=True, text=True).stdout)]
 
     if args.replay is not None:
         seeds = iter([args.replay])

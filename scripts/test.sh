@@ -3,8 +3,9 @@
 # under ThreadSanitizer (the guard's concurrency tests, and the mock provider's thread, the HTTP and Redis
 # clients' strands), a clang 14 build of everything with warnings as errors (g++ 12 and clang 14 must
 # both build the project), and a short smoke run of every libFuzzer target (scripts/fuzz.sh 5: it builds
-# only the parsers and the targets, about half a minute, then runs each target 5 s). Installs and builds
-# what it needs first.
+# only the parsers and the targets, about half a minute, then runs each target 5 s). The asan tests include
+# the consumer tests (test/cmake_test: install, then find_package and add_subdirectory consumers; ~15 s with a
+# warm ccache). Installs and builds what it needs first.
 # .ci/run calls exactly this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -3,7 +3,7 @@
 // summary is printed either way and every reservation has ended.
 #include "support/cli_process.hpp"
 
-#include <creditguard/mock_provider.hpp>
+#include <creditguard/testing/mock_provider.hpp>
 
 #include <boost/json/serialize.hpp>
 #include <boost/test/unit_test.hpp>

@@ -1,6 +1,9 @@
 // The creditguard CLI as a user runs it: exit codes, one JSON object on stdout, one error line on stderr,
 // and the API key never printed.
-#include <creditguard/mock_provider.hpp>
+#include "support/builtin_ids.hpp"
+
+#include <creditguard/testing/mock_provider.hpp>
+#include <creditguard/version.hpp>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -16,6 +19,8 @@
 #include <sstream>
 #include <string>
 #include <vector>
+
+extern char** environ;
 
 namespace {
 
@@ -41,7 +46,13 @@ Ran run_cli(const std::string& args, const std::string& env = "") {
     const auto dir = std::filesystem::temp_directory_path();
     const auto out = dir / ("cg_cli_out_" + std::to_string(::getpid()) + "_" + std::to_string(counter));
     const auto err = dir / ("cg_cli_err_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    const std::string command = "env -u CREDITGUARD_API_KEY " + env + " " + CREDITGUARD_CLI_PATH + " " + args + " >" +
+    // None of the caller's CREDITGUARD_ variables (a developer's real keys) reach the CLI.
+    std::string unset;
+    for (char** e = environ; *e != nullptr; ++e) {
+        const std::string_view var(*e);
+        if (var.rfind("CREDITGUARD_", 0) == 0) unset += " -u " + std::string(var.substr(0, var.find('=')));
+    }
+    const std::string command = "env" + unset + " " + env + " " + CREDITGUARD_CLI_PATH + " " + args + " >" +
                                 out.string() + " 2>" + err.string() + " </dev/null";
     const int status = std::system(command.c_str());
     Ran r;
@@ -130,9 +141,33 @@ struct UntrustedCert {
 
 BOOST_AUTO_TEST_SUITE(command_line)
 
+BOOST_AUTO_TEST_CASE(version_is_the_headers) {
+    const Ran r = run_cli("--version");
+    BOOST_TEST(r.exit_code == 0);
+    BOOST_TEST(r.out == std::string("creditguard ") + CREDITGUARD_VERSION_STRING + "\n");
+    BOOST_TEST(CREDITGUARD_VERSION ==
+               CREDITGUARD_VERSION_MAJOR * 100000 + CREDITGUARD_VERSION_MINOR * 100 + CREDITGUARD_VERSION_PATCH);
+}
+
+BOOST_AUTO_TEST_CASE(providers_lists_the_registry) {
+    const Ran r = run_cli("providers --json");
+    BOOST_TEST_REQUIRE(r.exit_code == 0, r.err);
+    const auto list = boost::json::parse(r.out).as_array();
+    BOOST_TEST_REQUIRE(list.size() == cgtest::kProviders.size());
+    for (std::size_t i = 0; i < list.size(); ++i) {
+        const auto& entry = list[i].as_object();
+        const auto* b = cg::find_builtin_provider(cgtest::kProviders[i]);
+        BOOST_TEST(entry.at("id").as_string() == b->id);
+        BOOST_TEST(entry.at("url").as_string() == b->public_url);
+        BOOST_TEST(entry.at("rate_limit").as_string() == cg::format_rate_limits(b->request_budget().windows));
+    }
+    BOOST_TEST(lines(r.out) == 1);
+    BOOST_TEST(run_cli("providers --bogus").exit_code == 2);
+}
+
 BOOST_AUTO_TEST_CASE(balance_prints_one_json_object_for_every_provider) {
     cg::MockProvider mock(mock_config());
-    for (const char* id : {"sunoapi", "udioapi", "crun", "kie"}) {
+    for (const std::string& id : cgtest::kProviders) {
         const Ran r = run_cli(std::string("balance --provider ") + id + " --base-url " + mock.base_url(),
                               "CREDITGUARD_API_KEY=" + kKey);
         BOOST_TEST(r.exit_code == 0, id << ": " << r.err);
@@ -141,6 +176,19 @@ BOOST_AUTO_TEST_CASE(balance_prints_one_json_object_for_every_provider) {
         BOOST_TEST(v.at("balance").as_int64() == 777);
         BOOST_TEST(lines(r.out) == 1);
     }
+}
+
+BOOST_AUTO_TEST_CASE(a_providers_own_key_variable_comes_before_the_shared_one) {
+    cg::MockProvider mock(mock_config());
+    const std::string balance = "balance --provider crun --base-url " + mock.base_url();
+    const Ran own = run_cli(balance, "CREDITGUARD_CRUN_API_KEY=" + kKey + " CREDITGUARD_API_KEY=sk-wrong-one");
+    BOOST_TEST(own.exit_code == 0, own.err);
+    const Ran shared = run_cli(balance, "CREDITGUARD_API_KEY=" + kKey);
+    BOOST_TEST(shared.exit_code == 0, shared.err);
+    const Ran other = run_cli(balance, "CREDITGUARD_SUNOAPI_API_KEY=" + kKey);  // another provider's key
+    BOOST_TEST(other.exit_code == 2);
+    BOOST_TEST(other.err.find("CREDITGUARD_CRUN_API_KEY") != std::string::npos, other.err);
+    BOOST_TEST(other.err.find(kKey) == std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(balance_reads_the_key_from_a_file) {
@@ -261,6 +309,21 @@ BOOST_AUTO_TEST_CASE(a_wrong_key_is_named_once_with_its_count_and_never_printed)
         BOOST_TEST(r.err.find(kKey) == std::string::npos);
         if (*json != 0) expect_one_cause(r, "unauthorized", 4, "error: unauthorized: 4 jobs: ", {wrong, kKey});
     }
+}
+
+BOOST_AUTO_TEST_CASE(log_lines_name_what_the_guard_noticed_and_never_the_key) {
+    cg::MockProvider mock(mock_config());
+    const std::string wrong = "sk-wrong-" + kKey;
+    const Ran r =
+        run_cli("run --jobs 2 --log-level debug --base-url " + mock.base_url(), "CREDITGUARD_API_KEY=" + wrong);
+    BOOST_TEST(r.exit_code == 1, r.err);
+    BOOST_TEST(r.err.find("creditguard: error guard unauthorized") != std::string::npos, r.err);
+    BOOST_TEST(r.err.find(wrong) == std::string::npos);
+    BOOST_TEST(r.err.find(kKey) == std::string::npos);
+    const Ran quiet =
+        run_cli("run --jobs 2 --log-level off --base-url " + mock.base_url(), "CREDITGUARD_API_KEY=" + wrong);
+    BOOST_TEST(quiet.err.find("creditguard: error guard") == std::string::npos, quiet.err);
+    BOOST_TEST(run_cli("run --log-level loud").exit_code == 2);
 }
 
 BOOST_AUTO_TEST_CASE(an_unreadable_balance_is_named_with_why_and_exits_non_zero) {
@@ -395,8 +458,33 @@ BOOST_AUTO_TEST_CASE(options_take_their_value_after_an_equals_sign_too) {
 BOOST_AUTO_TEST_CASE(help_documents_the_exit_codes) {
     const Ran r = run_cli("run --help");
     BOOST_TEST(r.exit_code == 0);
-    BOOST_TEST(r.err.find("exit codes: 0 ") != std::string::npos, r.err);
-    BOOST_TEST(r.err.find("--max-job-time") != std::string::npos);
+    BOOST_TEST(r.out.find("exit codes: 0 ") != std::string::npos, r.out);
+    BOOST_TEST(r.out.find("--max-job-time") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(help_asked_for_on_any_command_goes_to_stdout_and_exits_0) {
+    for (const std::string args :
+         {"help", "--help", "-h", "run --help", "run -h", "balance --help", "balance -h", "run --jobs 5 --help"}) {
+        BOOST_TEST_CONTEXT(args) {
+            const Ran r = run_cli(args);
+            BOOST_TEST(r.exit_code == 0);
+            BOOST_TEST(r.out.rfind("usage:", 0) == 0u, r.out);
+            BOOST_TEST(r.err.empty(), r.err);
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(a_mistake_is_one_line_naming_it_and_pointing_to_help) {
+    for (const std::string args : {"run --jobs x", "run --frobnicate", "frobnicate", "", "balance"}) {
+        BOOST_TEST_CONTEXT(args) {
+            const Ran r = run_cli(args);
+            BOOST_TEST(r.exit_code == 2);
+            BOOST_TEST(r.out.empty(), r.out);
+            BOOST_TEST(lines(r.err) == 1, r.err);
+            BOOST_TEST(r.err.find("(see creditguard --help)") != std::string::npos, r.err);
+        }
+    }
+    BOOST_TEST(run_cli("run --jobs x").err.find("--jobs 'x'") != std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(run_against_a_separate_mock_server_uses_the_given_base_url_and_key) {

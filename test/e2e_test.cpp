@@ -1,10 +1,12 @@
 // End to end: the guarded runner against the mock provider over real loopback sockets, for every
 // provider and deduction mode, through insufficient balances, top-ups, maintenance and rate limits.
+#include "support/builtin_ids.hpp"
+
 #include <creditguard/creditguard.hpp>
-#include <creditguard/mock_provider.hpp>
-#include <creditguard/provider.hpp>
+#include <creditguard/providers/provider.hpp>
+#include <creditguard/providers/runner.hpp>
 #include <creditguard/request_budget.hpp>
-#include <creditguard/runner.hpp>
+#include <creditguard/testing/mock_provider.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -22,7 +24,7 @@ namespace asio = boost::asio;
 namespace cg = creditguard;
 using namespace std::chrono_literals;
 
-const char* const kProviders[] = {"sunoapi", "kie", "udioapi", "crun"};
+using cgtest::kProviders;
 const std::string kKey = "sk-e2e-9f3b1d77aa";
 
 cg::MockConfig mock_config(std::string_view provider, cg::Credits credits, cg::DeductionTiming deduct) {
@@ -32,7 +34,7 @@ cg::MockConfig mock_config(std::string_view provider, cg::Credits credits, cg::D
     c.cost = 12;
     c.deduct = deduct;
     c.polls_to_complete = 2;
-    c.v1_flavor = provider == "kie" ? "kie" : "sunoapi";
+    c.v1_flavor = cgtest::mock_v1_flavor(provider);
     return c;
 }
 
@@ -143,7 +145,7 @@ struct Pipeline {
 BOOST_AUTO_TEST_SUITE(end_to_end)
 
 BOOST_AUTO_TEST_CASE(every_provider_and_deduction_mode_completes_without_an_insufficient_answer) {
-    for (const char* id : kProviders) {
+    for (const std::string& id : kProviders) {
         for (auto deduct : {cg::DeductionTiming::at_submit, cg::DeductionTiming::at_completion}) {
             BOOST_TEST_CONTEXT("provider " << id << " deducts at "
                                            << (deduct == cg::DeductionTiming::at_submit ? "submit" : "completion")) {
@@ -193,7 +195,7 @@ BOOST_AUTO_TEST_CASE(beyond_the_balance_jobs_wait_and_complete_after_a_top_up_un
 }
 
 BOOST_AUTO_TEST_CASE(a_maintenance_window_is_ridden_out_without_failing_jobs) {
-    for (const char* id : kProviders) {
+    for (const std::string& id : kProviders) {
         BOOST_TEST_CONTEXT("provider " << id) {
             Pipeline p(id, mock_config(id, 1000, cg::DeductionTiming::at_submit),
                        fast_guard(cg::AdmissionPolicy::queue));
@@ -209,7 +211,7 @@ BOOST_AUTO_TEST_CASE(a_maintenance_window_is_ridden_out_without_failing_jobs) {
 }
 
 BOOST_AUTO_TEST_CASE(a_rate_limit_burst_is_ridden_out_without_failing_jobs) {
-    for (const char* id : kProviders) {
+    for (const std::string& id : kProviders) {
         BOOST_TEST_CONTEXT("provider " << id) {
             Pipeline p(id, mock_config(id, 1000, cg::DeductionTiming::at_completion),
                        fast_guard(cg::AdmissionPolicy::queue));
@@ -415,7 +417,7 @@ BOOST_AUTO_TEST_CASE(paced_to_a_known_limit_no_job_is_lost_and_almost_nothing_is
 // Rate-limit answers the budget did not see coming (another client on the key) are waited out: the jobs
 // that got them ask again, none is rejected or failed, and the guard never pauses admissions for them.
 BOOST_AUTO_TEST_CASE(a_rate_limited_job_is_never_reported_rejected) {
-    for (const char* id : kProviders) {
+    for (const std::string& id : kProviders) {
         BOOST_TEST_CONTEXT("provider " << id) {
             Pipeline p(id, mock_config(id, 1000, cg::DeductionTiming::at_completion),
                        fast_guard(cg::AdmissionPolicy::reject), kKey, {}, *cg::parse_rate_limits("200/1s"));

@@ -3,9 +3,9 @@
 // at submit or at completion. At the end nothing is held, every reservation ended exactly once, and
 // the account never paid for more than it had. Seed and counts are printed for replay
 // (CREDITGUARD_SEED=<n> replays one run).
-#include "support/scripted_source.hpp"
+#include <creditguard/testing/scripted_source.hpp>
 
-#include <creditguard/creditguard.hpp>
+#include <creditguard/core.hpp>
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/bind_executor.hpp>
@@ -32,7 +32,7 @@ using namespace std::chrono_literals;
 struct Account {
     std::mutex mutex;
     DeductionTiming deducts;
-    cg_test::ScriptedSource* source;
+    creditguard::testing::ScriptedSource* source;
     Credits charged_beyond_balance = 0;  // must stay 0
 
     void charge(Credits amount) {
@@ -52,7 +52,8 @@ struct Tally {
 struct Run {
     boost::asio::io_context ioc{2};
     std::shared_ptr<creditguard::ManualClock> clock = std::make_shared<creditguard::ManualClock>();
-    std::shared_ptr<cg_test::ScriptedSource> source = std::make_shared<cg_test::ScriptedSource>(ioc.get_executor());
+    std::shared_ptr<creditguard::testing::ScriptedSource> source =
+        std::make_shared<creditguard::testing::ScriptedSource>(ioc.get_executor());
     std::unique_ptr<creditguard::CreditGuard> guard;
     Account account;
     Tally tally;

@@ -1,7 +1,7 @@
 // Two threads on one io_context hammering one guard: the fast path and the queue under contention.
-#include "support/scripted_source.hpp"
+#include <creditguard/testing/scripted_source.hpp>
 
-#include <creditguard/creditguard.hpp>
+#include <creditguard/core.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -52,7 +52,7 @@ BOOST_AUTO_TEST_SUITE(guard_threads)
 BOOST_AUTO_TEST_CASE(coroutines_on_two_threads_never_hold_more_than_the_balance) {
     boost::asio::io_context ioc{2};
     auto clock = std::make_shared<creditguard::ManualClock>();
-    auto source = std::make_shared<cg_test::ScriptedSource>(ioc.get_executor());
+    auto source = std::make_shared<creditguard::testing::ScriptedSource>(ioc.get_executor());
     source->set_balance(100);
     source->set_auto(true);
     creditguard::GuardConfig config;
@@ -76,7 +76,7 @@ BOOST_AUTO_TEST_CASE(coroutines_on_two_threads_never_hold_more_than_the_balance)
 
 BOOST_AUTO_TEST_CASE(try_reserve_and_release_race_from_two_threads) {
     boost::asio::io_context ioc;
-    auto source = std::make_shared<cg_test::ScriptedSource>(ioc.get_executor());
+    auto source = std::make_shared<creditguard::testing::ScriptedSource>(ioc.get_executor());
     source->set_balance(10);
     source->set_auto(true);
     creditguard::GuardConfig config;

@@ -4,6 +4,7 @@
 #include <boost/json/parse.hpp>
 
 #include <cmath>
+#include <set>
 
 using namespace creditguard;
 using namespace std::chrono_literals;
@@ -41,8 +42,8 @@ struct Row {
     Outcome expected;
 };
 
-// The code tables of providers.md; every row is checked as a body code (HTTP 200), as an HTTP status with the
-// code in the body, and as an HTTP status without a body code.
+// The code tables of the providers' API references (the presets in src/providers/presets.cpp); every row is checked as
+// a body code (HTTP 200), as an HTTP status with the code in the body, and as an HTTP status without a body code.
 const Row kTable[] = {
     {"sunoapi", 200, "success", Outcome::ok},
     {"sunoapi", 400, "Invalid parameters", Outcome::invalid_request},
@@ -132,7 +133,7 @@ BOOST_AUTO_TEST_CASE(body_code_wins_over_http_status) {
 
 BOOST_AUTO_TEST_CASE(non_json_and_broken_bodies) {
     const std::string html = "<html><body><h1>Down for maintenance</h1></body></html>";
-    for (const char* id : cgtest::kProviders) {
+    for (const std::string& id : cgtest::kProviders) {
         BOOST_TEST_CONTEXT(id) {
             BOOST_TEST(classify_body(id, 200, html) == Outcome::malformed);
             BOOST_TEST(classify_body(id, 503, html) == Outcome::maintenance);
@@ -285,7 +286,7 @@ BOOST_AUTO_TEST_CASE(balance_bodies_per_provider) {
             .value() == 195);
     BOOST_TEST(parse_balance(preset("crun"), R"({"code":200,"message":"success","data":{"balance":-3}})").value() ==
                -3);
-    for (const char* id : cgtest::kProviders) {
+    for (const std::string& id : cgtest::kProviders) {
         BOOST_TEST_CONTEXT(id) {
             BOOST_TEST(!parse_balance(preset(id), R"({"code":200,"msg":"success"})"));
             BOOST_TEST(!parse_balance(preset(id), R"({"code":200,"msg":"success","data":null})"));
@@ -337,7 +338,7 @@ BOOST_AUTO_TEST_CASE(outcomes_map_to_error_codes) {
 }
 
 BOOST_AUTO_TEST_CASE(builtin_presets) {
-    for (const char* id : cgtest::kProviders) {
+    for (const std::string& id : cgtest::kProviders) {
         auto c = builtin_provider(id);
         BOOST_TEST_REQUIRE(c.has_value());
         BOOST_TEST(c->id == id);
@@ -350,6 +351,30 @@ BOOST_AUTO_TEST_CASE(builtin_presets) {
     BOOST_TEST((builtin_provider("crun")->auth_style == AuthStyle::header));
     BOOST_TEST(builtin_provider("crun")->auth_header == "x-api-key");
     BOOST_TEST(builtin_provider("kie", "http://127.0.0.1:9/")->base_url == "http://127.0.0.1:9");
+}
+
+BOOST_AUTO_TEST_CASE(registry_entries_are_complete_and_unique) {
+    std::set<std::string_view> ids;
+    for (const auto& b : builtin_providers()) {
+        BOOST_TEST_CONTEXT(b.id) {
+            BOOST_TEST(ids.insert(b.id).second);
+            BOOST_TEST(find_builtin_provider(b.id) == &b);
+            BOOST_TEST(!b.service.empty());
+            BOOST_TEST(!b.limits.empty());
+            BOOST_TEST((b.mock_v1_flavor == "sunoapi" || b.mock_v1_flavor == "kie"));  // the mock's dialects
+            BOOST_REQUIRE(b.config != nullptr);
+            BOOST_REQUIRE(b.request_budget != nullptr);
+            const auto c = builtin_provider(b.id);
+            BOOST_TEST(c->base_url == b.public_url);
+            BOOST_TEST((c->deduction == b.deduction));
+            // Documented or inferred limits come with windows; unknown ones are learned.
+            const auto budget = builtin_request_budget(b.id);
+            BOOST_TEST((budget.source == LimitSource::unknown) == budget.windows.empty());
+        }
+    }
+    BOOST_TEST(ids.size() == cgtest::kProviders.size());
+    BOOST_TEST(find_builtin_provider("nope") == nullptr);
+    BOOST_TEST(builtin_provider_ids() == "sunoapi, kie, udioapi, crun");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -10,7 +10,7 @@ namespace {
 
 MockConfig flavored(std::string_view id) {
     auto c = mock_config();
-    if (id == "kie") c.v1_flavor = "kie";
+    c.v1_flavor = mock_v1_flavor(id);
     return c;
 }
 
@@ -31,7 +31,7 @@ TaskStatus poll_to_end(MockFixture& f, const Provider& p, const std::string& id,
 BOOST_AUTO_TEST_SUITE(adapters_against_mock)
 
 BOOST_AUTO_TEST_CASE(balance_of_every_provider) {
-    for (const char* id : kProviders) {
+    for (const std::string& id : kProviders) {
         BOOST_TEST_CONTEXT(id) {
             MockFixture f(flavored(id));
             f.mock.set_credits(777);
@@ -48,7 +48,7 @@ BOOST_AUTO_TEST_CASE(balance_of_every_provider) {
 }
 
 BOOST_AUTO_TEST_CASE(task_lifecycle_charged_at_submit) {
-    for (const char* id : kProviders) {
+    for (const std::string& id : kProviders) {
         BOOST_TEST_CONTEXT(id) {
             auto cfg = flavored(id);
             cfg.polls_to_complete = 3;
@@ -99,7 +99,7 @@ BOOST_AUTO_TEST_CASE(task_charged_at_completion_with_actual_cost) {
 }
 
 BOOST_AUTO_TEST_CASE(failed_tasks_are_refunded) {
-    for (const char* id : kProviders) {
+    for (const std::string& id : kProviders) {
         BOOST_TEST_CONTEXT(id) {
             MockFixture f(flavored(id));
             auto p = f.provider(id);
@@ -140,7 +140,7 @@ BOOST_AUTO_TEST_CASE(failure_rate_is_deterministic) {
 
 BOOST_AUTO_TEST_CASE(insufficient_credits_in_each_providers_words) {
     const ErrorStyle styles[] = {ErrorStyle::body_code, ErrorStyle::http_status, ErrorStyle::status_only};
-    for (const char* id : kProviders) {
+    for (const std::string& id : kProviders) {
         for (auto style : styles) {
             BOOST_TEST_CONTEXT(id << " style " << static_cast<int>(style)) {
                 auto cfg = flavored(id);
@@ -177,7 +177,7 @@ BOOST_AUTO_TEST_CASE(completion_without_credits_fails_the_task) {
 
 BOOST_AUTO_TEST_CASE(wrong_key_is_unauthorized) {
     const ErrorStyle styles[] = {ErrorStyle::body_code, ErrorStyle::http_status, ErrorStyle::status_only};
-    for (const char* id : kProviders) {
+    for (const std::string& id : kProviders) {
         for (auto style : styles) {
             BOOST_TEST_CONTEXT(id << " style " << static_cast<int>(style)) {
                 MockFixture f(flavored(id));
@@ -200,7 +200,7 @@ BOOST_AUTO_TEST_CASE(wrong_key_is_unauthorized) {
 }
 
 BOOST_AUTO_TEST_CASE(rate_limit_with_and_without_retry_after) {
-    for (const char* id : kProviders) {
+    for (const std::string& id : kProviders) {
         BOOST_TEST_CONTEXT(id) {
             MockFixture f(flavored(id));
             auto p = f.provider(id);
@@ -249,7 +249,7 @@ BOOST_AUTO_TEST_CASE(rate_limit_retry_after_as_http_date) {
 }
 
 BOOST_AUTO_TEST_CASE(maintenance_as_code_and_as_html_page) {
-    for (const char* id : kProviders) {
+    for (const std::string& id : kProviders) {
         BOOST_TEST_CONTEXT(id) {
             MockFixture f(flavored(id));
             auto p = f.provider(id);
@@ -268,7 +268,7 @@ BOOST_AUTO_TEST_CASE(maintenance_as_code_and_as_html_page) {
 }
 
 BOOST_AUTO_TEST_CASE(server_errors_malformed_and_truncated_bodies) {
-    for (const char* id : kProviders) {
+    for (const std::string& id : kProviders) {
         BOOST_TEST_CONTEXT(id) {
             MockFixture f(flavored(id));
             auto p = f.provider(id);
@@ -341,7 +341,7 @@ BOOST_AUTO_TEST_CASE(provider_error_codes_on_task_calls) {
 }
 
 BOOST_AUTO_TEST_CASE(unknown_task_is_not_found) {
-    for (const char* id : kProviders) {
+    for (const std::string& id : kProviders) {
         BOOST_TEST_CONTEXT(id) {
             MockFixture f(flavored(id));
             auto [ec, st] = f.status(f.provider(id), "no-such-task");
@@ -500,7 +500,7 @@ struct ClockedFixture : ClockHolder, MockFixture {  // ClockHolder first: its cl
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(reset_before_processing_creates_nothing_reset_after_processing_charges) {
-    for (const char* id : kProviders) {
+    for (const std::string& id : kProviders) {
         BOOST_TEST_CONTEXT(id) {
             MockFixture f(flavored(id));
             auto p = f.provider(id);

@@ -66,7 +66,7 @@ BOOST_AUTO_TEST_CASE(key_never_leaks_from_a_failing_run) {
             logged += '\n';
         };
         // kKey is the wrong key here: every call fails, in as many ways as we can provoke.
-        for (const char* id : kProviders) {
+        for (const std::string& id : kProviders) {
             auto p = f.provider(id, hc, kKey);
             auto [ec, r] = f.balance(p);
             BOOST_TEST(ec == make_error_code(errc::unauthorized));

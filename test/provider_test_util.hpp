@@ -1,9 +1,12 @@
 // Helpers shared by the provider-layer tests.
 #pragma once
 
-#include "creditguard/http_client.hpp"
-#include "creditguard/mock_provider.hpp"
-#include "creditguard/provider.hpp"
+#include "support/builtin_ids.hpp"
+
+#include <creditguard/http/client.hpp>
+#include <creditguard/providers/provider.hpp>
+#include <creditguard/providers/registry.hpp>
+#include <creditguard/testing/mock_provider.hpp>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/test/unit_test.hpp>
@@ -78,8 +81,6 @@ struct MockFixture {
     asio::io_context ioc;
     creditguard::MockProvider mock;
 };
-
-inline const char* const kProviders[] = {"sunoapi", "kie", "udioapi", "crun"};
 
 }  // namespace cgtest
 

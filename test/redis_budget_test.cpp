@@ -2,7 +2,7 @@
 // (as separate processes would have), on one account's limit against a real redis-server.
 #include "redis_fixture.hpp"
 
-#include <creditguard/redis_budget.hpp>
+#include <creditguard/redis/rate_gate.hpp>
 #include <creditguard/request_budget.hpp>
 
 #include <boost/asio/as_tuple.hpp>
@@ -43,7 +43,8 @@ struct Process {
 asio::awaitable<void> saturate(std::shared_ptr<cg::RequestBudget> budget, Clock::time_point until,
                                std::vector<Clock::time_point>& granted, bool& stopped) {
     while (Clock::now() < until && !stopped) {
-        auto [ec, permit] = co_await budget->async_acquire(cg::RequestKind::create, asio::as_tuple(asio::use_awaitable));
+        auto [ec, permit] =
+            co_await budget->async_acquire(cg::RequestKind::create, asio::as_tuple(asio::use_awaitable));
         if (ec) break;
         granted.push_back(Clock::now());
     }
@@ -148,7 +149,7 @@ BOOST_AUTO_TEST_CASE(unreachable_redis_paces_alone) {
         gate->close();
     });
     ioc.run();
-    BOOST_TEST(granted.size() >= 5u);  // no request is refused for it...
+    BOOST_TEST(granted.size() >= 5u);         // no request is refused for it...
     BOOST_TEST(densest(granted, 1s) <= 20u);  // ...and the local window still holds
     BOOST_TEST(budget->stats().shared_errors > 0u);
 }

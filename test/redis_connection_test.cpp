@@ -1,7 +1,7 @@
 // RedisConnection and RedisScript against a real redis-server on a loopback port.
 #include "redis_fixture.hpp"
 
-#include <creditguard/redis.hpp>
+#include <creditguard/redis/connection.hpp>
 
 #include <boost/asio/detached.hpp>
 #include <boost/asio/read.hpp>

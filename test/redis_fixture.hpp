@@ -2,7 +2,7 @@
 #pragma once
 
 #include <creditguard/error.hpp>
-#include <creditguard/redis.hpp>
+#include <creditguard/redis/connection.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>

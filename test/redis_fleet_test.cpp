@@ -4,7 +4,7 @@
 
 #include "redis_fixture.hpp"
 
-#include <creditguard/mock_provider.hpp>
+#include <creditguard/testing/mock_provider.hpp>
 
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>

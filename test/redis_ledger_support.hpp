@@ -2,11 +2,11 @@
 // as a separate OS process would have) and a direct look at the account's keys.
 #pragma once
 
+#include <creditguard/testing/scripted_source.hpp>
 #include "redis_fixture.hpp"
-#include "support/scripted_source.hpp"
 
 #include <creditguard/guard.hpp>
-#include <creditguard/redis_ledger.hpp>
+#include <creditguard/redis/ledger.hpp>
 
 #include <boost/asio/as_tuple.hpp>
 

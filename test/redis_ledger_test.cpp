@@ -3,7 +3,7 @@
 // redis_fleet_test.cpp.
 #include "redis_ledger_support.hpp"
 
-#include "../src/redis/ledger_scripts.hpp"
+#include "redis/ledger_scripts.hpp"
 
 #include <boost/asio/detached.hpp>
 #include <boost/asio/use_future.hpp>
@@ -11,7 +11,7 @@
 #include <thread>
 
 using namespace redis_test;
-using cg_test::ScriptedSource;
+using creditguard::testing::ScriptedSource;
 
 namespace {
 

@@ -1,7 +1,7 @@
 // RedisSubscriber against a real redis-server: delivery across connections, re-subscription after a restart.
 #include "redis_fixture.hpp"
 
-#include <creditguard/redis.hpp>
+#include <creditguard/redis/connection.hpp>
 
 #include <deque>
 #include <memory>

@@ -1,7 +1,7 @@
 // RESP encoding and decoding (hiredis underneath), RedisValue helpers, redis:// URLs, script SHA1s. No server.
-#include <creditguard/detail/redis_resp.hpp>
+#include "redis/redis_resp.hpp"
 #include <creditguard/error.hpp>
-#include <creditguard/redis.hpp>
+#include <creditguard/redis/connection.hpp>
 
 #include <boost/test/unit_test.hpp>
 

@@ -1,9 +1,10 @@
 // The request budget: GCRA arithmetic, priorities, running slots and learning on the I/O-free core (times
 // are passed in); the asynchronous RequestBudget on a ManualClock; the poll planner; the provider-side
 // inputs (Retry-After as seconds and as an HTTP-date, X-RateLimit-* headers).
-#include <creditguard/detail/budget_core.hpp>
-#include <creditguard/provider.hpp>
+#include <creditguard/providers/provider.hpp>
+#include <creditguard/providers/registry.hpp>
 #include <creditguard/request_budget.hpp>
+#include "core/budget_core.hpp"
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>

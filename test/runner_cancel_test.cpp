@@ -1,9 +1,10 @@
 // run_guarded_job under per-operation cancellation, against the mock provider: what each kind of cancellation
 // stops, and that the create call is never cut off (its outcome would become unknown).
 #include <creditguard/creditguard.hpp>
-#include <creditguard/mock_provider.hpp>
-#include <creditguard/provider.hpp>
-#include <creditguard/runner.hpp>
+#include <creditguard/providers/provider.hpp>
+#include <creditguard/providers/registry.hpp>
+#include <creditguard/providers/runner.hpp>
+#include <creditguard/testing/mock_provider.hpp>
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>

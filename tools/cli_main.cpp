@@ -5,14 +5,18 @@
 //   creditguard mock [--port P] [--credits N] [--cost K] [--deduct submit|complete] ...
 // The API key comes from CREDITGUARD_API_KEY or --api-key-file PATH, never from an argument.
 #include "cli_options.hpp"
+#include "metrics_server.hpp"
 #include "mock_command.hpp"
 
 #include <creditguard/creditguard.hpp>
-#include <creditguard/mock_provider.hpp>
-#include <creditguard/provider.hpp>
-#include <creditguard/redis_budget.hpp>
+#include <creditguard/metrics.hpp>
+#include <creditguard/providers/provider.hpp>
+#include <creditguard/providers/registry.hpp>
+#include <creditguard/providers/runner.hpp>
+#include <creditguard/redis/rate_gate.hpp>
 #include <creditguard/request_budget.hpp>
-#include <creditguard/runner.hpp>
+#include <creditguard/testing/mock_provider.hpp>
+#include <creditguard/version.hpp>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -63,7 +67,7 @@ int fail(const boost::system::error_code& ec) {
 
 std::optional<cg::ProviderConfig> provider_for(const Options& o, std::string& why) {
     auto config = cg::builtin_provider(o.provider, o.base_url);
-    if (!config) why = "unknown provider '" + o.provider + "' (sunoapi, udioapi, crun, kie)";
+    if (!config) why = "unknown provider '" + o.provider + "' (" + cg::builtin_provider_ids() + ")";
     return config;
 }
 
@@ -99,6 +103,7 @@ int balance_command(const Options& o) {
 // run
 
 struct RunTally {
+    cg_cli::MetricsServer* metrics = nullptr;  // --metrics-port, stopped with the run
     int jobs = 0;
     int next = 0;
     int done = 0;
@@ -134,6 +139,7 @@ struct RunTally {
 // The last worker ends the guard, so that the io_context runs out of work: a shared ledger then writes
 // what is left through to Redis and gives its lease back before its connections close.
 void finish(RunTally& t) {
+    if (t.metrics != nullptr) t.metrics->stop();
     if (t.signals != nullptr) t.signals->cancel();
     *t.stats = (*t.guard)->stats();
     if (t.shared_ledger != nullptr) t.ledger_stats = t.shared_ledger->ledger_stats();
@@ -145,6 +151,26 @@ void finish(RunTally& t) {
         t.budget->shutdown();
         if (t.rate_gate != nullptr) t.rate_gate->close();
     }
+}
+
+// One scrape: every component of the run (on the io_context's thread, while the run goes).
+std::string render_metrics(const RunTally& t, const cg::Provider& provider, const cg::MetricLabels& labels) {
+    cg::MetricsText out;
+    if (t.guard != nullptr && *t.guard) cg::write_metrics(out, (*t.guard)->stats(), labels);
+    if (t.budget != nullptr) cg::write_metrics(out, t.budget->stats(), labels);
+    cg::write_metrics(out, provider.http().stats(), labels);
+    if (t.shared_ledger != nullptr) cg::write_metrics(out, t.shared_ledger->ledger_stats(), labels);
+    out.gauge("creditguard_run_jobs", "Jobs this run was asked for", labels, t.jobs);
+    const char* const done = "creditguard_run_jobs_done_total";
+    const char* const help = "Jobs of this run that ended, by result";
+    const std::pair<const char*, int> results[] = {
+        {"completed", t.completed}, {"rejected", t.rejected}, {"failed", t.failed}, {"ambiguous", t.ambiguous}};
+    for (const auto& [result, count] : results) {
+        cg::MetricLabels l = labels;
+        l.emplace_back("result", result);
+        out.counter(done, help, l, static_cast<std::uint64_t>(count));
+    }
+    return out.str();
 }
 
 // "20/10s", "unknown" (learned), or "none" (only a cap on running tasks).
@@ -339,6 +365,32 @@ int exit_code_of(const std::map<std::string, Cause>& causes) {
     return 1;
 }
 
+// The registry as the user sees it: one line per built-in provider, or one JSON array.
+int providers_command(int argc, char** argv) {
+    const bool json = argc == 2 && std::string_view(argv[1]) == "--json";
+    if (argc > 2 || (argc == 2 && !json)) return cg_cli::usage("providers takes only --json");
+    boost::json::array out;
+    for (const auto& b : cg::builtin_providers()) {
+        if (json) {
+            const auto budget = b.request_budget();
+            const char* deduction = b.deduction == cg::DeductionTiming::at_submit       ? "submit"
+                                    : b.deduction == cg::DeductionTiming::at_completion ? "completion"
+                                                                                        : "unknown";
+            out.push_back(boost::json::object{{"id", b.id},
+                                              {"service", b.service},
+                                              {"url", b.public_url},
+                                              {"deduction", deduction},
+                                              {"rate_limit", cg::format_rate_limits(budget.windows)},
+                                              {"limit_source", cg::to_string(budget.source)},
+                                              {"limits", b.limits}});
+        } else {
+            std::cout << b.id << "  " << b.service << "  " << b.public_url << "  " << b.limits << "\n";
+        }
+    }
+    if (json) std::cout << boost::json::serialize(out) << "\n";
+    return 0;
+}
+
 int run_command(Options o) {
     std::string why;
     std::unique_ptr<cg::MockProvider> mock;
@@ -346,7 +398,8 @@ int run_command(Options o) {
     if (o.base_url.empty()) {
         // The embedded mock provider: the README's main job runs against it.
         cg::MockConfig mc = o.mock;
-        mc.v1_flavor = o.provider == "kie" ? "kie" : "sunoapi";
+        if (const auto* builtin = cg::find_builtin_provider(o.provider))
+            mc.v1_flavor = std::string(builtin->mock_v1_flavor);
         mock = std::make_unique<cg::MockProvider>(mc);
         o.base_url = mock->base_url();
         key = mc.key;
@@ -377,6 +430,10 @@ int run_command(Options o) {
         gc.deduction = config->deduction;
         gc.default_max_wait = o.max_wait;
         gc.low_watermark = o.low_watermark;
+        if (o.log_level != cg::LogLevel::off) {
+            gc.log_level = o.log_level;
+            gc.log = [](const cg::LogEvent& event) { std::cerr << "creditguard: " << cg::format_log(event) << "\n"; };
+        }
         // Every provider request takes a permit: --rate-limit, else the provider's preset. The presets are
         // the public providers' limits: a provider on loopback (the embedded mock, a test server) is paced
         // to --mock-rate-limit or not at all.
@@ -425,6 +482,15 @@ int run_command(Options o) {
         auto guard = std::make_unique<cg::CreditGuard>(ioc.get_executor(), std::move(source), std::move(gc));
         tally.guard = &guard;
         tally.stats = &stats;
+        std::optional<cg_cli::MetricsServer> metrics;
+        if (o.metrics_port) {
+            const cg::MetricLabels labels{{"provider", o.provider},
+                                          {"account", o.account.empty() ? o.provider : o.account}};
+            metrics.emplace(ioc.get_executor(), *o.metrics_port,
+                            [&tally, &provider, labels] { return render_metrics(tally, provider, labels); });
+            tally.metrics = &*metrics;
+            std::fprintf(stderr, "creditguard: metrics at http://127.0.0.1:%u/metrics\n", metrics->port());
+        }
         tally.workers_left = std::max(1, std::min(o.concurrency, o.jobs));
         asio::signal_set signals(ioc, SIGINT, SIGTERM);
         tally.signals = &signals;
@@ -542,13 +608,15 @@ int run_command(Options o) {
 int main(int argc, char** argv) {
     if (argc < 2) return cg_cli::usage("missing command");
     const std::string command = argv[1];
+    if (command == "--version" && argc == 2) {
+        std::cout << "creditguard " << CREDITGUARD_VERSION_STRING << "\n";
+        return 0;
+    }
     if (command == "mock") return cg_cli::mock_command(argc - 1, argv + 1);
+    if (command == "providers") return providers_command(argc - 1, argv + 1);
     for (int i = 1; i < argc; ++i) {
         const std::string_view arg = argv[i];
-        if (arg == "--help" || arg == "-h" || (i == 1 && arg == "help")) {
-            cg_cli::usage("");
-            return 0;
-        }
+        if (arg == "--help" || arg == "-h" || (i == 1 && arg == "help")) return cg_cli::help();
     }
     Options o;
     std::string why;
@@ -558,7 +626,7 @@ int main(int argc, char** argv) {
         return balance_command(o);
     }
     if (command == "run") {
-        if (o.provider.empty()) o.provider = "sunoapi";
+        if (o.provider.empty()) o.provider = std::string(cg::builtin_providers().front().id);
         return run_command(std::move(o));
     }
     return cg_cli::usage("unknown command '" + command + "'");

@@ -1,8 +1,11 @@
 #include "cli_options.hpp"
 
+#include <creditguard/providers/registry.hpp>
+
 #include <boost/url/parse.hpp>
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <cstdlib>
 #include <fstream>
@@ -149,8 +152,14 @@ bool ledger_of(std::string_view value, Options& o, std::string& why) {
 }  // namespace
 
 int usage(std::string_view why) {
-    if (!why.empty()) std::cerr << "creditguard: " << why << "\n";
-    std::cerr <<
+    // A mistake gets one line naming it and where to look; the whole text is for whoever asked for it.
+    std::cerr << "creditguard: " << (why.empty() ? "missing command" : why) << " (see creditguard --help)\n";
+    return 2;
+}
+
+int help() {
+    std::cout
+        <<
         R"(usage:
   creditguard balance --provider ID [--base-url URL]
   creditguard run [--provider ID] [--base-url URL] [--jobs N] [--concurrency C] [--cost K]
@@ -159,16 +168,25 @@ int usage(std::string_view why) {
                   [--mock-credits N] [--mock-deduct submit|complete] [--mock-polls N] [--mock-failure-rate F]
                   [--ledger local|redis://HOST[:PORT][/DB]] [--account NAME] [--lease-ttl SECONDS]
                   [--rate-limit N/W[,N/W...]|unknown|off] [--max-running K]
-                  [--mock-rate-limit N/W] [--mock-task-seconds SECONDS]
+                  [--mock-rate-limit N/W] [--mock-task-seconds SECONDS] [--metrics-port P]
+                  [--log-level debug|info|warning|error|off]
   creditguard mock [--port P] [--credits N] [--cost K] [--deduct submit|complete] [...]
+  creditguard providers [--json]      the built-in providers, their URLs and request limits
+  creditguard --version
 common: [--api-key-file PATH] [--ca-file PATH] [--allow-insecure-http]; --option=value works too
-ID is one of sunoapi, udioapi, crun, kie. The API key comes from CREDITGUARD_API_KEY or --api-key-file.
+ID is one of )"
+        << cg::builtin_provider_ids()
+        << R"(. The API key comes from --api-key-file, CREDITGUARD_<ID>_API_KEY (e.g. CREDITGUARD_SUNOAPI_API_KEY) or
+CREDITGUARD_API_KEY.
 run without --base-url starts the embedded mock provider (its own key).
 --ledger redis://... shares one account's credits among every process using the same server and --account
 (default: the provider's name); a Redis password comes from CREDITGUARD_REDIS_PASSWORD, never the URL.
 --rate-limit paces every provider request (default: the provider's documented or inferred limit, learned
 when unknown; on loopback, --mock-rate-limit or none); W is in seconds or has a unit (500ms, 10s, 1m), and a
 window ending in :create, :status or :balance counts only those requests. --max-running 1..100000.
+--metrics-port serves GET /metrics (Prometheus text format) on 127.0.0.1 while the run goes (0: a free port;
+the address is printed on stderr). --log-level (default warning): what the guard notices (failed balance
+reads, pauses and why, low balance, a refused key) as one stderr line each: creditguard: LEVEL guard EVENT k=v...
 values: --jobs 0..1000000, --concurrency 1..1000, --cost 1..1000000000; SECONDS are decimal, 0.001..86400
 (--lease-ttl 0.1..3600); --max-job-time bounds how long one job polls for its result (default 1800).
 exit codes: 0 every job completed (or there were none), 1 some jobs failed or were not admitted for any
@@ -177,7 +195,7 @@ reason but lack of credits, or a runtime error, 2 usage error, 3 jobs refused on
 line on stderr: error: KIND: ... A first SIGINT/SIGTERM stops starting jobs (those waiting end cancelled, their
 credits released) and polls the submitted ones to their end, then prints the summary; a second one stops polling.
 )";
-    return 2;
+    return 0;
 }
 
 bool parse(int argc, char** argv, Options& o, std::string& why) {
@@ -289,6 +307,12 @@ bool parse(int argc, char** argv, Options& o, std::string& why) {
                         "N/W[,N/W...] (W in seconds, or 500ms, 10s, 1m, 1h; :create, :status or :balance "
                         "after a window), unknown or off");
             }
+        } else if (arg == "--log-level") {
+            if (!cg::parse_log_level(value, o.log_level)) ok = choice("debug, info, warning, error or off");
+        } else if (arg == "--metrics-port") {
+            int port = 0;
+            ok = integer(arg, value, 0, 65'535, port, why);
+            o.metrics_port = static_cast<unsigned short>(port);
         } else if (arg == "--max-running") {
             int running = 0;
             ok = integer(arg, value, 1, 100'000, running, why);
@@ -340,14 +364,26 @@ std::optional<cg::SecretString> load_api_key(const Options& o, std::string& why)
         std::getline(in, key);
         while (!key.empty() && (key.back() == '\r' || key.back() == ' ' || key.back() == '\t'))
             key.pop_back();
+    } else if (const char* own = std::getenv(provider_key_variable(o.provider).c_str()); own && *own) {
+        key = own;  // one variable per provider, so that keys of several providers can be set side by side
     } else if (const char* env = std::getenv("CREDITGUARD_API_KEY")) {
         key = env;
     }
     if (key.empty()) {
-        why = "no API key: set CREDITGUARD_API_KEY or use --api-key-file";
+        why =
+            "no API key: set " + provider_key_variable(o.provider) + " (or CREDITGUARD_API_KEY), or use --api-key-file";
         return std::nullopt;
     }
     return cg::SecretString(std::move(key));
+}
+
+std::string provider_key_variable(std::string_view provider) {
+    std::string name = "CREDITGUARD_";
+    for (const char c : provider)
+        name += std::isalnum(static_cast<unsigned char>(c))
+                    ? static_cast<char>(std::toupper(static_cast<unsigned char>(c)))
+                    : '_';
+    return name + "_API_KEY";
 }
 
 }  // namespace cg_cli

@@ -2,12 +2,13 @@
 #pragma once
 
 #include <creditguard/config.hpp>
-#include <creditguard/http_client.hpp>
-#include <creditguard/mock_provider.hpp>
-#include <creditguard/redis_ledger.hpp>
+#include <creditguard/http/client.hpp>
+#include <creditguard/log.hpp>
+#include <creditguard/providers/runner.hpp>
+#include <creditguard/redis/ledger.hpp>
 #include <creditguard/request_budget.hpp>
-#include <creditguard/runner.hpp>
 #include <creditguard/secret.hpp>
+#include <creditguard/testing/mock_provider.hpp>
 
 #include <optional>
 #include <string>
@@ -38,18 +39,27 @@ struct Options {
     /// --rate-limit N/W[,N/W...] | unknown | off: overrides the provider's preset (off: no pacing).
     std::optional<creditguard::RequestBudgetConfig> rate_limit;
     bool pacing = true;
-    std::size_t max_running = 0;  ///< --max-running K (0: the preset's)
-    std::optional<creditguard::RateWindow> mock_rate_limit;  ///< --mock-rate-limit N/W (embedded mock)
+    std::size_t max_running = 0;                                       ///< --max-running K (0: the preset's)
+    std::optional<creditguard::RateWindow> mock_rate_limit;            ///< --mock-rate-limit N/W (embedded mock)
+    std::optional<unsigned short> metrics_port;                        ///< --metrics-port P (0: any free port)
+    creditguard::LogLevel log_level = creditguard::LogLevel::warning;  ///< --log-level (events on stderr)
 };
 
 /// Parses argv[1..argc) (argv[0] is the command), strictly: each value is checked against its option's range
 /// (see usage()). On failure says why, naming the option and the bad value.
 bool parse(int argc, char** argv, Options& options, std::string& why);
 
-/// Prints the usage to stderr (after `why`, when not empty) and returns the usage exit code (2).
+/// Says what was wrong on one stderr line (pointing to --help) and returns the usage exit code (2).
 int usage(std::string_view why);
 
-/// The API key from --api-key-file or CREDITGUARD_API_KEY; nullopt (and why) when there is none.
+/// Prints the whole usage on stdout (asked for with help, --help or -h) and returns 0.
+int help();
+
+/// The API key from --api-key-file, else CREDITGUARD_<PROVIDER>_API_KEY, else CREDITGUARD_API_KEY; nullopt (and
+/// why) when there is none.
 std::optional<creditguard::SecretString> load_api_key(const Options& options, std::string& why);
+
+/// CREDITGUARD_<ID>_API_KEY for a provider id (upper case, anything but letters and digits as '_').
+std::string provider_key_variable(std::string_view provider);
 
 }  // namespace cg_cli

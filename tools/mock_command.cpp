@@ -1,6 +1,6 @@
 // The mock provider as a server: `creditguard-mock …` and `creditguard mock …`.
 //   creditguard-mock [--port P] [--credits N] [--cost K] [--deduct submit|complete] [--provider-key KEY]
-//                    [--polls N] [--actual-cost K] [--v1-flavor sunoapi|kie] [--address A]
+//                    [--polls N] [--actual-cost K] [--provider ID] [--v1-flavor sunoapi|kie] [--address A]
 //                    [--seed S] [--failure-rate F] [--error-style body|http|status]
 //                    [--random-faults SPEC] [--foreign-spend CREDITS_PER_S] [--finish-unpolled-after SECONDS]
 // The key may also come from the environment variable CREDITGUARD_MOCK_KEY (keeps it out of `ps`).
@@ -10,7 +10,8 @@
 // (loopback peers only).
 #include "mock_command.hpp"
 
-#include "creditguard/mock_provider.hpp"
+#include <creditguard/providers/registry.hpp>
+#include <creditguard/testing/mock_provider.hpp>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -31,7 +32,8 @@ int usage(std::string_view why) {
     std::cerr << "creditguard-mock: " << why << "\n"
               << "usage: creditguard-mock [--port P] [--credits N] [--cost K] [--deduct submit|complete]\n"
                  "                        [--provider-key KEY] [--polls N] [--actual-cost K]\n"
-                 "                        [--v1-flavor sunoapi|kie] [--address A] [--seed S] [--failure-rate F]\n"
+                 "                        [--provider ID] [--v1-flavor sunoapi|kie] [--address A] [--seed S]\n"
+                 "                        [--failure-rate F]\n"
                  "                        [--error-style body|http|status] [--random-faults SPEC]\n"
                  "                        [--foreign-spend CREDITS_PER_S] [--finish-unpolled-after SECONDS]\n"
                  "SPEC: comma-separated; 'all' turns every fault on at its default rate, KEY=VALUE sets one:\n"
@@ -166,6 +168,11 @@ int cg_cli::mock_command(int argc, char** argv) {
         } else if (arg == "--provider-key") {
             if (val.empty()) return usage("empty --provider-key");
             cfg.key = cg::SecretString(std::string(val));
+        } else if (arg == "--provider") {
+            // Every provider's paths are always served; this picks who answers the paths two of them share.
+            const auto* builtin = cg::find_builtin_provider(val);
+            if (!builtin) return usage("--provider takes one of " + cg::builtin_provider_ids());
+            cfg.v1_flavor = std::string(builtin->mock_v1_flavor);
         } else if (arg == "--v1-flavor") {
             if (val != "sunoapi" && val != "kie") return usage("--v1-flavor takes sunoapi or kie");
             cfg.v1_flavor = std::string(val);

@@ -3,6 +3,7 @@
 
 #include "creditguard/clock.hpp"
 #include "creditguard/ledger.hpp"
+#include "creditguard/log.hpp"
 #include "creditguard/types.hpp"
 
 #include <chrono>
@@ -85,6 +86,10 @@ struct GuardConfig {
     Credits low_watermark_hysteresis = 0;
     /// Called (posted to the guard's executor) with the estimate at each downward crossing.
     std::function<void(Credits available)> on_low_balance;
+    /// What the guard notices (failed and recovered balance reads, pauses and why, low balance, an unauthorized
+    /// key), as structured events at `log_level` and above (log.hpp). Null: nothing is logged.
+    LogHook log;
+    LogLevel log_level = LogLevel::info;
     RefreshConfig refresh;
     SignalConfig signals;
     /// Time source; null means the steady clock. Tests pass a ManualClock.

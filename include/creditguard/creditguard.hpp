@@ -1,12 +1,11 @@
-// Umbrella header: everything a user of the guard needs.
+// Everything creditguard::creditguard links: the core, the provider adapters and runner, and the Redis
+// transport with the shared ledger and request budget. The mock provider (creditguard::testing) is apart.
 #pragma once
 
-#include "creditguard/balance_source.hpp"
-#include "creditguard/clock.hpp"
-#include "creditguard/config.hpp"
-#include "creditguard/error.hpp"
-#include "creditguard/guard.hpp"
-#include "creditguard/ledger.hpp"
-#include "creditguard/reservation.hpp"
-#include "creditguard/stats.hpp"
-#include "creditguard/types.hpp"
+#include "creditguard/core.hpp"
+#include "creditguard/http/client.hpp"
+#include "creditguard/providers/provider.hpp"
+#include "creditguard/providers/runner.hpp"
+#include "creditguard/redis/connection.hpp"
+#include "creditguard/redis/ledger.hpp"
+#include "creditguard/redis/rate_gate.hpp"

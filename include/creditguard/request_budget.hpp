@@ -1,11 +1,12 @@
 // The request budget: paces every provider request (task creates, status polls, balance reads) to the
 // account's rate limit, so that no job is lost to a rate-limit answer and a run goes as fast as the limit
-// allows. The arithmetic is an I/O-free state machine (detail/budget_core.hpp); RequestBudget adds waiting
+// allows. The arithmetic is an I/O-free state machine (src/core/budget_core.hpp); RequestBudget adds waiting
 // (Asio completion tokens, an injected clock) on top. See docs/design.md, "Request budget".
 #pragma once
 
 #include "creditguard/clock.hpp"
 #include "creditguard/error.hpp"
+#include "creditguard/stats.hpp"
 #include "creditguard/types.hpp"
 
 #include <boost/asio/any_completion_handler.hpp>
@@ -131,10 +132,6 @@ struct RequestBudgetConfig {
     std::shared_ptr<SharedRateGate> shared;
 };
 
-/// The preset for a built-in provider id ("sunoapi", "kie", "udioapi", "crun"): the documented or inferred
-/// limits from the provider reference, or LimitSource::unknown for providers that publish none (learned).
-RequestBudgetConfig builtin_request_budget(std::string_view provider_id);
-
 /// Parses "N/W[,N/W...]" (W in seconds, or with a unit: 500ms, 10s, 1m, 1h; a window may end in
 /// ":create", ":status", ":balance" or a '+'-joined set of them to count only those kinds), or "unknown"
 /// (learn the limit). The result's source is LimitSource::configured (unknown for "unknown").
@@ -190,6 +187,8 @@ struct RequestBudgetStats {
     /// The window the X-RateLimit-* headers describe (limit per the longest reset seen), when sent.
     std::optional<RateWindow> header_window;
     std::optional<std::int64_t> header_remaining;
+    /// How long granted permits waited (every kind; a permit granted on the spot counts as no wait).
+    DurationHistogram permit_wait;
 
     std::uint64_t total_granted() const noexcept { return granted[0] + granted[1] + granted[2]; }
     std::uint64_t total_paced() const noexcept { return paced[0] + paced[1] + paced[2]; }

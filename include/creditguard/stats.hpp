@@ -5,11 +5,38 @@
 
 #include <boost/system/error_code.hpp>
 
+#include <array>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
 
 namespace creditguard {
+
+/// How long things waited, in fixed buckets (seconds): enough to see a pause or a rate limit at work, cheap to
+/// keep under a lock. Exported as a Prometheus histogram (metrics.hpp).
+struct DurationHistogram {
+    /// Upper bounds of the buckets, in seconds; one more bucket holds what is longer than the last.
+    static constexpr std::array<double, 12> bounds{0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60};
+    std::array<std::uint64_t, bounds.size() + 1> counts{};  ///< per bucket (not cumulative)
+    double sum_seconds = 0;
+    std::uint64_t count = 0;
+
+    void observe(Duration waited) noexcept {
+        const double seconds = std::chrono::duration<double>(waited).count();
+        std::size_t i = 0;
+        while (i < bounds.size() && seconds > bounds[i])
+            ++i;
+        ++counts[i];
+        sum_seconds += seconds;
+        ++count;
+    }
+    /// `n` waits of no time at all (counted, never timed, on fast paths).
+    void observe_immediate(std::uint64_t n) noexcept {
+        counts[0] += n;
+        count += n;
+    }
+};
 
 struct GuardStats {
     // The estimate (see ledger.hpp for the model).
@@ -62,6 +89,9 @@ struct GuardStats {
     std::optional<Duration> last_refresh_age;  ///< since the last successful read was answered
     /// Why the last balance read failed (cleared by a good read): lets a caller say why the balance is unknown.
     boost::system::error_code last_refresh_error;
+
+    /// How long granted reservations waited to be admitted (a grant on the spot counts as no wait).
+    DurationHistogram admission_wait;
 };
 
 }  // namespace creditguard

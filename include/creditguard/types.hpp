@@ -11,7 +11,7 @@ namespace creditguard {
 using Credits = std::int64_t;
 
 /// When the provider takes credits out of the account, which decides when a submitted job shows up
-/// in a balance read (see docs/design.md, "Accounting").
+/// in a balance read (docs/accounting.md, "When a read shows a job").
 enum class DeductionTiming {
     at_submit,      ///< the create-task call deducts; a later balance read already reflects the job
     at_completion,  ///< credits leave when the task finishes (failed tasks are never charged)

@@ -1,5 +1,5 @@
 // HTTP/1.1 client over Beast: keep-alive pool, TLS with verification, timeouts, size caps.
-#include "creditguard/http_client.hpp"
+#include "creditguard/http/client.hpp"
 
 #include "creditguard/error.hpp"
 #include "http_parse.hpp"
@@ -536,6 +536,18 @@ void HttpClient::start(std::shared_ptr<Impl> impl, HttpRequest request, Handler 
                            std::move(h)(r.first, std::move(r.second));
                        });
                    });
+}
+
+void write_metrics(MetricsText& out, const HttpClientStats& s, const MetricLabels& labels) {
+    out.counter("creditguard_http_connections_opened_total", "Connections established to providers", labels,
+                s.connections_opened);
+    out.counter("creditguard_http_connections_reused_total", "Requests sent on a kept-alive connection", labels,
+                s.connections_reused);
+    out.counters_by("creditguard_http_requests_total",
+                    "Provider requests by result: answered (any status), or failed in transport", labels, "result",
+                    {{"answered", s.requests}, {"failed", s.failures}});
+    out.counter("creditguard_http_retries_total", "Safe retries after a stale kept-alive connection", labels,
+                s.retries);
 }
 
 }  // namespace creditguard

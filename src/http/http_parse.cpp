@@ -2,7 +2,7 @@
 #include "http_parse.hpp"
 
 #include "creditguard/error.hpp"
-#include "creditguard/http_client.hpp"
+#include "creditguard/http/client.hpp"
 
 #include <boost/asio/ip/address.hpp>
 #include <boost/url/parse.hpp>

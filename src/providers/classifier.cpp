@@ -1,5 +1,5 @@
 // Response classification, Retry-After parsing and balance extraction. Pure functions, no I/O.
-#include "creditguard/provider.hpp"
+#include "creditguard/providers/provider.hpp"
 #include "parsed_body.hpp"
 
 #include <boost/json/parse.hpp>
@@ -265,8 +265,7 @@ std::optional<RateLimitHeaders> rate_limit_headers(const HttpResponse& response,
             constexpr std::int64_t unix_2001 = 978'307'200;
             std::int64_t seconds = *n;
             if (seconds >= unix_2001) {
-                const auto unix_now =
-                    std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
+                const auto unix_now = std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
                 seconds = std::max<std::int64_t>(seconds - unix_now, 0);
             }
             h.reset = std::chrono::seconds(std::min<std::int64_t>(seconds, 366LL * 24 * 3600));

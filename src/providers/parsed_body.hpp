@@ -3,7 +3,7 @@
 // base-URL normalisation shared by the presets and the Provider constructor.
 #pragma once
 
-#include "creditguard/provider.hpp"
+#include "creditguard/providers/provider.hpp"
 
 #include <boost/json/value.hpp>
 

@@ -1,6 +1,7 @@
-// Built-in provider presets and the generic provider: configuration only, no I/O (so the classifier can
-// be tested and fuzzed with the real code tables without building the HTTP client).
-#include "creditguard/provider.hpp"
+// The built-in providers (the registry: presets, request limits, the mock's dialect) and the generic
+// provider: configuration only, no I/O (so the classifier can be tested and fuzzed with the real code
+// tables without building the HTTP client).
+#include "creditguard/providers/registry.hpp"
 #include "parsed_body.hpp"
 
 #include <boost/json/value.hpp>
@@ -58,88 +59,154 @@ ProviderConfig sunoapi_like(std::string id, std::string base, std::string balanc
     return c;
 }
 
+ProviderConfig sunoapi_config(std::string base) {
+    auto c = sunoapi_like("sunoapi", std::move(base), "/api/v1/generate/credit");
+    c.codes = {
+        {400, Outcome::invalid_request},
+        {401, Outcome::unauthorized},
+        {403, Outcome::unauthorized},
+        {404, Outcome::not_found},
+        {405, Outcome::rate_limited},
+        {413, Outcome::invalid_request},
+        {429, Outcome::insufficient_credits, true},  // documented: insufficient credits (not a rate limit)
+        {430, Outcome::rate_limited},
+        {455, Outcome::maintenance},
+        {500, Outcome::server_error},
+        {531, Outcome::generation_failed},
+    };
+    return c;
+}
+
+ProviderConfig kie_config(std::string base) {
+    auto c = sunoapi_like("kie", std::move(base), "/api/v1/chat/credit");
+    c.codes = crun_table();
+    return c;
+}
+
+ProviderConfig udioapi_config(std::string base) {
+    ProviderConfig c;
+    c.id = "udioapi";
+    c.base_url = std::move(base);
+    c.balance_path = "/api/v2/credits";
+    c.balance_pointer = "/data/credits";
+    c.message_pointers = {"/message", "/msg"};
+    c.codes = {
+        {400, Outcome::invalid_request},
+        {401, Outcome::unauthorized},
+        {402, Outcome::insufficient_credits},  // inferred: undocumented
+        {403, Outcome::unauthorized, true},    // "Forbidden": a credits message means insufficient
+        {404, Outcome::not_found},
+        {429, Outcome::rate_limited, true},
+        {500, Outcome::server_error},
+    };
+    c.create_path = "/api/v2/generate";
+    c.task_id_pointers = {"/workId", "/data/task_id"};
+    c.create_template = json::object{{"make_instrumental", false}};
+    c.prompt_pointer = "/gpt_description_prompt";
+    c.status_path = "/api/v2/feed";
+    c.status_query = "workId";
+    c.status_pointer = "/data/type";
+    c.statuses = {{"SUCCESS", TaskState::success},      {"FAILED", TaskState::failed},
+                  {"ERROR", TaskState::failed},         {"PENDING", TaskState::pending},
+                  {"IN_PROGRESS", TaskState::running},  {"PROCESSING", TaskState::running},
+                  {"TEXT_SUCCESS", TaskState::running}, {"FIRST_SUCCESS", TaskState::running}};
+    c.fail_reason_pointer = "/data/response_data/0/fail_message";
+    return c;
+}
+
+ProviderConfig crun_config(std::string base) {
+    ProviderConfig c;
+    c.id = "crun";
+    c.base_url = std::move(base);
+    c.auth_style = AuthStyle::header;
+    c.auth_header = "x-api-key";
+    c.balance_path = "/api/v1/client/account/balance";
+    c.balance_pointer = "/data/balance";
+    c.message_pointers = {"/message", "/msg"};
+    c.codes = crun_table();
+    c.create_path = "/api/v1/client/job/CreateTask";
+    c.task_id_pointers = {"/data/task_id"};
+    c.create_template = json::object{{"model", "suno/music-generate"}, {"input", json::object{}}};
+    c.prompt_pointer = "/input/prompt";
+    c.status_path = "/api/v1/client/job/TaskInfo";
+    c.status_query = "task_id";
+    c.status_pointer = "/data/status";
+    c.statuses = {{"pending", TaskState::pending},
+                  {"running", TaskState::running},
+                  {"success", TaskState::success},
+                  {"failed", TaskState::failed}};
+    c.actual_credits_pointer = "/data/credits";
+    c.fail_reason_pointer = "/data/error";
+    return c;
+}
+
+// Request-rate presets, from the provider reference ("Rate limits").
+RequestBudgetConfig sunoapi_limits() {
+    // Documented: 20 requests every 10 seconds per key, every kind of request counted.
+    RequestBudgetConfig c;
+    c.windows = {RateWindow{20, std::chrono::seconds(10), all_request_kinds, 1}};
+    c.source = LimitSource::documented;
+    return c;
+}
+
+RequestBudgetConfig kie_limits() {
+    // Inferred: a reseller of the same backend publishes 20 new generations per 10 s; kie.ai documents only
+    // hourly, daily and total limits without numbers. Polls and balance reads are learned.
+    RequestBudgetConfig c;
+    c.windows = {RateWindow{20, std::chrono::seconds(10), kind_bit(RequestKind::create), 1}};
+    c.source = LimitSource::inferred;
+    return c;
+}
+
+// No published limit: unknown, learned from the provider's answers.
+RequestBudgetConfig unknown_limits() {
+    return {};
+}
+
+// The registry. Only ids are compared by name anywhere else; everything a built-in means is here.
+constexpr BuiltinProvider kBuiltins[] = {
+    {"sunoapi", "sunoapi.org", "https://api.sunoapi.org", DeductionTiming::unknown,
+     "20 requests / 10 s, every kind (documented)", "sunoapi", sunoapi_config, sunoapi_limits},
+    {"kie", "kie.ai", "https://api.kie.ai", DeductionTiming::unknown,
+     "20 creates / 10 s (inferred); polls and balance reads learned", "kie", kie_config, kie_limits},
+    {"udioapi", "udioapi.pro", "https://udioapi.pro", DeductionTiming::unknown, "unknown (learned)", "sunoapi",
+     udioapi_config, unknown_limits},
+    {"crun", "crun.ai", "https://api.crun.ai", DeductionTiming::unknown, "unknown (learned)", "sunoapi", crun_config,
+     unknown_limits},
+};
+
 }  // namespace
 
+std::span<const BuiltinProvider> builtin_providers() noexcept {
+    return kBuiltins;
+}
+
+const BuiltinProvider* find_builtin_provider(std::string_view id) noexcept {
+    for (const auto& b : kBuiltins)
+        if (b.id == id) return &b;
+    return nullptr;
+}
+
+std::string builtin_provider_ids() {
+    std::string out;
+    for (const auto& b : kBuiltins) {
+        if (!out.empty()) out += ", ";
+        out += b.id;
+    }
+    return out;
+}
+
 std::optional<ProviderConfig> builtin_provider(std::string_view id, std::string_view base_url) {
-    const auto base = [&](std::string_view def) { return detail::trim_slash(base_url.empty() ? def : base_url); };
-    if (id == "sunoapi") {
-        auto c = sunoapi_like("sunoapi", base("https://api.sunoapi.org"), "/api/v1/generate/credit");
-        c.codes = {
-            {400, Outcome::invalid_request},
-            {401, Outcome::unauthorized},
-            {403, Outcome::unauthorized},
-            {404, Outcome::not_found},
-            {405, Outcome::rate_limited},
-            {413, Outcome::invalid_request},
-            {429, Outcome::insufficient_credits, true},  // documented: insufficient credits (not a rate limit)
-            {430, Outcome::rate_limited},
-            {455, Outcome::maintenance},
-            {500, Outcome::server_error},
-            {531, Outcome::generation_failed},
-        };
-        return c;
-    }
-    if (id == "kie") {
-        auto c = sunoapi_like("kie", base("https://api.kie.ai"), "/api/v1/chat/credit");
-        c.codes = crun_table();
-        return c;
-    }
-    if (id == "udioapi") {
-        ProviderConfig c;
-        c.id = "udioapi";
-        c.base_url = base("https://udioapi.pro");
-        c.balance_path = "/api/v2/credits";
-        c.balance_pointer = "/data/credits";
-        c.message_pointers = {"/message", "/msg"};
-        c.codes = {
-            {400, Outcome::invalid_request},
-            {401, Outcome::unauthorized},
-            {402, Outcome::insufficient_credits},  // inferred: undocumented
-            {403, Outcome::unauthorized, true},    // "Forbidden": a credits message means insufficient
-            {404, Outcome::not_found},
-            {429, Outcome::rate_limited, true},
-            {500, Outcome::server_error},
-        };
-        c.create_path = "/api/v2/generate";
-        c.task_id_pointers = {"/workId", "/data/task_id"};
-        c.create_template = json::object{{"make_instrumental", false}};
-        c.prompt_pointer = "/gpt_description_prompt";
-        c.status_path = "/api/v2/feed";
-        c.status_query = "workId";
-        c.status_pointer = "/data/type";
-        c.statuses = {{"SUCCESS", TaskState::success},      {"FAILED", TaskState::failed},
-                      {"ERROR", TaskState::failed},         {"PENDING", TaskState::pending},
-                      {"IN_PROGRESS", TaskState::running},  {"PROCESSING", TaskState::running},
-                      {"TEXT_SUCCESS", TaskState::running}, {"FIRST_SUCCESS", TaskState::running}};
-        c.fail_reason_pointer = "/data/response_data/0/fail_message";
-        return c;
-    }
-    if (id == "crun") {
-        ProviderConfig c;
-        c.id = "crun";
-        c.base_url = base("https://api.crun.ai");
-        c.auth_style = AuthStyle::header;
-        c.auth_header = "x-api-key";
-        c.balance_path = "/api/v1/client/account/balance";
-        c.balance_pointer = "/data/balance";
-        c.message_pointers = {"/message", "/msg"};
-        c.codes = crun_table();
-        c.create_path = "/api/v1/client/job/CreateTask";
-        c.task_id_pointers = {"/data/task_id"};
-        c.create_template = json::object{{"model", "suno/music-generate"}, {"input", json::object{}}};
-        c.prompt_pointer = "/input/prompt";
-        c.status_path = "/api/v1/client/job/TaskInfo";
-        c.status_query = "task_id";
-        c.status_pointer = "/data/status";
-        c.statuses = {{"pending", TaskState::pending},
-                      {"running", TaskState::running},
-                      {"success", TaskState::success},
-                      {"failed", TaskState::failed}};
-        c.actual_credits_pointer = "/data/credits";
-        c.fail_reason_pointer = "/data/error";
-        return c;
-    }
-    return std::nullopt;
+    const BuiltinProvider* b = find_builtin_provider(id);
+    if (!b) return std::nullopt;
+    ProviderConfig c = b->config(detail::trim_slash(base_url.empty() ? b->public_url : base_url));
+    c.deduction = b->deduction;
+    return c;
+}
+
+RequestBudgetConfig builtin_request_budget(std::string_view provider_id) {
+    const BuiltinProvider* b = find_builtin_provider(provider_id);
+    return b ? b->request_budget() : RequestBudgetConfig{};
 }
 
 ProviderConfig generic_provider(std::string id, std::string base_url, std::string balance_path,

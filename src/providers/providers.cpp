@@ -1,5 +1,5 @@
 // The generic provider adapter (balance, create task, task status); the presets are in presets.cpp.
-#include "creditguard/provider.hpp"
+#include "creditguard/providers/provider.hpp"
 #include "parsed_body.hpp"
 
 #include <boost/asio/dispatch.hpp>

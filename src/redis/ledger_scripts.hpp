@@ -1,6 +1,8 @@
 // The shared ledger's Lua scripts. Each runs atomically in Redis; together they are the only writers of an
 // account's keys. KEYS[1] is the account's key prefix "creditguard:{account}:" (one hash slot); the other keys
-// are derived from it. docs/design.md explains the model; the comments here say what each script guarantees.
+// are derived from it. The rules are docs/accounting.md's, as LocalLedger applies them in one process (section
+// names quoted below); docs/design.md ("Shared ledger") says how they are kept in Redis, the comments here what
+// each script guarantees.
 #pragma once
 
 #include <string>
@@ -16,22 +18,23 @@ namespace creditguard::detail::ledger_lua {
 // job id -> "amount lease orphan_since unresolved order": jobs charged at completion and still running, and
 // unresolved jobs of any timing), lock (refresher), events (pub/sub channel).
 //
-// An expired lease (its process stopped renewing without closing) may have sent creates nobody will report: the
-// provider may have charged them while their commits never reached Redis. Its amount is therefore possibly spent,
-// not free: when the expiry is noticed (every script looks first) it moves into `pending`, as an unresolved job
-// would. At submit a create that happened was charged before the process died, so the amount is visible from that
-// moment and the first read sent afterwards drops it (what was not charged then comes back). At completion a task
-// created then may be charged at any later time, so it becomes an unresolved job record of the dead lease, pending
-// until a read's unexplained fall covers it or `orphan_job_ttl` passes, like the dead process's other jobs.
+// "Jobs whose outcome is unknown": an expired lease (its process stopped renewing without closing) may have sent
+// creates nobody will report: the provider may have charged them while their commits never reached Redis. Its amount is
+// therefore possibly spent, not free: when the expiry is noticed (every script looks first) it moves into `pending`, as
+// an unresolved job would. At submit a create that happened was charged before the process died, so the amount is
+// visible from that moment and the first read sent afterwards drops it (what was not charged then comes back). At
+// completion a task created then may be charged at any later time, so it becomes an unresolved job record of the dead
+// lease, pending until a read's unexplained fall covers it or `orphan_job_ttl` passes, like the dead process's other
+// jobs.
 //
-// Visibility without a record per job: every amount that becomes visible to balance reads at a known moment (a
-// job committed at an at-submit provider, an excess charged at settle, a job settled at an at-completion
+// "When a read shows a job", without a record per job: every amount that becomes visible to balance reads at a known
+// moment (a job committed at an at-submit provider, an excess charged at settle, a job settled at an at-completion
 // provider, an unresolved job whose expiry passed) is added to `pending` and to the running total `visible` at
 // that moment. A read takes its ticket together with the `visible` total of that moment; applying it drops
 // exactly (that total - the total at the last applied read) from `pending`. So applying a read costs
 // O(running jobs), not O(jobs since the last read).
 //
-// What is surely spent (for the best case the reject policy decides by): `pending` minus what may still come
+// "The reject policy's best case": what is surely spent: `pending` minus what may still come
 // back. `maybe` is the sum of the job records (a running job at completion may fail; an unresolved job may
 // never have been created). At submit there are no records: what may come back is the cost of open jobs (field
 // `open` of each live lease) plus refunds and cheaper settles since the last applied read (running total

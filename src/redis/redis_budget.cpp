@@ -1,5 +1,5 @@
-// RedisRateGate: the request budget's windows shared through Redis (see redis_budget.hpp).
-#include "creditguard/redis_budget.hpp"
+// RedisRateGate: the request budget's windows shared through Redis (see creditguard/redis/rate_gate.hpp).
+#include "creditguard/redis/rate_gate.hpp"
 
 #include <boost/asio/post.hpp>
 
@@ -54,7 +54,8 @@ struct RedisRateGate::Impl {
     std::array<std::vector<std::string>, request_kind_count> args;
 };
 
-std::shared_ptr<RedisRateGate> RedisRateGate::create(boost::asio::any_io_executor executor, RedisRateGateConfig config) {
+std::shared_ptr<RedisRateGate> RedisRateGate::create(boost::asio::any_io_executor executor,
+                                                     RedisRateGateConfig config) {
     if (config.account.empty()) throw std::invalid_argument("creditguard: a shared rate gate needs an account name");
     if (!(config.headroom > 0 && config.headroom <= 1))
         throw std::invalid_argument("creditguard: shared rate gate headroom must be in (0, 1]");
@@ -104,7 +105,8 @@ void RedisRateGate::take(RequestKind kind, Callback done) {
                           [keep = impl_, done = std::move(done)](boost::system::error_code ec, RedisValue reply) {
                               if (ec) return done(ec, Duration::zero());
                               const auto wait = reply.to_int();
-                              if (!wait || *wait < 0) return done(make_error_code(errc::redis_protocol), Duration::zero());
+                              if (!wait || *wait < 0)
+                                  return done(make_error_code(errc::redis_protocol), Duration::zero());
                               done({}, std::chrono::microseconds(*wait));
                           });
 }

@@ -1,9 +1,9 @@
 // The Redis session behind RedisConnection and RedisSubscriber: connect + AUTH/SELECT, a pipelined writer, a
 // reader matching replies in order, one deadline timer for every request, reconnection with back-off.
 // Every member of RedisSession runs on its strand.
-#include "creditguard/detail/redis_resp.hpp"
 #include "creditguard/error.hpp"
-#include "creditguard/redis.hpp"
+#include "creditguard/redis/connection.hpp"
+#include "redis_resp.hpp"
 
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/co_spawn.hpp>

@@ -315,4 +315,26 @@ void RedisLedger::note_demand(Credits queued, Credits head) noexcept {
     remote_->kick();
 }
 
+void write_metrics(MetricsText& out, const RedisLedgerStats& s, const MetricLabels& labels) {
+    out.counter("creditguard_shared_ledger_batches_total", "Script calls that applied this process's operations",
+                labels, s.batches);
+    out.counter("creditguard_shared_ledger_operations_total", "Operations written through to Redis", labels,
+                s.operations);
+    out.counter("creditguard_shared_ledger_acquired_credits_total", "Credits the shared pool granted to this process",
+                labels, s.credits_acquired);
+    out.counter("creditguard_shared_ledger_returned_credits_total", "Idle credits given back to the shared pool",
+                labels, s.credits_returned);
+    out.counter("creditguard_shared_ledger_lease_opens_total", "Lease registrations (re-registrations included)",
+                labels, s.lease_opens);
+    out.counters_by("creditguard_shared_ledger_balance_reads_total",
+                    "Balance reads: made for the fleet (provider), or another process's reused (shared)", labels,
+                    "source", {{"provider", s.provider_reads}, {"shared", s.shared_reads}});
+    out.counter("creditguard_shared_ledger_transport_errors_total", "Script calls that failed in transport", labels,
+                s.transport_errors);
+    out.counter("creditguard_shared_ledger_resyncs_total", "Times the shared state was lost and re-created", labels,
+                s.resyncs);
+    out.gauge("creditguard_shared_ledger_reachable", "1 while the last script call got through", labels,
+              s.reachable ? 1 : 0);
+}
+
 }  // namespace creditguard

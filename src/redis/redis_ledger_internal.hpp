@@ -2,7 +2,7 @@
 // under the guard's lock) and the I/O side (redis_ledger_remote.cpp, on its own strand).
 #pragma once
 
-#include "creditguard/redis_ledger.hpp"
+#include "creditguard/redis/ledger.hpp"
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/steady_timer.hpp>

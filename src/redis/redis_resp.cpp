@@ -1,7 +1,7 @@
 // RESP values, request encoding and decoding over hiredis, redis:// URLs, script SHA1s.
-#include "creditguard/detail/redis_resp.hpp"
+#include "redis_resp.hpp"
 #include "creditguard/error.hpp"
-#include "creditguard/redis.hpp"
+#include "creditguard/redis/connection.hpp"
 
 #include <boost/url/parse.hpp>
 

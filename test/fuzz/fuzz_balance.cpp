@@ -4,7 +4,8 @@
 // anything that is not a plain number rejected. Every accepted balance round-trips through JSON.
 #include "fuzz_support.hpp"
 
-#include <creditguard/provider.hpp>
+#include <creditguard/providers/provider.hpp>
+#include <creditguard/providers/registry.hpp>
 
 #include <boost/json/parse.hpp>
 #include <boost/json/value.hpp>
@@ -25,8 +26,8 @@ constexpr long long kMax = 1LL << 53;
 
 std::vector<ProviderConfig> configs() {
     std::vector<ProviderConfig> out;
-    for (const char* id : {"sunoapi", "kie", "udioapi", "crun"})
-        out.push_back(*builtin_provider(id));
+    for (const auto& b : builtin_providers())
+        out.push_back(*builtin_provider(b.id));
     out.push_back(generic_provider("gcui", "http://127.0.0.1:1", "/api/get_limit", "/credits_left"));
     out.push_back(generic_provider("piapi", "http://127.0.0.1:1", "/account/info", "/data/wallet/point_remain"));
     return out;

@@ -6,7 +6,8 @@
 // answered with status 200.
 #include "fuzz_support.hpp"
 
-#include <creditguard/provider.hpp>
+#include <creditguard/providers/provider.hpp>
+#include <creditguard/providers/registry.hpp>
 
 #include <boost/json/parse.hpp>
 
@@ -19,8 +20,8 @@ namespace {
 
 std::vector<ProviderConfig> configs() {
     std::vector<ProviderConfig> out;
-    for (const char* id : {"sunoapi", "kie", "udioapi", "crun"})
-        out.push_back(*builtin_provider(id));
+    for (const auto& b : builtin_providers())
+        out.push_back(*builtin_provider(b.id));
     // gcui-art/suno-api style: no body code at all, the balance at the top level.
     auto bare = generic_provider("bare", "http://127.0.0.1:1", "/api/get_limit", "/credits_left");
     bare.code_pointer.clear();

@@ -4,8 +4,8 @@
 // array that decodes to exactly its arguments.
 #include "fuzz_support.hpp"
 
-#include <creditguard/detail/redis_resp.hpp>
-#include <creditguard/redis.hpp>
+#include <creditguard/redis/connection.hpp>
+#include "redis/redis_resp.hpp"
 
 #include <string>
 #include <vector>

@@ -4,7 +4,7 @@
 // in each form by this target reads back as the same delay; signs are garbage inside a date.
 #include "fuzz_support.hpp"
 
-#include <creditguard/provider.hpp>
+#include <creditguard/providers/provider.hpp>
 #include <creditguard/types.hpp>
 
 #include <algorithm>

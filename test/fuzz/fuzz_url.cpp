@@ -7,8 +7,8 @@
 
 #include "http/http_parse.hpp"
 
-#include <creditguard/http_client.hpp>
-#include <creditguard/redis.hpp>
+#include <creditguard/http/client.hpp>
+#include <creditguard/redis/connection.hpp>
 
 #include <boost/url/ipv4_address.hpp>
 #include <boost/url/ipv6_address.hpp>

@@ -1,9 +1,9 @@
 // A guard on a manual clock and a scripted source, driven from the test thread.
 #pragma once
 
-#include "support/scripted_source.hpp"
+#include <creditguard/testing/scripted_source.hpp>
 
-#include <creditguard/creditguard.hpp>
+#include <creditguard/core.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -18,6 +18,7 @@ namespace cg_test {
 
 using creditguard::Credits;
 using creditguard::errc;
+using creditguard::testing::ScriptedSource;
 using namespace std::chrono_literals;
 
 /// Per-call options without designated-initializer warnings.

@@ -36,6 +36,7 @@ struct DeferredWork {
     RefreshTicket ticket = 0;
     bool low_balance_alert = false;
     Credits low_balance_value = 0;
+    std::vector<LogEvent> logs;  // handed to GuardConfig::log after the lock is released
     std::shared_ptr<GuardCore> keep_alive_until_done;
 };
 
@@ -132,6 +133,10 @@ private:
     /// A pause that ends at paused_until_ (rate limit, server errors), as opposed to maintenance.
     bool timed_pause_locked() const noexcept { return paused_ && pause_reason_ != errc::maintenance; }
     void unpause_locked(DeferredWork& work);
+    /// Queues an event for GuardConfig::log when it is set and `level` reaches log_level.
+    void log_locked(DeferredWork& work, LogLevel level, std::string_view event,
+                    std::vector<std::pair<std::string_view, std::string>> fields = {}) const;
+    bool logs(LogLevel level) const noexcept { return config_.log && level >= config_.log_level; }
     void note_read_locked(const ReadOutcome& outcome, TimePoint now);
     void fail_all_locked(errc why, DeferredWork& work);
     Duration jittered_backoff(Duration initial, Duration max, unsigned attempt);

@@ -26,6 +26,7 @@ struct Waiter {
     Waiter* next = nullptr;
     std::size_t heap_index = not_in_heap;
     TimePoint deadline{};
+    TimePoint queued_at{};  // for the admission-wait histogram
     Credits cost = 0;
     // Policy reject: refused as soon as the cost is beyond what the best outcome of the jobs in flight
     // could leave (after one fresh balance read when the estimate was old); granted if room appears first.

@@ -1,7 +1,7 @@
 // RequestBudget: waiting for permits (FIFO per kind, priority between kinds) on top of BudgetCore, the
 // poll planner, and the textual form of rate limits.
 #include "creditguard/request_budget.hpp"
-#include "creditguard/detail/budget_core.hpp"
+#include "budget_core.hpp"
 
 #include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/associated_executor.hpp>
@@ -165,8 +165,8 @@ Duration PollPlanner::first_delay(Duration fallback) const {
 Duration PollPlanner::hold(Duration elapsed) const {
     std::lock_guard lock(mutex_);
     // A task younger than one known to be unfinished at its age is unfinished too, most likely.
-    const Duration due = estimate_ ? *estimate_
-                                   : std::chrono::duration_cast<Duration>(longest_running_ * config_.unknown_growth);
+    const Duration due =
+        estimate_ ? *estimate_ : std::chrono::duration_cast<Duration>(longest_running_ * config_.unknown_growth);
     return due > elapsed ? due - elapsed : Duration::zero();
 }
 

@@ -1,5 +1,5 @@
 // The mock provider: a small Beast server that imitates sunoapi.org, kie.ai, udioapi.pro and crun.ai.
-#include "creditguard/mock_provider.hpp"
+#include "creditguard/testing/mock_provider.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>

@@ -1,6 +1,7 @@
 // A small asynchronous HTTP/1.1 client for provider APIs: Beast + OpenSSL, keep-alive, timeouts, caps.
 #pragma once
 
+#include "creditguard/metrics.hpp"
 #include "creditguard/secret.hpp"
 
 #include <boost/asio/any_completion_handler.hpp>
@@ -64,6 +65,9 @@ struct HttpClientStats {
     std::uint64_t retries = 0;             ///< safe transparent retries after a stale keep-alive connection
     std::uint64_t failures = 0;            ///< requests that completed with an error
 };
+
+/// The client's connections and requests (creditguard_http_*), for a metrics scrape (metrics.hpp).
+void write_metrics(MetricsText& out, const HttpClientStats& stats, const MetricLabels& labels);
 
 /// Asynchronous HTTP/1.1 client. Copies share one connection pool. Thread-safe: operations may be started
 /// from any thread; the internal state lives on a strand of the given executor.

@@ -1,5 +1,5 @@
-// The request budget's arithmetic (see detail/budget_core.hpp and docs/design.md, "Request budget").
-#include "creditguard/detail/budget_core.hpp"
+// The request budget's arithmetic (see budget_core.hpp and docs/design.md, "Request budget").
+#include "budget_core.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -172,6 +172,7 @@ BudgetGrant BudgetCore::grant(RequestKind kind, TimePoint now, Duration waited) 
     }
     recent_[recent_count_++ % recent_.size()] = now;
     ++stats_.granted[k];
+    stats_.permit_wait.observe(waited);
     if (waited > Duration::zero()) {
         ++stats_.paced[k];
         stats_.paced_wait[k] += waited;

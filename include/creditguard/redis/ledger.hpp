@@ -3,7 +3,8 @@
 
 #include "creditguard/balance_source.hpp"
 #include "creditguard/ledger.hpp"
-#include "creditguard/redis.hpp"
+#include "creditguard/metrics.hpp"
+#include "creditguard/redis/connection.hpp"
 #include "creditguard/types.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
@@ -73,6 +74,9 @@ struct RedisLedgerStats {
     std::uint64_t resyncs = 0;           ///< times the shared state this process knew was lost and re-created
     bool reachable = false;              ///< current: the last script call got through
 };
+
+/// The shared ledger's traffic with Redis (creditguard_shared_ledger_*), for a metrics scrape (metrics.hpp).
+void write_metrics(MetricsText& out, const RedisLedgerStats& stats, const MetricLabels& labels);
 
 /// A Ledger whose truth lives in Redis, shared by every process guarding the same account.
 ///

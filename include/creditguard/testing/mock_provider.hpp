@@ -159,7 +159,7 @@ struct CannedResponse {
 };
 
 /// The mock provider. Every setter is thread-safe and takes effect for the next request.
-/// Endpoints (the real paths and JSON shapes of the providers reference, providers.md):
+/// Endpoints (the real paths and JSON shapes of each provider's public API reference):
 ///   sunoapi  GET /api/v1/generate/credit, POST /api/v1/generate, GET /api/v1/generate/record-info?taskId=
 ///   kie      GET /api/v1/chat/credit, and the sunoapi task paths when v1_flavor == "kie"
 ///   udioapi  GET /api/v2/credits, POST /api/v2/generate, GET /api/v2/feed?workId=

@@ -2,7 +2,7 @@
 // the hiredis types stay in the .cpp, so this header does not need hiredis.
 #pragma once
 
-#include "creditguard/redis.hpp"
+#include "creditguard/redis/connection.hpp"
 
 #include <cstddef>
 #include <memory>

@@ -2,7 +2,7 @@
 // windows kept in Redis by one atomic Lua script (RedisRateGate, a SharedRateGate for RequestBudgetConfig).
 #pragma once
 
-#include "creditguard/redis.hpp"
+#include "creditguard/redis/connection.hpp"
 #include "creditguard/request_budget.hpp"
 
 #include <boost/asio/any_io_executor.hpp>

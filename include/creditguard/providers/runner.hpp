@@ -3,7 +3,7 @@
 
 #include "creditguard/config.hpp"
 #include "creditguard/guard.hpp"
-#include "creditguard/provider.hpp"
+#include "creditguard/providers/provider.hpp"
 #include "creditguard/request_budget.hpp"
 
 #include <boost/asio/awaitable.hpp>

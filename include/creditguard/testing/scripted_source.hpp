@@ -14,7 +14,7 @@
 #include <optional>
 #include <stdexcept>
 
-namespace cg_test {
+namespace creditguard::testing {
 
 class ScriptedSource final : public creditguard::BalanceSource {
 public:
@@ -91,4 +91,4 @@ private:
     std::deque<Read> outstanding_;
 };
 
-}  // namespace cg_test
+}  // namespace creditguard::testing

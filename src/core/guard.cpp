@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <stdexcept>
 
 namespace creditguard {
@@ -15,6 +16,16 @@ namespace {
 
 TimePoint saturating_add(TimePoint t, Duration d) noexcept {
     return d >= TimePoint::max() - t ? TimePoint::max() : t + d;
+}
+
+// Log fields: an error's stable name (never its message, which may come from a provider), and seconds.
+std::string error_name(const boost::system::error_code& ec) {
+    return ec.category() == error_category() ? to_string(static_cast<errc>(ec.value())) : "system_error";
+}
+std::string seconds_text(Duration d) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.3f", std::chrono::duration<double>(d).count());
+    return text;
 }
 
 }  // namespace
@@ -184,6 +195,7 @@ void GuardCore::park(Waiter* waiter, Credits cost, const ReserveOptions& options
     }
 
     waiter->queued = true;
+    waiter->queued_at = now;
     waiter->deadline = saturating_add(now, options.max_wait.value_or(config_.default_max_wait));
     fifo_.push_back(waiter);
     queued_cost_ += cost;
@@ -265,10 +277,13 @@ void GuardCore::drain_locked(DeferredWork& work) {
     }
     bool blocked = false;
     Credits blocked_head = 0;
+    std::optional<TimePoint> now;  // read once, and only when a waiter is granted
     for (Waiter* waiter = fifo_.front(); waiter != nullptr;) {
         Waiter* next = waiter->next;
         if (!blocked && try_hold_locked(waiter->cost)) {
             unpark_locked(waiter);
+            if (!now) now = clock_->now();
+            counters_.admission_wait.observe(*now - waiter->queued_at);
             work.completions.push_back({waiter, {}, grant_locked(waiter->cost)});
         } else if (decides_reject_locked(waiter)) {
             unpark_locked(waiter);
@@ -299,6 +314,12 @@ void GuardCore::check_watermark_locked(DeferredWork& work) noexcept {
         ++counters_.low_balance_alerts;
         work.low_balance_alert = true;
         work.low_balance_value = available;
+        try {
+            log_locked(
+                work, LogLevel::warning, "low_balance",
+                {{"available", std::to_string(available)}, {"watermark", std::to_string(config_.low_watermark)}});
+        } catch (...) {  // out of memory: the event is lost, the alert stands
+        }
     } else if (!low_alert_armed_ && available > config_.low_watermark + config_.low_watermark_hysteresis) {
         low_alert_armed_ = true;
     }
@@ -414,6 +435,10 @@ void GuardCore::on_read_done(RefreshTicket ticket, boost::system::error_code ec,
     const TimePoint now = clock_->now();
     counters_.last_refresh_error = ec;
     if (!ec) {
+        if (consecutive_failures_ > 0)
+            log_locked(work, LogLevel::info, "balance_read_recovered",
+                       {{"after_failures", std::to_string(consecutive_failures_)}});
+        log_locked(work, LogLevel::debug, "balance_read", {{"balance", std::to_string(balance)}});
         note_read_locked(ledger_->refresh_received(ticket, balance), now);
         ever_ok_ = true;
         last_ok_ = now;
@@ -435,7 +460,12 @@ void GuardCore::on_read_done(RefreshTicket ticket, boost::system::error_code ec,
     } else {
         ++counters_.refreshes_failed;
         ++consecutive_failures_;
-        backoff_until_ = saturating_add(now, backoff_locked());
+        const Duration backoff = backoff_locked();
+        backoff_until_ = saturating_add(now, backoff);
+        log_locked(work, LogLevel::warning, "balance_read_failed",
+                   {{"error", error_name(ec)},
+                    {"failures_in_row", std::to_string(consecutive_failures_)},
+                    {"retry_in_s", seconds_text(backoff)}});
     }
     drain_locked(work);
     after_change_locked(now, work);
@@ -506,6 +536,21 @@ void GuardCore::run(Lock& lock, DeferredWork& work) {
     if (work.low_balance_alert && config_.on_low_balance) {
         boost::asio::post(executor_,
                           [callback = config_.on_low_balance, value = work.low_balance_value] { callback(value); });
+    }
+    for (const LogEvent& event : work.logs) {
+        try {
+            config_.log(event);
+        } catch (...) {  // a logger's failure is not the guard's
+        }
+    }
+}
+
+void GuardCore::log_locked(DeferredWork& work, LogLevel level, std::string_view event,
+                           std::vector<std::pair<std::string_view, std::string>> fields) const {
+    if (!logs(level)) return;
+    try {
+        work.logs.push_back(LogEvent{level, "guard", event, std::move(fields)});
+    } catch (...) {  // out of memory: the event is lost, nothing else
     }
 }
 
@@ -642,6 +687,7 @@ void GuardCore::pause_until_locked(errc reason, TimePoint until) {
 void GuardCore::report_locked(errc what, std::optional<Duration> retry_after, std::optional<TimePoint> sent_at,
                               TimePoint now, DeferredWork& work) {
     const SignalConfig& sc = config_.signals;
+    const bool was_paused = paused_;
     switch (what) {
     case errc::insufficient_credits:
         // Someone else spent, or prices changed: trust nothing until a read sent after this moment.
@@ -675,6 +721,9 @@ void GuardCore::report_locked(errc what, std::optional<Duration> retry_after, st
         const Duration pause =
             jittered_backoff(sc.server_error_pause_initial, sc.server_error_pause_max, breaker_trips_in_row_);
         pause_until_locked(errc::server_error, saturating_add(now, pause));
+        log_locked(
+            work, LogLevel::warning, "breaker_tripped",
+            {{"server_errors_in_row", std::to_string(sc.server_error_threshold)}, {"pause_s", seconds_text(pause)}});
         break;
     }
     case errc::maintenance:
@@ -690,16 +739,23 @@ void GuardCore::report_locked(errc what, std::optional<Duration> retry_after, st
             now, jittered_backoff(sc.maintenance_probe_initial, sc.maintenance_probe_max, maintenance_probes_));
         break;
     case errc::unauthorized:
+        if (!terminal_) log_locked(work, LogLevel::error, "unauthorized", {{"effect", "nothing is granted again"}});
         terminal_ = errc::unauthorized;
         fail_all_locked(errc::unauthorized, work);
         break;
     default: return;  // other answers (invalid request, malformed, ...) say nothing about the account
+    }
+    if (paused_ && !was_paused) {
+        const TimePoint until = pause_reason_ == errc::maintenance ? next_probe_ : paused_until_;
+        log_locked(work, LogLevel::warning, "admissions_paused",
+                   {{"reason", to_string(pause_reason_)}, {"for_s", seconds_text(until - now)}});
     }
     drain_locked(work);
     after_change_locked(now, work);
 }
 
 void GuardCore::unpause_locked(DeferredWork& work) {
+    if (paused_) log_locked(work, LogLevel::info, "admissions_resumed", {{"reason", to_string(pause_reason_)}});
     paused_ = false;
     while (!ready_waiters_.empty()) {
         Waiter* waiter = ready_waiters_.front();
@@ -779,6 +835,8 @@ GuardStats GuardCore::stats() const {
     stats.paused = paused_;
     stats.terminal = terminal_.has_value();
     if (ever_ok_) stats.last_refresh_age = clock_->now() - last_ok_;
+    // Only waits are timed: every other grant was made on the spot.
+    stats.admission_wait.observe_immediate(counters_.granted - counters_.admission_wait.count);
     return stats;
 }
 

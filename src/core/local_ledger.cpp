@@ -1,3 +1,7 @@
+// LocalLedger: docs/accounting.md's rules in one process. Each rule is a section there, named in the comments
+// below as in the shared ledger's Lua scripts (src/redis/ledger_scripts.hpp): "What the guard counts", "When
+// a read shows a job", "Other transitions", "Jobs whose outcome is unknown", "Spending nobody reports", "The
+// reject policy's best case".
 #include "creditguard/ledger.hpp"
 
 #include <algorithm>
@@ -56,6 +60,7 @@ void LocalLedger::free_if_done(JobHandle job) noexcept {
     if (!entry.open && !entry.counted) free_.push_back(job);
 }
 
+// "When a read shows a job".
 JobHandle LocalLedger::commit(Credits cost) {
     ++sequence_;
     Entry entry;
@@ -108,6 +113,7 @@ void LocalLedger::settle(JobHandle job, Credits actual) noexcept {
     free_if_done(job);
 }
 
+// "Other transitions".
 void LocalLedger::refund(JobHandle job) noexcept {
     ++sequence_;
     Entry& entry = entries_[job];
@@ -119,6 +125,7 @@ void LocalLedger::refund(JobHandle job) noexcept {
     free_if_done(job);
 }
 
+// "Jobs whose outcome is unknown".
 void LocalLedger::commit_unresolved(Credits cost, TimePoint expires) {
     Entry entry;
     entry.amount = cost;
@@ -177,6 +184,7 @@ void LocalLedger::expire_unresolved(TimePoint now) noexcept {
     unresolved_.erase(keep, unresolved_.end());
 }
 
+// "When a read shows a job"; the fall no job explains: "Jobs whose outcome is unknown", "Spending nobody reports".
 ReadOutcome LocalLedger::refresh_received(RefreshTicket ticket, Credits balance) noexcept {
     ReadOutcome outcome;
     if (ticket <= last_applied_) return outcome;  // an older read answering late never overrides a newer one
@@ -237,6 +245,7 @@ void LocalLedger::provider_reported_insufficient() noexcept {
     zeroed_at_ = ++sequence_;
 }
 
+// "The reject policy's best case".
 Credits LocalLedger::best_case_available() const noexcept {
     // A deferred fall may be the charge of a job already counted as surely spent: not subtracted twice.
     return (known_ ? balance_ + deferred_fall_ - margin_ : allowance_) - certain_pending_;

@@ -1,4 +1,4 @@
-#include "creditguard/runner.hpp"
+#include "creditguard/providers/runner.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>

@@ -1,12 +1,12 @@
 // Provider adapters: configuration, response classifier, balance source and task calls.
 //
-// Every adapter is the one generic adapter with a configuration; the built-ins (sunoapi, kie, udioapi,
-// crun) are presets of it. A new provider needs a ProviderConfig, not code.
+// Every adapter is the one generic adapter with a configuration; the built-ins are presets of it
+// (providers/registry.hpp). A new provider needs a ProviderConfig, not code.
 #pragma once
 
 #include "creditguard/balance_source.hpp"
 #include "creditguard/error.hpp"
-#include "creditguard/http_client.hpp"
+#include "creditguard/http/client.hpp"
 #include "creditguard/request_budget.hpp"
 #include "creditguard/secret.hpp"
 #include "creditguard/types.hpp"
@@ -68,7 +68,7 @@ struct StatusRule {
 };
 
 struct ProviderConfig {
-    std::string id;        ///< "sunoapi", "kie", "udioapi", "crun", or anything for a generic provider
+    std::string id;        ///< a built-in's id (providers/registry.hpp), or anything for a generic provider
     std::string base_url;  ///< scheme://host[:port], no trailing slash
 
     AuthStyle auth_style = AuthStyle::bearer;
@@ -98,10 +98,6 @@ struct ProviderConfig {
 
     DeductionTiming deduction = DeductionTiming::unknown;
 };
-
-/// The preset for a built-in provider id ("sunoapi", "kie", "udioapi", "crun"), or nullopt.
-/// `base_url` empty means the provider's public URL.
-std::optional<ProviderConfig> builtin_provider(std::string_view id, std::string_view base_url = {});
 
 /// A generic provider from the few things that differ (the rest can be adjusted on the result).
 ProviderConfig generic_provider(std::string id, std::string base_url, std::string balance_path,
