@@ -6,7 +6,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
-scripts/setup.sh
+scripts/setup.sh --bench
 
 # The release preset (build-release/) turns the benchmarks on; the library, the benchmarks and the CLI (the
 # fleet in case 8 runs `creditguard run` processes) are built.

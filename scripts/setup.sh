@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Installs what creditguard needs from Debian 12 packages, only if something is missing.
 # Safe to run repeatedly; needs root (or sudo) only when it has to install.
+#
+#   scripts/setup.sh            what building, running and testing need (run.sh, test.sh, fuzz.sh, soak.sh)
+#   scripts/setup.sh --bench    that and what scripts/bench.sh adds: Google Benchmark and gnuplot
+#                               (55 more packages on a fresh Debian 12, fonts and image libraries among them)
 set -euo pipefail
 
 packages=(
@@ -8,9 +12,14 @@ packages=(
   libclang-rt-14-dev  # libFuzzer and the sanitizer runtimes for clang (scripts/fuzz.sh)
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev libboost-test1.81-dev
   libssl-dev openssl ca-certificates
-  libbenchmark-dev gnuplot-nox
   redis-server libhiredis-dev
+  python3  # scripts/soak.py; without it CMake leaves out the soak test (a fresh Debian 12 has no python3)
 )
+case ${1:-} in
+  '') ;;
+  --bench) packages+=(libbenchmark-dev gnuplot-nox) ;;
+  *) echo "usage: scripts/setup.sh [--bench]" >&2; exit 2 ;;
+esac
 
 missing=()
 for p in "${packages[@]}"; do
