@@ -36,5 +36,9 @@ echo "setup: installing ${missing[*]}" >&2
 sudo_cmd=()
 if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
 export DEBIAN_FRONTEND=noninteractive
+# On a throwaway CI machine dpkg need not fsync every file it unpacks (Debian's Docker images do the same):
+# in a fresh bookworm chroot on a shared machine, the install took 215 s instead of 331 s (download: 12 s).
+apt_options=()
+if [ "${CI:-}" = true ]; then apt_options+=(-o Dpkg::Options::=--force-unsafe-io); fi
 "${sudo_cmd[@]}" apt-get update -qq
-"${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+"${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${apt_options[@]}" "${missing[@]}" >/dev/null
