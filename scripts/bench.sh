@@ -11,7 +11,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
-scripts/setup.sh
+scripts/setup.sh --bench
 export CCACHE_BASEDIR="$root"
 
 # The release preset (build-release/) turns the benchmarks on; the library, the benchmarks and the CLI (the
