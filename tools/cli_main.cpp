@@ -419,6 +419,12 @@ int run_command(Options o) {
     o.runner.poll_max = std::max(o.runner.poll_max, o.runner.poll_initial);
 
     asio::io_context ioc;
+    // `o` outlives this function (a parameter ends with the caller's expression), the io_context does not: the
+    // request budget the runner config shares must go before it (its alarm is a timer of this io_context).
+    struct ReleaseRunState {
+        cg::RunnerConfig& runner;
+        ~ReleaseRunState() { runner.budget.reset(); }
+    } release_run_state{o.runner};
     const auto started = std::chrono::steady_clock::now();
     RunTally tally;
     tally.jobs = o.jobs;
