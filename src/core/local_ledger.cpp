@@ -198,7 +198,9 @@ ReadOutcome LocalLedger::refresh_received(RefreshTicket ticket, Credits balance)
     if (zeroed_ && zeroed_at_ < ticket) zeroed_ = false;
 
     Credits dropped = 0;          // charges this read shows for the first time, by our books
-    Credits maybe_reflected = 0;  // kept pending, yet possibly already charged at the provider
+    // Kept pending, yet possibly already charged at the provider; and reservations whose create may be in flight:
+    // an at-submit provider may have charged one before this read was served, with its commit still to come.
+    Credits maybe_reflected = held_;
     auto keep = pending_list_.begin();
     for (JobHandle job : pending_list_) {
         Entry& entry = entries_[job];

@@ -13,7 +13,7 @@ namespace creditguard::detail::ledger_lua {
 //
 // Keys: state (hash: epoch, synced, B, pending, seq, last_ticket, zeroed_at, resync_until, read_at, visible,
 // visible_applied, maybe, unres, uord, back, back_applied, unexp, resolved, deferred, lapsed_at), leases (set of
-// lease ids), lease:<id> (hash: amount, op, margin, open; expires unless renewed), lease_amounts (hash: lease id ->
+// lease ids), lease:<id> (hash: amount, op, margin, open, flight; expires unless renewed), lease_amounts (hash: lease id ->
 // "amount timing", the same amount without a TTL, so that it is still known once the lease expired), jobs (hash:
 // job id -> "amount lease orphan_since unresolved order": jobs charged at completion and still running, and
 // unresolved jobs of any timing), lock (refresher), events (pub/sub channel).
@@ -103,24 +103,26 @@ local function lapse(id)
   end
   redis.call('HSET', ST, 'lapsed_at', redis.call('HINCRBY', ST, 'seq', 1))
 end
--- Over the live leases: the credits they hold, the largest margin one of their guards keeps back, and the cost
--- of their open at-submit jobs. An expired lease (its process stopped renewing) no longer counts: what it held
+-- Over the live leases: the credits they hold, the largest margin one of their guards keeps back, the cost
+-- of their open at-submit jobs, and their reservations whose create may be in flight (`flight`, as their
+-- processes last wrote it). An expired lease (its process stopped renewing) no longer counts: what it held
 -- moves to `pending` (lapse). Call it before reading `state`.
 local function leases()
-  local total, margin, open = 0, 0, 0
+  local total, margin, open, flight = 0, 0, 0, 0
   local ids = redis.call('SMEMBERS', LS)
   for i = 1, #ids do
-    local v = redis.call('HMGET', P .. 'lease:' .. ids[i], 'amount', 'margin', 'open')
+    local v = redis.call('HMGET', P .. 'lease:' .. ids[i], 'amount', 'margin', 'open', 'flight')
     if v[1] then
       total = total + n(v[1])
       if n(v[2]) > margin then margin = n(v[2]) end
       open = open + n(v[3])
+      flight = flight + n(v[4])
     else
       redis.call('SREM', LS, ids[i])
       lapse(ids[i])
     end
   end
-  return total, margin, open
+  return total, margin, open, flight
 end
 local function state()
   return redis.call('HMGET', ST, 'epoch', 'synced', 'B', 'pending', 'zeroed_at', 'last_ticket', 'resync_until',
@@ -199,7 +201,7 @@ for i = 9, #ARGV - 2, 3 do
 end
 local L = P .. 'lease:' .. id
 redis.call('HSET', L, 'amount', ARGV[5], 'op', ARGV[6], 'margin', string.format('%d', n(ARGV[8])), 'open',
-           string.format('%d', open))
+           string.format('%d', open), 'flight', ARGV[5])
 redis.call('PEXPIRE', L, ttl)
 redis.call('SADD', LS, id)
 lease_amount_put(id, tonumber(ARGV[5]), ARGV[7])
@@ -213,8 +215,8 @@ return snapshot('OK', tonumber(ARGV[5]), created)
 
 // apply(lease, ttl_ms, epoch, timing, [kind, op, a, b, c]...)
 // One process's operations, in order. Lease effects (acquire A want min, give back G amount, adopt D amount,
-// the lease part of commit and of an unresolved commit, the open at-submit cost, the margin M) apply only to a
-// live lease and, except the margin, only for op numbers above the lease's counter, so a batch resent after a
+// the lease part of commit and of an unresolved commit, the open at-submit cost, the margin M, the reservations
+// in flight F) apply only to a live lease and, except M and F (values, not changes), only for op numbers above the lease's counter, so a batch resent after a
 // lost reply changes nothing twice. Job effects (commit C job cost, settle S job actual reserved, refund R job
 // reserved, unresolved commit U job cost, abandon B job, expire X job, zero Z) are idempotent by the job's record
 // (at completion, and unresolved jobs of any timing); at submit (no record) by the op number, or, when the lease
@@ -234,7 +236,7 @@ end
 local written = amount
 local top, granted, freed, starved = last, 0, 0, 0
 local pending, visible, maybe, unres, back, open = 0, 0, 0, 0, 0, 0
-local margin = nil
+local margin, flight = nil, nil
 local function flush()
   add_pending(pending)
   add_visible(visible)
@@ -249,8 +251,9 @@ local function flush()
     end
     incr(L, 'open', open)
     if margin then redis.call('HSET', L, 'margin', margin) end
+    if flight then redis.call('HSET', L, 'flight', flight) end
   end
-  open, margin = 0, nil
+  open, margin, flight = 0, nil, nil
 end
 for i = 5, #ARGV - 4, 5 do
   local kind, op = ARGV[i], tonumber(ARGV[i + 1])
@@ -282,6 +285,8 @@ for i = 5, #ARGV - 4, 5 do
     if fresh then amount = amount + tonumber(ARGV[i + 2]) end
   elseif kind == 'M' then
     if live then margin = ARGV[i + 2] end
+  elseif kind == 'F' then
+    if live then flight = ARGV[i + 2] end
   elseif kind == 'C' then
     local cost = tonumber(ARGV[i + 3])
     if fresh then amount = amount - cost end
@@ -359,7 +364,7 @@ return snapshot('LOST', 0, 0)
 // read_begin(owner, lock_ttl_ms, fresh_ms)
 // FRESH: a read younger than fresh_ms, sent after the last "insufficient" and the last expired lease, can be
 // reused (one sent before an expiry cannot drop what the lease held). GO: the caller holds
-// the refresher lock; `extra` is the read's event number, taken now, before the provider is called, and
+// the refresher lock (taken now, or still its own after a read_end that did not get through); `extra` is the read's event number, taken now, before the provider is called, and
 // `extra2`, `extra3` the `visible` and `back` totals of this moment (passed back to read_end). BUSY: another
 // process reads.
 inline constexpr const char* read_begin = R"LUA(
@@ -369,7 +374,8 @@ local s = state()
 if n(s[2]) == 1 and now_ms() - n(s[8]) < tonumber(ARGV[3]) and n(s[5]) <= n(s[6]) and n(s[18]) <= n(s[6]) then
   return snapshot('FRESH', 0, 0)
 end
-if redis.call('SET', LOCK, ARGV[1], 'NX', 'PX', ARGV[2]) then
+if redis.call('SET', LOCK, ARGV[1], 'NX', 'PX', ARGV[2]) or redis.call('GET', LOCK) == ARGV[1] then
+  redis.call('PEXPIRE', LOCK, ARGV[2])
   local ticket = redis.call('HINCRBY', ST, 'seq', 1)
   return snapshot('GO', 0, ticket, n(redis.call('HGET', ST, 'visible')), n(redis.call('HGET', ST, 'back')))
 end
@@ -390,7 +396,7 @@ if redis.call('EXISTS', ST) == 0 then return {'NOINIT'} end
 if redis.call('GET', LOCK) == ARGV[1] then redis.call('DEL', LOCK) end
 if redis.call('HGET', ST, 'epoch') ~= ARGV[2] then return snapshot('EPOCH', 0, 0) end
 local ticket = tonumber(ARGV[3])
-leases()  -- an expiry noticed now is pending before the fall is explained
+local _, _, _, flight = leases()  -- first: an expiry noticed now is pending before the fall is explained
 local s = state()
 if ticket > n(s[6]) then
   local now, orphan_ttl, balance = now_ms(), tonumber(ARGV[5]), tonumber(ARGV[4])
@@ -422,7 +428,9 @@ if ticket > n(s[6]) then
   local resolved = 0
   if compare then
     local unexplained = previous - dropped - balance
-    local others = left - (n(s[10]) + unres)
+    -- What other jobs could explain: pending ones, and creates in flight (an at-submit provider may have
+    -- charged one before this read was served, its commit not yet here).
+    local others = left - (n(s[10]) + unres) + flight
     local resolvable = unexplained - others
     if #waiting > 0 then
       table.sort(waiting, function(x, y) return x[2].ord < y[2].ord end)

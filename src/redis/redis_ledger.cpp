@@ -75,6 +75,7 @@ bool RedisLedger::try_hold(Credits cost) noexcept {
     if (s.usable()) {
         if (s.free_quota() < cost) return false;
         s.held += cost;
+        remote_->kick();  // the lease records what is in flight (F) before the provider can charge it
         return true;
     }
     if (s.reachable) return false;  // registering, or re-synchronising after a Redis restart: nothing yet

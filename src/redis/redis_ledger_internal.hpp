@@ -25,11 +25,12 @@ namespace detail {
 /// under the guard's lock does not allocate once the outbox has grown.
 struct LedgerOp {
     // A acquire, G give back, D adopt, C commit, S settle, R refund, Z zero, U unresolved commit, B abandon,
-    // X expire an unresolved job, M margin
+    // X expire an unresolved job, M margin, F reservations in flight (the held credits, whose creates an
+    // at-submit provider may charge before their commits arrive: read_end's deferral counts them)
     char kind = 0;
     std::uint64_t number = 0;  // this process's operation counter
     std::uint64_t job = 0;     // C/S/R/U/B/X: the job's number within this process
-    Credits a = 0;             // A: want; G/D: amount; C/U: cost; S: actual; M: margin
+    Credits a = 0;             // A: want; G/D: amount; C/U: cost; S: actual; M: margin; F: held
     Credits b = 0;             // A: minimum useful grant; S/R: what the job reserved
     /// Whether the op names a job (sent as the job's id instead of `a`).
     [[nodiscard]] bool names_job() const noexcept {
@@ -112,6 +113,8 @@ struct RedisLedger::State {
 
     // The margin this process's guard keeps back (written to its lease; the pool keeps back the largest).
     Credits margin = 0;
+    // The held credits as the lease last recorded them (an F op is queued with a batch when they changed).
+    Credits flight_sent = 0;
 
     // What the reads told the guard: the account's running totals when it was last told, and the outcome of
     // the read that just ended (taken by refresh_received).

@@ -225,6 +225,7 @@ asio::awaitable<bool> RedisLedgerRemote::open_lease() {
         s.lease_ok = false;
         s.acquire_outstanding = false;
         args[4] = std::to_string(s.held);
+        s.flight_sent = s.held;  // the lease registers them in flight
         args[5] = std::to_string(s.absorbed_upto);
         args[7] = std::to_string(s.margin);
         for (const RedisLedger::State::Job& job : s.jobs) {
@@ -392,6 +393,10 @@ asio::awaitable<void> RedisLedgerRemote::main_loop() {
                 // starves, beyond `prefetch` otherwise; and a blocked head gives back what cannot serve it, so
                 // that processes each holding part of a cost do not wait on each other.
                 if (!s.lease_ok || !s.reachable) return;
+                if (s.held != s.flight_sent) {
+                    batch.push_back({'F', s.next_op++, 0, s.held, 0});
+                    s.flight_sent = s.held;
+                }
                 Credits keep = config_.prefetch;
                 if (give_all && s.demand == 0) keep = 0;
                 if (s.acquire_blocked && s.demand > 0) keep = 0;
@@ -468,9 +473,11 @@ asio::awaitable<void> RedisLedgerRemote::coordinated_read(std::shared_ptr<Balanc
                                  .async_run(connection_, keys(), std::move(args), asio::as_tuple(asio::use_awaitable));
         const error_code ec = std::get<0>(reply_outcome);  // not a structured binding: clang 14 cannot capture one
         const RedisValue& reply = std::get<1>(reply_outcome);
+        // Redis unreachable (restarting, a connection reset): the connection reconnects; a read failed for this
+        // would make a reject-policy guard refuse jobs the account can pay for, so ask again until `give_up`.
         if (ec) {
-            done(ec, 0);
-            co_return;
+            co_await wait_for(config_.poll_interval);
+            continue;
         }
         const std::string status = status_of(reply);
         if (status == "NOINIT") {  // the main loop registers the lease, which creates the state
@@ -520,9 +527,9 @@ asio::awaitable<void> RedisLedgerRemote::coordinated_read(std::shared_ptr<Balanc
                 .async_run(connection_, keys(), std::move(end_args), asio::as_tuple(asio::use_awaitable));
         const error_code end_ec = std::get<0>(end_outcome);
         const RedisValue& end_reply = std::get<1>(end_outcome);
-        if (end_ec) {
-            done(end_ec, 0);
-            co_return;
+        if (end_ec) {  // the balance may not be applied: read again once Redis answers (the lock is still ours)
+            co_await wait_for(config_.poll_interval);
+            continue;
         }
         update([&](RedisLedger::State& s) {
             apply_snapshot(s, end_reply);
