@@ -93,6 +93,34 @@ BOOST_AUTO_TEST_CASE(keep_alive_uses_one_connection) {
     BOOST_TEST(f.mock.counters().connections_accepted == 1u);
 }
 
+BOOST_AUTO_TEST_CASE(connection_events_reach_the_log_hook_as_fields) {
+    MockFixture f;
+    std::vector<std::string> lines;
+    HttpClientConfig config;
+    config.log = [&lines](const LogEvent& e) { lines.push_back(format_log(e)); };
+    config.log_level = LogLevel::debug;
+    HttpClient client(f.ioc.get_executor(), config);
+    BOOST_TEST(!f.request(client, balance_request(f.mock)).first);
+    const std::string host = f.mock.base_url().substr(std::string("http://").size());
+    BOOST_TEST_REQUIRE(lines.size() == 1u);
+    BOOST_TEST(lines[0] == "debug http connected host=" + host + " tls=no");
+    // Nothing listens on port 9 here: the failure names the host and the cause, never the path.
+    lines.clear();
+    HttpRequest nowhere;
+    nowhere.url = "http://127.0.0.1:9/v1/secret-path?task=1";
+    BOOST_TEST((f.request(client, nowhere).first == errc::connection_failed));
+    BOOST_TEST_REQUIRE(lines.size() == 1u);
+    BOOST_TEST(lines[0].rfind("warning http connect_failed host=127.0.0.1:9 cause=", 0) == 0u, lines[0]);
+    BOOST_TEST(lines[0].find("secret-path") == std::string::npos);
+    // Below its level, nothing.
+    lines.clear();
+    HttpClientConfig quiet = config;
+    quiet.log_level = LogLevel::error;
+    HttpClient quiet_client(f.ioc.get_executor(), quiet);
+    BOOST_TEST((f.request(quiet_client, nowhere).first == errc::connection_failed));
+    BOOST_TEST(lines.empty());
+}
+
 BOOST_AUTO_TEST_CASE(reconnects_after_the_server_closed_an_idle_connection) {
     MockFixture f;
     HttpClient client(f.ioc.get_executor());

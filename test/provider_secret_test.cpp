@@ -61,10 +61,11 @@ BOOST_AUTO_TEST_CASE(key_never_leaks_from_a_failing_run) {
 
         HttpClientConfig hc;
         hc.request_timeout = 300ms;
-        hc.logger = [&logged](std::string_view line) {
-            logged += line;
+        hc.log = [&logged](const LogEvent& event) {
+            logged += format_log(event);
             logged += '\n';
         };
+        hc.log_level = LogLevel::debug;
         // kKey is the wrong key here: every call fails, in as many ways as we can provoke.
         for (const std::string& id : kProviders) {
             auto p = f.provider(id, hc, kKey);

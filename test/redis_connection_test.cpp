@@ -222,6 +222,11 @@ asio::awaitable<void> auth_wrong(RedisConnection& c, std::string password, std::
     for (const auto& line : log)
         BOOST_TEST(line.find(password) == std::string::npos, line);
     BOOST_TEST(!log.empty());
+    // The refusal is logged as an event with the reply's kind, never its text.
+    const bool refused_logged = std::any_of(log.begin(), log.end(), [](const std::string& line) {
+        return line.find("error redis setup_failed step=AUTH reply=WRONGPASS") == 0;
+    });
+    BOOST_TEST(refused_logged);
     c.cancel();
 }
 
@@ -250,7 +255,8 @@ BOOST_AUTO_TEST_CASE(wrong_password_is_a_clear_error_without_the_password) {
     const std::string wrong = "wrong-pass-Zq81";
     config.password = creditguard::SecretString(wrong);
     std::vector<std::string> log;
-    config.logger = [&](std::string_view line) { log.emplace_back(line); };
+    config.log = [&](const creditguard::LogEvent& event) { log.push_back(creditguard::format_log(event)); };
+    config.log_level = creditguard::LogLevel::debug;
     RedisConnection c(ioc.get_executor(), config);
     run_in_background(c);
     run_coro(ioc, auth_wrong(c, wrong, log));

@@ -8,6 +8,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/use_future.hpp>
 
+#include <algorithm>
 #include <thread>
 
 using namespace redis_test;
@@ -184,7 +185,11 @@ asio::awaitable<void> dead_lease_expires(RedisServer& server) {
 asio::awaitable<void> restart_resyncs(RedisServer& server) {
     auto ex = co_await asio::this_coro::executor;
     auto provider = account_with(ex, 100);
-    SharedProcess a(ex, ledger_config(server, DeductionTiming::at_completion), provider);
+    auto a_config = ledger_config(server, DeductionTiming::at_completion);
+    std::vector<std::string> a_log;
+    a_config.redis.log = [&a_log](const creditguard::LogEvent& e) { a_log.push_back(creditguard::format_log(e)); };
+    a_config.redis.log_level = creditguard::LogLevel::info;
+    SharedProcess a(ex, a_config, provider);
     auto [ec1, running] = co_await a.reserve(40);
     BOOST_REQUIRE(!ec1);
     BOOST_REQUIRE(!running.commit());  // submitted; charged only when it completes
@@ -208,6 +213,15 @@ asio::awaitable<void> restart_resyncs(RedisServer& server) {
     BOOST_TEST(b.ledger->ledger_stats().provider_reads + a.ledger->ledger_stats().provider_reads >= 2u);
     BOOST_TEST(a.ledger->ledger_stats().resyncs == 1u);  // A knew the lost state, and registered again
     BOOST_TEST(a.ledger->ledger_stats().lease_opens == 2u);
+    // A's log: the connection lost and made again, the shared state re-created (once), nothing else at warning.
+    const auto logged = [&a_log](std::string_view prefix) {
+        return std::count_if(a_log.begin(), a_log.end(),
+                             [prefix](const std::string& l) { return l.starts_with(prefix); });
+    };
+    BOOST_TEST(logged("warning ledger state_recreated account=") == 1);
+    BOOST_TEST(logged("warning redis connection_lost server=127.0.0.1:") >= 1);
+    BOOST_TEST(logged("info redis connected server=127.0.0.1:") >= 2);
+    BOOST_TEST(logged("warning ledger redis_unreachable") == logged("info ledger redis_reachable"));
     probe.cancel();
     held.release();
     BOOST_REQUIRE(!running.settle(40));

@@ -12,6 +12,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <deque>
+#include <string>
 #include <vector>
 
 namespace cg = creditguard;
@@ -702,6 +703,30 @@ BOOST_AUTO_TEST_CASE(a_reported_refusal_moves_the_waiters) {
     BOOST_TEST(!b->done);
     advance(1ms);
     BOOST_TEST(b->done);
+}
+
+BOOST_AUTO_TEST_CASE(refusals_and_the_rates_they_teach_are_logged) {
+    std::vector<std::string> lines;
+    auto config = windows({});  // unknown: learned, from 4/s
+    config.log = [&lines](const cg::LogEvent& e) { lines.push_back(cg::format_log(e)); };
+    config.log_level = cg::LogLevel::info;
+    cg::RequestBudget budget(ioc.get_executor(), std::move(config), clock);
+    // Creates kept up with at 4/s for a second: slow start doubles the rate (not logged: no answer taught it).
+    std::shared_ptr<Probe> last;
+    for (int i = 0; i < 5; ++i) {
+        last = acquire(budget, RequestKind::create);
+        drain();
+        while (!last->done)
+            advance(10ms);
+    }
+    BOOST_TEST_REQUIRE(*budget.stats().learned_rate == 8.0);
+    BOOST_TEST(lines.empty());
+    budget.report(last->permit, refused());
+    drain();
+    BOOST_TEST(budget.stats().decreases == 1u);
+    const std::vector<std::string> expected{"warning budget rate_limited kind=create",
+                                            "info budget limit_learned requests_per_s=4.000"};
+    BOOST_TEST(lines == expected, boost::test_tools::per_element());
 }
 
 BOOST_AUTO_TEST_CASE(cancellation_and_shutdown_end_waits) {

@@ -56,6 +56,9 @@ enum class errc : int {
     redis_auth_failed,      ///< Redis refused AUTH
     redis_setup_failed,     ///< Redis refused SELECT or CLIENT SETNAME while setting up the connection
     redis_closed,           ///< the Redis connection was closed by cancel()
+
+    // Configuration (provider_config_from_json, ...).
+    invalid_configuration = 400,  ///< a configuration value is missing, of the wrong type or out of range
 };
 
 /// The category of creditguard::errc. Its name is "creditguard".
@@ -68,6 +71,10 @@ inline boost::system::error_code make_error_code(errc e) noexcept {
 /// Short, stable, machine-friendly name of an error ("insufficient_credits", "timeout", ...).
 /// Used by the CLI's one-line error reports. Returns "unknown" for values outside the enum.
 const char* to_string(errc e) noexcept;
+
+/// The stable name of any error code, for logs: to_string(errc) for ours, "system_error" for the others
+/// (never a message, which may come from a provider).
+const char* error_name(const boost::system::error_code& ec) noexcept;
 
 inline std::ostream& operator<<(std::ostream& os, errc e) {
     return os << to_string(e);

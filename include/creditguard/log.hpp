@@ -1,7 +1,9 @@
-// The log hook: what the guard notices, as structured events a program routes to its own logger.
+// The log hook: what the guard and its components notice, as structured events a program routes to its own
+// logger. Each component's configuration takes a hook and a level: GuardConfig, HttpClientConfig, RedisConfig
+// (the shared ledger's connections), RedisLedgerConfig and RequestBudgetConfig.
 //
-// An event is a level, the component ("guard"), a stable event name ("balance_read_failed") and fields whose
-// values are numbers, error names and fixed words: never a provider's message, a URL, a key or a password.
+// An event is a level, the component, a stable event name and fields whose values are numbers, error names,
+// host names and fixed words: never a provider's message, a URL's path or query, a key or a password.
 #pragma once
 
 #include <cstdint>
@@ -17,9 +19,15 @@ enum class LogLevel : std::uint8_t { debug, info, warning, error, off };
 
 struct LogEvent {
     LogLevel level = LogLevel::info;
-    std::string_view component;  ///< "guard"
-    std::string_view event;      ///< balance_read_failed, balance_read_recovered, balance_read, admissions_paused,
-                                 ///< admissions_resumed, breaker_tripped, low_balance, unauthorized
+    /// "guard": balance_read_failed, balance_read_recovered, balance_read, admissions_paused, admissions_resumed,
+    ///          breaker_tripped, low_balance, unauthorized
+    /// "http": resolve_failed, connect_failed, connected, tls_handshake_failed, reconnecting, request_failed
+    /// "redis": connected, connect_failed, connection_lost, setup_failed, request_timed_out, protocol_error,
+    ///          health_check_failed, subscriber_error
+    /// "ledger": lease_lost, state_recreated, redis_unreachable, redis_reachable
+    /// "budget": rate_limited, limit_learned
+    std::string_view component;
+    std::string_view event;
     std::vector<std::pair<std::string_view, std::string>> fields;
 };
 
@@ -33,5 +41,9 @@ const char* to_string(LogLevel level) noexcept;
 bool parse_log_level(std::string_view text, LogLevel& level) noexcept;
 /// One line: "warning guard balance_read_failed error=connection_failed failures_in_row=1".
 std::string format_log(const LogEvent& event);
+
+/// Calls `hook` with the event if it is set and `level` is at or above `threshold`; swallows what it throws.
+void emit_log(const LogHook& hook, LogLevel threshold, LogLevel level, std::string_view component,
+              std::string_view event, std::vector<std::pair<std::string_view, std::string>> fields = {}) noexcept;
 
 }  // namespace creditguard

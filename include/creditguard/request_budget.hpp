@@ -6,6 +6,7 @@
 
 #include "creditguard/clock.hpp"
 #include "creditguard/error.hpp"
+#include "creditguard/log.hpp"
 #include "creditguard/stats.hpp"
 #include "creditguard/types.hpp"
 
@@ -130,6 +131,9 @@ struct RequestBudgetConfig {
     LearningConfig learning;
     /// Several processes on one account: every permit is also taken from this gate. Null: this process only.
     std::shared_ptr<SharedRateGate> shared;
+    /// Optional log hook (component "budget": a provider's rate-limit refusal, a rate learned; see log.hpp).
+    LogHook log;
+    LogLevel log_level = LogLevel::warning;
 };
 
 /// Parses "N/W[,N/W...]" (W in seconds, or with a unit: 500ms, 10s, 1m, 1h; a window may end in

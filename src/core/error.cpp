@@ -68,6 +68,7 @@ private:
         case errc::redis_connect_timeout: return "connecting to Redis timed out";
         case errc::redis_auth_failed: return "Redis refused the credentials (AUTH failed)";
         case errc::redis_setup_failed: return "Redis refused the connection setup (SELECT or CLIENT SETNAME)";
+        case errc::invalid_configuration: return "the configuration is invalid";
         case errc::redis_closed: return "the Redis connection was closed";
         }
         return "unknown creditguard error";
@@ -122,8 +123,13 @@ const char* to_string(errc e) noexcept {
     case errc::redis_auth_failed: return "redis_auth_failed";
     case errc::redis_setup_failed: return "redis_setup_failed";
     case errc::redis_closed: return "redis_closed";
+    case errc::invalid_configuration: return "invalid_configuration";
     }
     return "unknown";
+}
+
+const char* error_name(const boost::system::error_code& ec) noexcept {
+    return ec.category() == error_category() ? to_string(static_cast<errc>(ec.value())) : "system_error";
 }
 
 }  // namespace creditguard

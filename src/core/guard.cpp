@@ -18,10 +18,7 @@ TimePoint saturating_add(TimePoint t, Duration d) noexcept {
     return d >= TimePoint::max() - t ? TimePoint::max() : t + d;
 }
 
-// Log fields: an error's stable name (never its message, which may come from a provider), and seconds.
-std::string error_name(const boost::system::error_code& ec) {
-    return ec.category() == error_category() ? to_string(static_cast<errc>(ec.value())) : "system_error";
-}
+// Log fields: seconds.
 std::string seconds_text(Duration d) {
     char text[32];
     std::snprintf(text, sizeof text, "%.3f", std::chrono::duration<double>(d).count());

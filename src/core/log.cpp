@@ -38,4 +38,13 @@ std::string format_log(const LogEvent& event) {
     return line;
 }
 
+void emit_log(const LogHook& hook, LogLevel threshold, LogLevel level, std::string_view component,
+              std::string_view event, std::vector<std::pair<std::string_view, std::string>> fields) noexcept {
+    if (!hook || level < threshold || level == LogLevel::off) return;
+    try {
+        hook(LogEvent{level, component, event, std::move(fields)});
+    } catch (...) {  // a logger's failure is not the component's
+    }
+}
+
 }  // namespace creditguard

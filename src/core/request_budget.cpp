@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <cstdio>
 #include <sstream>
 #include <stdexcept>
 
@@ -273,9 +274,26 @@ public:
         Completions done;
         std::unique_lock lock(mutex_);
         const TimePoint now = clock_->now();
+        const std::optional<double> rate_before = core_.learned_rate();
         core_.answered(grant, answer, now);
+        const std::optional<double> rate_after = core_.learned_rate();
         pump_locked(now, done);  // a pause or a new rate moves the next wake-up
         finish(lock, done);
+        // Logged after the lock is released (the hook may take its own).
+        const RequestBudgetConfig& c = core_.config();
+        if (answer.rate_limited) {
+            std::vector<std::pair<std::string_view, std::string>> fields{{"kind", to_string(grant.kind)}};
+            if (answer.retry_after)
+                fields.emplace_back(
+                    "retry_after_s",
+                    std::to_string(std::chrono::duration_cast<std::chrono::seconds>(*answer.retry_after).count()));
+            emit_log(c.log, c.log_level, LogLevel::warning, "budget", "rate_limited", std::move(fields));
+        }
+        if (rate_after && rate_after != rate_before) {
+            char rate[32];
+            std::snprintf(rate, sizeof rate, "%.3f", *rate_after);
+            emit_log(c.log, c.log_level, LogLevel::info, "budget", "limit_learned", {{"requests_per_s", rate}});
+        }
     }
 
     void release_slot() {

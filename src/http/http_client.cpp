@@ -180,8 +180,9 @@ struct HttpClient::Impl {
         tls.set_default_verify_paths(ignored);
     }
 
-    void log(const std::string& line) const {
-        if (config.logger) config.logger(line);
+    void log(LogLevel level, std::string_view event,
+             std::vector<std::pair<std::string_view, std::string>> fields = {}) const noexcept {
+        emit_log(config.log, config.log_level, level, "http", event, std::move(fields));
     }
 
     template <class F>
@@ -284,7 +285,7 @@ asio::awaitable<error_code> open_connection(std::shared_ptr<Impl> impl, ConnPtr 
     auto results = co_await resolver->async_resolve(t.host, t.port, asio::redirect_error(asio::use_awaitable, ec));
     resolve_timer.cancel();
     if (ec) {
-        impl->log("creditguard http: cannot resolve " + t.host_header + ": " + ec.message());
+        impl->log(LogLevel::warning, "resolve_failed", {{"host", t.host_header}, {"cause", ec.message()}});
         if (*resolve_timed_out) co_return connect_deadline < deadline ? errc::connect_timeout : errc::request_timeout;
         co_return errc::connection_failed;
     }
@@ -292,13 +293,13 @@ asio::awaitable<error_code> open_connection(std::shared_ptr<Impl> impl, ConnPtr 
     lowest.expires_at(connect_deadline);
     co_await lowest.async_connect(results, asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
-        impl->log("creditguard http: connect to " + t.host_header + " failed: " + ec.message());
+        impl->log(LogLevel::warning, "connect_failed", {{"host", t.host_header}, {"cause", ec.message()}});
         if (ec == beast::error::timeout)
             co_return connect_deadline < deadline ? errc::connect_timeout : errc::request_timeout;
         co_return errc::connection_failed;
     }
     impl->update_stats([](HttpClientStats& s) { ++s.connections_opened; });
-    impl->log("creditguard http: connected to " + t.host_header + (t.tls ? " (tls)" : ""));
+    impl->log(LogLevel::debug, "connected", {{"host", t.host_header}, {"tls", t.tls ? "yes" : "no"}});
     if (!t.tls) co_return error_code{};
 
     error_code addr_ec;
@@ -311,7 +312,7 @@ asio::awaitable<error_code> open_connection(std::shared_ptr<Impl> impl, ConnPtr 
     lowest.expires_at(handshake_deadline);
     co_await conn->stream.async_handshake(ssl::stream_base::client, asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
-        impl->log("creditguard http: TLS handshake with " + t.host_header + " failed: " + ec.message());
+        impl->log(LogLevel::warning, "tls_handshake_failed", {{"host", t.host_header}, {"cause", ec.message()}});
         if (ec == beast::error::timeout)
             co_return handshake_deadline < deadline ? errc::handshake_timeout : errc::request_timeout;
         co_return errc::tls_error;
@@ -481,11 +482,13 @@ asio::awaitable<Result> run_request(std::shared_ptr<Impl> impl, HttpRequest req,
         const bool nothing_sent = x.write_failed && x.written == 0;
         if (reused && attempt == 0 && nothing_reached_us && is_disconnect(ec) && (idempotent || nothing_sent)) {
             impl->update_stats([](HttpClientStats& s) { ++s.retries; });
-            impl->log("creditguard http: " + what() + ": keep-alive connection was closed by the server, reconnecting");
+            impl->log(LogLevel::info, "reconnecting",
+                      {{"request", what()}, {"cause", "the server closed a kept-alive connection"}});
             continue;
         }
         out.first = map_exchange_error(ec, idempotent, x);
-        impl->log("creditguard http: " + what() + " failed: " + ec.message());
+        impl->log(LogLevel::warning, "request_failed",
+                  {{"request", what()}, {"error", error_name(out.first)}, {"cause", ec.message()}});
         co_return out;
     }
 }
@@ -526,7 +529,7 @@ void HttpClient::start(std::shared_ptr<Impl> impl, HttpRequest request, Handler 
     asio::co_spawn(strand, run_request(impl, std::move(request), generation),
                    [impl, h = std::move(handler)](std::exception_ptr ep, Result r) mutable {
                        if (ep) {
-                           impl->log("creditguard http: internal error");
+                           impl->log(LogLevel::error, "internal_error");
                            r = Result{errc::connection_failed, {}};
                        }
                        const bool failed = r.first && r.first != errc::redirect_not_followed;

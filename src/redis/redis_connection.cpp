@@ -131,7 +131,7 @@ public:
         asio::co_spawn(strand, run_loop(shared_from_this()),
                        [self = shared_from_this(), h = std::move(handler)](std::exception_ptr ep) mutable {
                            if (ep) {
-                               self->log("redis: internal error; the connection is closed");
+                               self->log(LogLevel::error, "internal_error");
                                self->stop();
                            }
                            complete_later(self->executor, std::move(h), error_code{});
@@ -203,9 +203,12 @@ private:
         f(stats);
     }
 
-    void log(std::string_view message) const {
-        if (config.logger) config.logger(message);
+    void log(LogLevel level, std::string_view event,
+             std::vector<std::pair<std::string_view, std::string>> fields = {}) const noexcept {
+        emit_log(config.log, config.log_level, level, "redis", event, std::move(fields));
     }
+    /// An error reply's first word (WRONGPASS, NOAUTH, ERR...): what went wrong, without the server's text.
+    static std::string error_kind(const std::string& reply) { return reply.substr(0, reply.find(' ')); }
 
     std::string endpoint_text() const { return config.host + ":" + std::to_string(config.port); }
 
@@ -265,7 +268,7 @@ private:
         }
         if (expired && state == State::ready) {
             // Replies behind the lost one would be stuck too: close, fail the rest, reconnect.
-            log("redis: a request timed out; closing the connection");
+            log(LogLevel::warning, "request_timed_out", {{"effect", "the connection is closed"}});
             drop_reason = errc::redis_connection_lost;
             drop_cause = errc::redis_timeout;
             error_code ignored;
@@ -326,7 +329,7 @@ private:
             switch (decoder->next(v)) {
             case RespDecoder::Status::need_more: return {};
             case RespDecoder::Status::error:
-                log("redis: protocol error: " + decoder->error_message());
+                log(LogLevel::error, "protocol_error", {{"effect", "the connection is closed"}});
                 if (!drop_reason) drop_reason = errc::redis_protocol;
                 drop_cause = errc::redis_protocol;
                 return errc::redis_protocol;
@@ -337,7 +340,8 @@ private:
                 continue;
             }
             if (inflight.empty()) {
-                log("redis: a reply arrived that no request was waiting for; closing the connection");
+                log(LogLevel::error, "protocol_error",
+                    {{"cause", "a reply nobody asked for"}, {"effect", "the connection is closed"}});
                 if (!drop_reason) drop_reason = errc::redis_protocol;
                 drop_cause = errc::redis_protocol;
                 return errc::redis_protocol;
@@ -354,7 +358,7 @@ private:
 
     void on_push(const RedisValue& v) {
         if (v.is_error()) {
-            log("redis: subscriber error reply: " + redact(v.str(), config.password));
+            log(LogLevel::warning, "subscriber_error", {{"reply", error_kind(v.str())}});
             return;
         }
         if (!v.is_array() || v.elements().size() < 3 || !v.at(0).is_string()) return;
@@ -378,7 +382,7 @@ private:
         try {
             push_handler(event);
         } catch (...) {
-            log("redis: the subscriber handler threw; the exception was dropped");
+            log(LogLevel::error, "subscriber_error", {{"cause", "the handler threw"}});
         }
     }
 
@@ -391,7 +395,7 @@ private:
         drop_reason.clear();
         drop_cause.clear();
         update_stats([](RedisStats& s) { ++s.connects; });
-        log("redis: connected to " + endpoint_text());
+        log(LogLevel::info, "connected", {{"server", endpoint_text()}});
         if (pubsub) {
             activity = false;
             ping_outstanding = false;
@@ -419,7 +423,7 @@ private:
 
     void health_check() {
         if (ping_outstanding && !activity) {
-            log("redis: no answer to the health-check PING; closing the connection");
+            log(LogLevel::warning, "health_check_failed", {{"effect", "the connection is closed"}});
             drop_reason = errc::redis_connection_lost;
             drop_cause = errc::redis_timeout;
             error_code ignored;
@@ -448,7 +452,7 @@ private:
             ++s.disconnects;
             s.last_error = cause;
         });
-        log("redis: connection to " + endpoint_text() + " lost: " + cause.message());
+        log(LogLevel::warning, "connection_lost", {{"server", endpoint_text()}, {"error", error_name(cause)}});
         fail_all(inflight, reason);
         if (pubsub) {
             pending.clear();
@@ -470,7 +474,7 @@ private:
             ++s.connect_failures;
             s.last_error = ec;
         });
-        log("redis: connecting to " + endpoint_text() + " failed: " + ec.message());
+        log(LogLevel::warning, "connect_failed", {{"server", endpoint_text()}, {"cause", ec.message()}});
         if (pubsub) {
             pending.clear();
         } else if (ec == errc::redis_auth_failed || ec == errc::redis_setup_failed) {
@@ -571,8 +575,8 @@ private:
             if (status == RespDecoder::Status::value) {
                 if (v.is_error() && !refused) {
                     refused = (auth && got == 0) ? errc::redis_auth_failed : errc::redis_setup_failed;
-                    self->log("redis: " + std::string(got == 0 && auth ? "AUTH" : "setup") +
-                              " refused: " + redact(v.str(), c.password));
+                    self->log(LogLevel::error, "setup_failed",
+                              {{"step", got == 0 && auth ? "AUTH" : "setup"}, {"reply", error_kind(v.str())}});
                 }
                 ++got;
                 continue;

@@ -187,6 +187,10 @@ private:
     bool update(const std::function<void(RedisLedger::State&)>& change, bool answered = false);
     void on_event(const RedisPubSubEvent& event);
     void apply_snapshot(RedisLedger::State& state, const RedisValue& reply);
+    /// Records whether the last script call got through; logs the changes (component "ledger").
+    void note_reachable(bool reachable);
+    void log(LogLevel level, std::string_view event,
+             std::vector<std::pair<std::string_view, std::string>> fields = {}) const noexcept;
     std::vector<std::string> keys() const { return {prefix_}; }
 
     // Declared first: the subscriber's handler (constructed below) holds it.
@@ -206,6 +210,7 @@ private:
     std::atomic<bool> closing_{false};
     // Strand state.
     bool epoch_seen_ = false;      // this process has seen the shared state before
+    bool cut_off_ = false;         // Redis stopped answering after it had answered (logged once per outage)
     std::string epoch_;            // the shared state's epoch the lease lives in
     bool need_open_ = true;        // (re-)register the lease before the next batch
     bool kicked_ = false;          // a kick or wake-up arrived since the loop last looked

@@ -252,7 +252,7 @@ asio::awaitable<bool> RedisLedgerRemote::open_lease() {
     const RedisValue& reply = std::get<1>(reply_outcome);
     if (ec || status_of(reply) != "OK") {
         ++counters_.transport_errors;
-        counters_.reachable = false;
+        note_reachable(false);
         update([&](RedisLedger::State& s) {
             if (s.reachable) s.allowance_left = config_.local_allowance;  // a new outage starts
             s.reachable = false;
@@ -261,10 +261,14 @@ asio::awaitable<bool> RedisLedgerRemote::open_lease() {
     }
     ++counters_.lease_opens;
     std::string epoch = reply.at(1).is_string() ? reply.at(1).str() : std::string{};
-    if (epoch_seen_ && epoch != epoch_) ++counters_.resyncs;  // the state this process knew was lost and re-created
+    if (epoch_seen_ && epoch != epoch_) {  // the state this process knew was lost and re-created
+        ++counters_.resyncs;
+        log(LogLevel::warning, "state_recreated",
+            {{"account", config_.account}, {"effect", "nothing is granted before every process re-registered"}});
+    }
     epoch_seen_ = true;
     epoch_ = std::move(epoch);
-    counters_.reachable = true;
+    note_reachable(true);
     update([&](RedisLedger::State& s) {
         apply_snapshot(s, reply);
         s.lease_ok = true;
@@ -302,7 +306,7 @@ asio::awaitable<void> RedisLedgerRemote::send_batch(std::vector<LedgerOp>& batch
     const RedisValue& reply = std::get<1>(reply_outcome);
     if (ec && ec != errc::redis_error) {
         ++counters_.transport_errors;
-        counters_.reachable = false;
+        note_reachable(false);
         update([&](RedisLedger::State& s) {
             if (s.reachable) s.allowance_left = config_.local_allowance;  // a new outage starts
             s.reachable = false;
@@ -313,7 +317,7 @@ asio::awaitable<void> RedisLedgerRemote::send_batch(std::vector<LedgerOp>& batch
     const std::string status = status_of(reply);
     if (ec || status.empty()) {
         // A script error is a bug, not a transient: resending would fail the same way forever.
-        if (config_.redis.logger) config_.redis.logger("creditguard ledger: script failed: " + reply.to_display());
+        log(LogLevel::error, "script_failed", {{"error", error_name(ec)}, {"effect", "the batch is dropped"}});
         batch.clear();
         co_return;
     }
@@ -330,9 +334,10 @@ asio::awaitable<void> RedisLedgerRemote::send_batch(std::vector<LedgerOp>& batch
         ++counters_.acquires;
         counters_.credits_acquired += static_cast<std::uint64_t>(granted);
     }
-    counters_.reachable = true;
+    note_reachable(true);
     const std::uint64_t last = batch.empty() ? 0 : batch.back().number;
     const bool lost = status == "LOST";
+    if (lost) log(LogLevel::warning, "lease_lost", {{"account", config_.account}, {"effect", "registered again"}});
     update(
         [&](RedisLedger::State& s) {
             apply_snapshot(s, reply);
@@ -447,6 +452,25 @@ void RedisLedgerRemote::on_event(const RedisPubSubEvent& event) {
         self->kicked_ = true;
         self->wake_.cancel();
     });
+}
+
+void RedisLedgerRemote::note_reachable(bool reachable) {
+    if (!reachable && counters_.reachable.load()) {
+        cut_off_ = true;
+        log(LogLevel::warning, "redis_unreachable",
+            {{"account", config_.account},
+             {"effect", "grants only from the live lease and local_allowance (" +
+                            std::to_string(config_.local_allowance) + ")"}});
+    } else if (reachable && cut_off_) {
+        cut_off_ = false;
+        log(LogLevel::info, "redis_reachable", {{"account", config_.account}});
+    }
+    counters_.reachable = reachable;
+}
+
+void RedisLedgerRemote::log(LogLevel level, std::string_view event,
+                            std::vector<std::pair<std::string_view, std::string>> fields) const noexcept {
+    emit_log(config_.redis.log, config_.redis.log_level, level, "ledger", event, std::move(fields));
 }
 
 // ---------------------------------------------------------------------------------------------------------

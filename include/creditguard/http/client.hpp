@@ -1,6 +1,7 @@
 // A small asynchronous HTTP/1.1 client for provider APIs: Beast + OpenSSL, keep-alive, timeouts, caps.
 #pragma once
 
+#include "creditguard/log.hpp"
 #include "creditguard/metrics.hpp"
 #include "creditguard/secret.hpp"
 
@@ -54,8 +55,10 @@ struct HttpClientConfig {
     std::string ca_file;               ///< PEM file of trusted CAs; empty = the system store
     bool verify_peer = true;           ///< verify the certificate chain and the host name (leave on)
     std::string user_agent = "creditguard/0.1";
-    /// Optional log hook (connection events and failures). Never receives secrets or bodies.
-    std::function<void(std::string_view)> logger;
+    /// Optional log hook (component "http": connection events and failures, see log.hpp). Never receives
+    /// secrets, bodies or a URL's path or query.
+    LogHook log;
+    LogLevel log_level = LogLevel::warning;
 };
 
 struct HttpClientStats {

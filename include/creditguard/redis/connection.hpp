@@ -2,6 +2,7 @@
 // pipelining, timeouts, reconnection, a Lua script helper and a pub/sub subscriber.
 #pragma once
 
+#include "creditguard/log.hpp"
 #include "creditguard/secret.hpp"
 
 #include <boost/asio/any_completion_handler.hpp>
@@ -164,8 +165,10 @@ struct RedisConfig {
     /// is reopened. 0 disables. (A RedisConnection notices a dead connection through its request timeouts.)
     std::chrono::milliseconds health_check_interval{5000};
     std::uint64_t random_seed = 0;  ///< jitter seed; 0 = random
-    /// Optional log hook: connection events and failures. Never receives the password or request data.
-    std::function<void(std::string_view)> logger;
+    /// Optional log hook (component "redis": connection events and failures, see log.hpp). Never receives the
+    /// password or request data.
+    LogHook log;
+    LogLevel log_level = LogLevel::warning;
 };
 
 /// Parses redis://[[user]:password@]host[:port][/db] (percent-decoding user and password) into a copy of
