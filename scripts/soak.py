@@ -279,8 +279,9 @@ def main():
     ap.add_argument("--parallel", type=int, default=1, help="rounds run at the same time (each its own mock)")
     ap.add_argument("--faults", default=FAULTS, help=f"the mock's --random-faults (default '{FAULTS}')")
     args = ap.parse_args()
+    # The providers a run can generate with (the others are known by their balance endpoint only).
     PROVIDERS[:] = [p["id"] for p in json.loads(subprocess.run([args.bin, "providers", "--json"], check=True,
-                                                               capture_output=True, text=True).stdout)]
+                                                               capture_output=True, text=True).stdout) if p["tasks"]]
 
     if args.replay is not None:
         seeds = iter([args.replay])

@@ -153,10 +153,10 @@ BOOST_AUTO_TEST_CASE(providers_lists_the_registry) {
     const Ran r = run_cli("providers --json");
     BOOST_TEST_REQUIRE(r.exit_code == 0, r.err);
     const auto list = boost::json::parse(r.out).as_array();
-    BOOST_TEST_REQUIRE(list.size() == cgtest::kProviders.size());
+    BOOST_TEST_REQUIRE(list.size() == cgtest::kAllProviders.size());
     for (std::size_t i = 0; i < list.size(); ++i) {
         const auto& entry = list[i].as_object();
-        const auto* b = cg::find_builtin_provider(cgtest::kProviders[i]);
+        const auto* b = cg::find_builtin_provider(cgtest::kAllProviders[i]);
         BOOST_TEST(entry.at("id").as_string() == b->id);
         BOOST_TEST(entry.at("url").as_string() == b->public_url);
         BOOST_TEST(entry.at("rate_limit").as_string() == cg::format_rate_limits(b->request_budget().windows));
@@ -167,7 +167,7 @@ BOOST_AUTO_TEST_CASE(providers_lists_the_registry) {
 
 BOOST_AUTO_TEST_CASE(balance_prints_one_json_object_for_every_provider) {
     cg::MockProvider mock(mock_config());
-    for (const std::string& id : cgtest::kProviders) {
+    for (const std::string& id : cgtest::kAllProviders) {
         const Ran r = run_cli(std::string("balance --provider ") + id + " --base-url " + mock.base_url(),
                               "CREDITGUARD_API_KEY=" + kKey);
         BOOST_TEST(r.exit_code == 0, id << ": " << r.err);
@@ -496,6 +496,125 @@ BOOST_AUTO_TEST_CASE(run_against_a_separate_mock_server_uses_the_given_base_url_
     BOOST_TEST(mock.credits() == 777 - 4 * 12);
     BOOST_TEST(r.out.find(kKey) == std::string::npos);
     BOOST_TEST(r.err.find(kKey) == std::string::npos);
+}
+
+// --config FILE: written to a temporary file, removed when the test ends.
+struct ConfigFile {
+    std::filesystem::path path;
+    explicit ConfigFile(const std::string& text) {
+        static int counter = 0;
+        path = std::filesystem::temp_directory_path() /
+               ("cg_config_" + std::to_string(::getpid()) + "_" + std::to_string(counter++) + ".json");
+        std::ofstream(path) << text;
+    }
+    ~ConfigFile() { std::filesystem::remove(path); }
+};
+
+BOOST_AUTO_TEST_CASE(a_config_file_describes_the_account_and_options_override_it) {
+    cg::MockProvider mock(mock_config());
+    const ConfigFile config(R"({"provider": "crun", "base_url": ")" + mock.base_url() +
+                            R"(", "api_key_env": "MY_CRUN_KEY", "deduction": "submit", "rate_limit": "off"})");
+    const Ran r = run_cli("balance --config " + config.path.string(), "MY_CRUN_KEY=" + kKey);
+    BOOST_TEST_REQUIRE(r.exit_code == 0, r.err);
+    BOOST_TEST(boost::json::parse(r.out).at("provider").as_string() == "crun");
+    BOOST_TEST(boost::json::parse(r.out).at("balance").as_int64() == 777);
+    // The named variable, and no other: the shared one does not stand in for it.
+    const Ran unset = run_cli("balance --config " + config.path.string(), "CREDITGUARD_API_KEY=" + kKey);
+    BOOST_TEST(unset.exit_code == 2);
+    BOOST_TEST(unset.err.find("MY_CRUN_KEY, which is not set") != std::string::npos, unset.err);
+    // An option on the command line wins over the file.
+    const Ran moved =
+        run_cli("balance --config=" + config.path.string() + " --base-url http://127.0.0.1:9", "MY_CRUN_KEY=" + kKey);
+    BOOST_TEST(moved.exit_code == 1, moved.err);
+    BOOST_TEST(moved.err.find("connection_failed") != std::string::npos, moved.err);
+    BOOST_TEST(r.err.find(kKey) == std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(a_config_file_runs_a_custom_provider_against_the_mock) {
+    cg::MockProvider mock(mock_config());
+    // udioapi.pro's API described by hand under another name, one of two accounts.
+    const ConfigFile config(R"({"accounts": {
+        "other": {"provider": "sunoapi"},
+        "studio": {"provider": {"preset": "udioapi", "id": "studio-udio", "base_url": ")" +
+                            mock.base_url() + R"("}, "deduction": "submit"}}})");
+    const Ran r = run_cli(
+        "run --config " + config.path.string() + " --account studio --jobs 3 --cost 12 --poll-interval 0.01 --json",
+        "CREDITGUARD_STUDIO_UDIO_API_KEY=" + kKey);
+    BOOST_TEST_REQUIRE(r.exit_code == 0, r.err);
+    const auto summary = boost::json::parse(r.out);
+    BOOST_TEST(summary.at("provider").as_string() == "studio-udio");
+    BOOST_TEST(summary.at("completed").as_int64() == 3);
+    BOOST_TEST(mock.credits() == 777 - 36);
+    // Two accounts and none chosen, or one that is not there.
+    const Ran unchosen = run_cli("run --config " + config.path.string(), "CREDITGUARD_API_KEY=" + kKey);
+    BOOST_TEST(unchosen.exit_code == 2);
+    BOOST_TEST(unchosen.err.find("several accounts; choose one with --account NAME") != std::string::npos,
+               unchosen.err);
+    const Ran missing = run_cli("run --config " + config.path.string() + " --account nope");
+    BOOST_TEST(missing.err.find("no account named 'nope'") != std::string::npos, missing.err);
+}
+
+BOOST_AUTO_TEST_CASE(a_wrong_config_file_gets_one_error_naming_the_field) {
+    const auto refused = [](const std::string& text, const std::string& expected) {
+        const ConfigFile config(text);
+        const Ran r = run_cli("balance --config " + config.path.string(), "CREDITGUARD_API_KEY=" + kKey);
+        BOOST_TEST(r.exit_code == 2, text);
+        BOOST_TEST(lines(r.err) == 1, r.err);
+        BOOST_TEST(r.err.find(expected) != std::string::npos, text << " -> " << r.err);
+        BOOST_TEST(r.err.find(kKey) == std::string::npos);
+    };
+    refused("{not json", "not a JSON object");
+    refused("[]", "not a JSON object");
+    refused(R"({"provider": "sunoapi", "api_key": "sk-in-the-file"})",
+            "api_key: keys are never read from the config file");
+    refused(R"({"provider": "sunoapi", "api_key_env": "A", "api_key_file": "/k"})",
+            "api_key_env, api_key_file: give one of them");
+    refused(R"({"provider": "nope"})", "provider: unknown built-in provider 'nope'");
+    refused(R"({"provider": {"id": "x", "balance_path": "/b", "balance_pointer": "/d", "codes": {"4": "bad"}}})",
+            "provider.codes.\"4\": unknown outcome");
+    refused(R"({"provider": {"preset": "zzz"}})", "provider.preset: expected a built-in id");
+    refused(R"({"provider": "sunoapi", "rate_limit": "fast"})", "rate_limit: bad value for --rate-limit 'fast'");
+    refused(R"({"provider": "sunoapi", "max_running": 0})", "max_running: expected a whole number from 1 to 100000");
+    refused(R"({"provider": "sunoapi", "ledger": "mysql://x"})", "ledger: --ledger must be local or redis://");
+    refused(R"({"provider": "sunoapi", "deduction": "never"})", "deduction: bad value for --deduct");
+    refused(R"({"provider": "sunoapi", "colour": "blue"})", "colour: unknown field (provider, ");
+    refused(R"({"accounts": {"a": 1}})", "accounts.a: expected an object");
+    refused(R"({"accounts": {"a": {"provider": "kie", "cost": 3}}})", "accounts.a.cost: unknown field");
+    const Ran missing = run_cli("balance --config /nonexistent/creditguard.json");
+    BOOST_TEST(missing.exit_code == 2);
+    BOOST_TEST(missing.err.find("--config /nonexistent/creditguard.json: not a readable file") != std::string::npos,
+               missing.err);
+    BOOST_TEST(run_cli("balance --config /dev/zero").err.find("not a readable file") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(providers_show_prints_a_config_file_provider) {
+    const Ran r = run_cli("providers --show sunorcc");
+    BOOST_TEST_REQUIRE(r.exit_code == 0, r.err);
+    const auto shown = boost::json::parse(r.out);
+    BOOST_TEST(shown.at("balance_pointer").as_string() == "/data/available");
+    BOOST_TEST(shown.at("auth").at("header").as_string() == "x-api-key");
+    BOOST_TEST(run_cli("providers --show nope").exit_code == 2);
+    BOOST_TEST(run_cli("run --provider sunorcc --base-url http://127.0.0.1:9").err.find("balance only") !=
+               std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(the_shipped_example_configs_are_read) {
+    // Each account of each example: the file is accepted, and the run gets as far as the network (nothing
+    // listens on port 9), so the error is the connection, never the file.
+    const std::string dir = std::string(CREDITGUARD_EXAMPLES_DIR) + "/config/";
+    const auto key_file = std::filesystem::temp_directory_path() / ("cg_example_key_" + std::to_string(::getpid()));
+    std::ofstream(key_file) << kKey << "\n";
+    const std::string env = "MY_RESELLER_KEY=" + kKey + " SUNO_KEY_TEAM_A=" + kKey;
+    for (const std::string account : {"", "team-a", "team-b", "self-hosted"}) {
+        const std::string file = dir + (account.empty() ? "custom-provider.json" : "accounts.json");
+        std::string args = "balance --config " + file + " --base-url http://127.0.0.1:9";
+        if (!account.empty()) args += " --account " + account;
+        if (account == "team-b") args += " --api-key-file " + key_file.string();
+        const Ran r = run_cli(args, env);
+        BOOST_TEST(r.exit_code == 1, args << ": " << r.err);
+        BOOST_TEST(r.err.find("connection_failed") != std::string::npos, args << ": " << r.err);
+    }
+    std::filesystem::remove(key_file);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

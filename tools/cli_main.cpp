@@ -11,6 +11,7 @@
 #include <creditguard/creditguard.hpp>
 #include <creditguard/metrics.hpp>
 #include <creditguard/providers/provider.hpp>
+#include <creditguard/providers/provider_json.hpp>
 #include <creditguard/providers/registry.hpp>
 #include <creditguard/providers/runner.hpp>
 #include <creditguard/redis/rate_gate.hpp>
@@ -66,9 +67,21 @@ int fail(const boost::system::error_code& ec) {
 }
 
 std::optional<cg::ProviderConfig> provider_for(const Options& o, std::string& why) {
+    if (o.custom_provider) {  // from --config
+        cg::ProviderConfig config = *o.custom_provider;
+        if (!o.base_url.empty()) config.base_url = o.base_url;
+        if (config.base_url.empty()) why = "the config file's provider has no base_url (nor was --base-url given)";
+        return config.base_url.empty() ? std::nullopt : std::optional(std::move(config));
+    }
     auto config = cg::builtin_provider(o.provider, o.base_url);
     if (!config) why = "unknown provider '" + o.provider + "' (" + cg::builtin_provider_ids() + ")";
     return config;
+}
+
+// A provider whose requests carry no key (a self-hosted server) needs none.
+std::optional<cg::SecretString> key_for(const cg::ProviderConfig& config, const Options& o, std::string& why) {
+    if (config.auth_style == cg::AuthStyle::none) return cg::SecretString();
+    return cg_cli::load_api_key(o, why);
 }
 
 // --------------------------------------------------------------------------------------------
@@ -78,7 +91,7 @@ int balance_command(const Options& o) {
     std::string why;
     auto config = provider_for(o, why);
     if (!config) return cg_cli::usage(why);
-    auto key = cg_cli::load_api_key(o, why);
+    auto key = key_for(*config, o, why);
     if (!key) return cg_cli::usage(why);
     asio::io_context ioc;
     try {
@@ -367,6 +380,13 @@ int exit_code_of(const std::map<std::string, Cause>& causes) {
 
 // The registry as the user sees it: one line per built-in provider, or one JSON array.
 int providers_command(int argc, char** argv) {
+    if (argc >= 2 && std::string_view(argv[1]) == "--show") {
+        // One provider's whole configuration, as a --config file's "provider" object takes it.
+        const auto config = argc == 3 ? cg::builtin_provider(argv[2]) : std::nullopt;
+        if (!config) return cg_cli::usage("providers --show takes a built-in id (" + cg::builtin_provider_ids() + ")");
+        std::cout << boost::json::serialize(cg::provider_config_to_json(*config)) << "\n";
+        return 0;
+    }
     const bool json = argc == 2 && std::string_view(argv[1]) == "--json";
     if (argc > 2 || (argc == 2 && !json)) return cg_cli::usage("providers takes only --json");
     boost::json::array out;
@@ -382,7 +402,8 @@ int providers_command(int argc, char** argv) {
                                               {"deduction", deduction},
                                               {"rate_limit", cg::format_rate_limits(budget.windows)},
                                               {"limit_source", cg::to_string(budget.source)},
-                                              {"limits", b.limits}});
+                                              {"limits", b.limits},
+                                              {"tasks", !b.config(std::string(b.public_url)).create_path.empty()}});
         } else {
             std::cout << b.id << "  " << b.service << "  " << b.public_url << "  " << b.limits << "\n";
         }
@@ -409,12 +430,14 @@ int run_command(Options o) {
         if (o.mock_rate_limit)
             mock->set_rate_limit(static_cast<int>(o.mock_rate_limit->requests),
                                  std::chrono::duration_cast<std::chrono::milliseconds>(o.mock_rate_limit->per));
-    } else {
-        key = cg_cli::load_api_key(o, why);
-        if (!key) return cg_cli::usage(why);
     }
     auto config = provider_for(o, why);
     if (!config) return cg_cli::usage(why);
+    if (config->create_path.empty())
+        return cg_cli::usage("provider '" + o.provider +
+                             "' has no task calls configured (balance only): describe them in a --config file");
+    if (!mock) key = key_for(*config, o, why);
+    if (!key) return cg_cli::usage(why);
     if (o.deduct) config->deduction = *o.deduct;
     o.runner.poll_max = std::max(o.runner.poll_max, o.runner.poll_initial);
 
@@ -429,6 +452,16 @@ int run_command(Options o) {
     RunTally tally;
     tally.jobs = o.jobs;
     cg::GuardStats stats;
+    // --log-level: every component's events, one stderr line each.
+    cg::LogHook to_stderr;
+    if (o.log_level != cg::LogLevel::off)
+        to_stderr = [](const cg::LogEvent& event) { std::cerr << "creditguard: " << cg::format_log(event) << "\n"; };
+    o.http.log = to_stderr;
+    o.http.log_level = o.log_level;
+    if (o.redis) {
+        o.redis->log = to_stderr;
+        o.redis->log_level = o.log_level;
+    }
     try {
         cg::Provider provider(cg::HttpClient(ioc.get_executor(), o.http), *config, std::move(*key));
         cg::GuardConfig gc;
@@ -436,10 +469,8 @@ int run_command(Options o) {
         gc.deduction = config->deduction;
         gc.default_max_wait = o.max_wait;
         gc.low_watermark = o.low_watermark;
-        if (o.log_level != cg::LogLevel::off) {
-            gc.log_level = o.log_level;
-            gc.log = [](const cg::LogEvent& event) { std::cerr << "creditguard: " << cg::format_log(event) << "\n"; };
-        }
+        gc.log = to_stderr;
+        gc.log_level = o.log_level;
         // Every provider request takes a permit: --rate-limit, else the provider's preset. The presets are
         // the public providers' limits: a provider on loopback (the embedded mock, a test server) is paced
         // to --mock-rate-limit or not at all.
@@ -468,6 +499,8 @@ int run_command(Options o) {
                 tally.rate_gate = gate.get();
                 bc.shared = std::move(gate);
             }
+            bc.log = to_stderr;
+            bc.log_level = o.log_level;
             budget = std::make_shared<cg::RequestBudget>(ioc.get_executor(), std::move(bc));
             o.runner.budget = budget;
             tally.budget = budget.get();

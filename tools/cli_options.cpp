@@ -172,13 +172,18 @@ int help() {
                   [--log-level debug|info|warning|error|off]
   creditguard mock [--port P] [--credits N] [--cost K] [--deduct submit|complete] [...]
   creditguard providers [--json]      the built-in providers, their URLs and request limits
+  creditguard providers --show ID     one built-in provider's configuration, as --config takes it
   creditguard --version
-common: [--api-key-file PATH] [--ca-file PATH] [--allow-insecure-http]; --option=value works too
+common: [--config FILE] [--api-key-file PATH] [--ca-file PATH] [--allow-insecure-http]; --option=value works too
 ID is one of )"
         << cg::builtin_provider_ids()
         << R"(. The API key comes from --api-key-file, CREDITGUARD_<ID>_API_KEY (e.g. CREDITGUARD_SUNOAPI_API_KEY) or
 CREDITGUARD_API_KEY.
 run without --base-url starts the embedded mock provider (its own key).
+--config FILE (JSON) describes an account: "provider" (a built-in id, or an object: a custom provider, or
+{"preset": ID, ...changes}), "base_url", "api_key_env" or "api_key_file" (never the key itself), "deduction",
+"rate_limit", "max_running", "ledger"; or several under "accounts": {NAME: {...}}, picked with --account NAME.
+Options given on the command line override the file. See docs/config.md.
 --ledger redis://... shares one account's credits among every process using the same server and --account
 (default: the provider's name); a Redis password comes from CREDITGUARD_REDIS_PASSWORD, never the URL.
 --rate-limit paces every provider request (default: the provider's documented or inferred limit, learned
@@ -198,7 +203,143 @@ credits released) and polls the submitted ones to their end, then prints the sum
     return 0;
 }
 
+bool apply_option(std::string_view arg, std::string_view value, Options& o, std::string& why) {
+    const auto choice = [&](std::string_view expected) {
+        why = bad_value(arg, value, expected);
+        return false;
+    };
+    bool ok = true;
+    if (arg == "--provider") {
+        ok = not_empty(arg, value, o.provider, why);
+    } else if (arg == "--base-url")
+        ok = origin_of(value, o.base_url, why);
+    else if (arg == "--api-key-file")
+        ok = not_empty(arg, value, o.api_key_file, why);
+    else if (arg == "--ca-file")
+        ok = not_empty(arg, value, o.http.ca_file, why);
+    else if (arg == "--jobs")
+        ok = integer(arg, value, 0, 1'000'000, o.jobs, why);
+    else if (arg == "--concurrency")
+        ok = integer(arg, value, 1, 1'000, o.concurrency, why);
+    else if (arg == "--cost")
+        ok = integer(arg, value, cg::Credits{1}, cg::GuardConfig{}.max_reservation, o.cost, why);
+    else if (arg == "--max-wait")
+        ok = seconds(arg, value, o.max_wait, why);
+    else if (arg == "--max-job-time")
+        ok = seconds(arg, value, o.runner.max_job_time, why);
+    else if (arg == "--timeout") {
+        cg::Duration d{};
+        ok = seconds(arg, value, d, why);
+        o.http.request_timeout = to_ms(d);
+    } else if (arg == "--poll-interval") {
+        ok = seconds(arg, value, o.runner.poll_initial, why);
+        o.poll_interval_set = true;
+    } else if (arg == "--policy") {
+        if (value == "queue")
+            o.policy = cg::AdmissionPolicy::queue;
+        else if (value == "reject")
+            o.policy = cg::AdmissionPolicy::reject;
+        else
+            ok = choice("queue or reject");
+    } else if (arg == "--deduct") {
+        if (value == "submit")
+            o.deduct = cg::DeductionTiming::at_submit;
+        else if (value == "complete")
+            o.deduct = cg::DeductionTiming::at_completion;
+        else if (value == "unknown")
+            o.deduct = cg::DeductionTiming::unknown;
+        else
+            ok = choice("submit, complete or unknown");
+    } else if (arg == "--ledger") {
+        ok = ledger_of(value, o, why);
+    } else if (arg == "--account") {
+        ok = not_empty(arg, value, o.account, why);
+    } else if (arg == "--lease-ttl") {
+        cg::Duration d{};
+        ok = seconds(arg, value, 0.1, 3600, d, why);
+        o.lease_ttl = to_ms(d);
+    } else if (arg == "--mock-credits")
+        ok = integer(arg, value, cg::Credits{0}, kMaxCredits, o.mock.credits, why);
+    else if (arg == "--mock-deduct") {
+        if (value == "submit")
+            o.mock.deduct = cg::DeductionTiming::at_submit;
+        else if (value == "complete")
+            o.mock.deduct = cg::DeductionTiming::at_completion;
+        else
+            ok = choice("submit or complete");
+    } else if (arg == "--mock-polls")
+        ok = integer(arg, value, 1, 10'000, o.mock.polls_to_complete, why);
+    else if (arg == "--mock-failure-rate") {
+        if (!decimal(value, 0.0, 1.0, o.mock.failure_rate)) ok = choice("a fraction from 0 to 1 (e.g. 0.25)");
+    } else if (arg == "--rate-limit") {
+        // Pacing of every provider request: the provider's preset unless overridden here.
+        o.pacing = value != "off";
+        o.rate_limit.reset();
+        if (o.pacing) {
+            auto limits = cg::parse_rate_limits(value);
+            if (limits)
+                o.rate_limit = std::move(*limits);
+            else
+                ok = choice(
+                    "N/W[,N/W...] (W in seconds, or 500ms, 10s, 1m, 1h; :create, :status or :balance "
+                    "after a window), unknown or off");
+        }
+    } else if (arg == "--log-level") {
+        if (!cg::parse_log_level(value, o.log_level)) ok = choice("debug, info, warning, error or off");
+    } else if (arg == "--metrics-port") {
+        int port = 0;
+        ok = integer(arg, value, 0, 65'535, port, why);
+        o.metrics_port = static_cast<unsigned short>(port);
+    } else if (arg == "--max-running") {
+        int running = 0;
+        ok = integer(arg, value, 1, 100'000, running, why);
+        o.max_running = static_cast<std::size_t>(running);
+    } else if (arg == "--mock-rate-limit") {
+        // The embedded mock refuses beyond N requests per W (fixed windows), as a provider would.
+        auto limits = cg::parse_rate_limits(value);
+        if (limits && limits->windows.size() == 1 && limits->windows.front().kinds == cg::all_request_kinds)
+            o.mock_rate_limit = limits->windows.front();
+        else
+            ok = choice("N/W (e.g. 20/10s)");
+    } else if (arg == "--mock-task-seconds") {
+        // The embedded mock's tasks finish this long after they were created, however often polled.
+        cg::Duration d{};
+        ok = seconds(arg, value, d, why);
+        o.mock.finish_unpolled_after = d;
+        o.mock.polls_to_complete = 1'000'000;
+    } else if (arg == "--config") {
+        // Read before every other option (see parse): nothing to do here.
+    } else {
+        why = "unknown option " + std::string(arg);
+        return false;
+    }
+    if (!ok && why.empty()) why = bad_value(arg, value, "a valid value");
+    return ok;
+}
+
+// The value of option `name` (--name V or --name=V; the last one given), if any.
+std::optional<std::string_view> find_option(int argc, char** argv, std::string_view name) {
+    std::optional<std::string_view> found;
+    for (int i = 1; i < argc; ++i) {
+        const std::string_view arg = argv[i];
+        if (arg == name && i + 1 < argc)
+            found = argv[++i];
+        else if (arg.size() > name.size() && arg.rfind(name, 0) == 0 && arg[name.size()] == '=')
+            found = arg.substr(name.size() + 1);
+    }
+    return found;
+}
+
 bool parse(int argc, char** argv, Options& o, std::string& why) {
+    // A config file is read first, so that every option given overrides it; --account picks one of its accounts.
+    if (const auto config = find_option(argc, argv, "--config")) {
+        const auto account = find_option(argc, argv, "--account");
+        if (config->empty()) {
+            why = bad_value("--config", *config, "a file name");
+            return false;
+        }
+        if (!apply_config_file(std::string(*config), std::string(account.value_or("")), o, why)) return false;
+    }
     for (int i = 1; i < argc; ++i) {
         std::string_view arg = argv[i];
         if (arg == "--api-key" || arg.rfind("--api-key=", 0) == 0) {
@@ -227,122 +368,16 @@ bool parse(int argc, char** argv, Options& o, std::string& why) {
             return false;
         }
         const std::string_view value = inline_value ? *inline_value : std::string_view(argv[++i]);
-        const auto choice = [&](std::string_view expected) {
-            why = bad_value(arg, value, expected);
-            return false;
-        };
-        bool ok = true;
-        if (arg == "--provider") {
-            ok = not_empty(arg, value, o.provider, why);
-        } else if (arg == "--base-url")
-            ok = origin_of(value, o.base_url, why);
-        else if (arg == "--api-key-file")
-            ok = not_empty(arg, value, o.api_key_file, why);
-        else if (arg == "--ca-file")
-            ok = not_empty(arg, value, o.http.ca_file, why);
-        else if (arg == "--jobs")
-            ok = integer(arg, value, 0, 1'000'000, o.jobs, why);
-        else if (arg == "--concurrency")
-            ok = integer(arg, value, 1, 1'000, o.concurrency, why);
-        else if (arg == "--cost")
-            ok = integer(arg, value, cg::Credits{1}, cg::GuardConfig{}.max_reservation, o.cost, why);
-        else if (arg == "--max-wait")
-            ok = seconds(arg, value, o.max_wait, why);
-        else if (arg == "--max-job-time")
-            ok = seconds(arg, value, o.runner.max_job_time, why);
-        else if (arg == "--timeout") {
-            cg::Duration d{};
-            ok = seconds(arg, value, d, why);
-            o.http.request_timeout = to_ms(d);
-        } else if (arg == "--poll-interval") {
-            ok = seconds(arg, value, o.runner.poll_initial, why);
-            o.poll_interval_set = true;
-        } else if (arg == "--policy") {
-            if (value == "queue")
-                o.policy = cg::AdmissionPolicy::queue;
-            else if (value == "reject")
-                o.policy = cg::AdmissionPolicy::reject;
-            else
-                ok = choice("queue or reject");
-        } else if (arg == "--deduct") {
-            if (value == "submit")
-                o.deduct = cg::DeductionTiming::at_submit;
-            else if (value == "complete")
-                o.deduct = cg::DeductionTiming::at_completion;
-            else if (value == "unknown")
-                o.deduct = cg::DeductionTiming::unknown;
-            else
-                ok = choice("submit, complete or unknown");
-        } else if (arg == "--ledger") {
-            ok = ledger_of(value, o, why);
-        } else if (arg == "--account") {
-            ok = not_empty(arg, value, o.account, why);
-        } else if (arg == "--lease-ttl") {
-            cg::Duration d{};
-            ok = seconds(arg, value, 0.1, 3600, d, why);
-            o.lease_ttl = to_ms(d);
-        } else if (arg == "--mock-credits")
-            ok = integer(arg, value, cg::Credits{0}, kMaxCredits, o.mock.credits, why);
-        else if (arg == "--mock-deduct") {
-            if (value == "submit")
-                o.mock.deduct = cg::DeductionTiming::at_submit;
-            else if (value == "complete")
-                o.mock.deduct = cg::DeductionTiming::at_completion;
-            else
-                ok = choice("submit or complete");
-        } else if (arg == "--mock-polls")
-            ok = integer(arg, value, 1, 10'000, o.mock.polls_to_complete, why);
-        else if (arg == "--mock-failure-rate") {
-            if (!decimal(value, 0.0, 1.0, o.mock.failure_rate)) ok = choice("a fraction from 0 to 1 (e.g. 0.25)");
-        } else if (arg == "--rate-limit") {
-            // Pacing of every provider request: the provider's preset unless overridden here.
-            o.pacing = value != "off";
-            o.rate_limit.reset();
-            if (o.pacing) {
-                auto limits = cg::parse_rate_limits(value);
-                if (limits)
-                    o.rate_limit = std::move(*limits);
-                else
-                    ok = choice(
-                        "N/W[,N/W...] (W in seconds, or 500ms, 10s, 1m, 1h; :create, :status or :balance "
-                        "after a window), unknown or off");
-            }
-        } else if (arg == "--log-level") {
-            if (!cg::parse_log_level(value, o.log_level)) ok = choice("debug, info, warning, error or off");
-        } else if (arg == "--metrics-port") {
-            int port = 0;
-            ok = integer(arg, value, 0, 65'535, port, why);
-            o.metrics_port = static_cast<unsigned short>(port);
-        } else if (arg == "--max-running") {
-            int running = 0;
-            ok = integer(arg, value, 1, 100'000, running, why);
-            o.max_running = static_cast<std::size_t>(running);
-        } else if (arg == "--mock-rate-limit") {
-            // The embedded mock refuses beyond N requests per W (fixed windows), as a provider would.
-            auto limits = cg::parse_rate_limits(value);
-            if (limits && limits->windows.size() == 1 && limits->windows.front().kinds == cg::all_request_kinds)
-                o.mock_rate_limit = limits->windows.front();
-            else
-                ok = choice("N/W (e.g. 20/10s)");
-        } else if (arg == "--mock-task-seconds") {
-            // The embedded mock's tasks finish this long after they were created, however often polled.
-            cg::Duration d{};
-            ok = seconds(arg, value, d, why);
-            o.mock.finish_unpolled_after = d;
-            o.mock.polls_to_complete = 1'000'000;
-        } else {
-            why = "unknown option " + std::string(arg);
-            return false;
-        }
-        if (!ok) {
-            if (why.empty()) why = bad_value(arg, value, "a valid value");
-            return false;
-        }
+        if (!apply_option(arg, value, o, why)) return false;
     }
-    if (!o.redis && (!o.account.empty() || o.lease_ttl)) {
+    // (--account may also pick one of a config file's accounts, which need not share a ledger.)
+    if (!o.redis && ((!o.account.empty() && o.account != o.config_account) || o.lease_ttl)) {
         why = "--account and --lease-ttl need --ledger redis://HOST:PORT";
         return false;
     }
+    if (!o.redis) o.account.clear();
+    if (o.account.empty() && o.redis) o.account = o.config_account;  // the config file's account name
+    if (o.custom_provider && o.base_url.empty()) o.base_url = o.custom_provider->base_url;
     // Derived values are computed once here, overflow-checked (the ranges above already keep them small).
     if (__builtin_mul_overflow(o.cost, cg::Credits{o.concurrency}, &o.low_watermark)) {
         why = "--cost " + std::to_string(o.cost) + " times --concurrency " + std::to_string(o.concurrency) +
@@ -355,7 +390,14 @@ bool parse(int argc, char** argv, Options& o, std::string& why) {
 
 std::optional<cg::SecretString> load_api_key(const Options& o, std::string& why) {
     std::string key;
-    if (!o.api_key_file.empty()) {
+    if (!o.api_key_env.empty()) {
+        const char* named = std::getenv(o.api_key_env.c_str());
+        if (named == nullptr || *named == 0) {
+            why = "the config file takes the API key from " + o.api_key_env + ", which is not set";
+            return std::nullopt;
+        }
+        key = named;
+    } else if (!o.api_key_file.empty()) {
         std::ifstream in(o.api_key_file);
         if (!in) {
             why = "cannot read --api-key-file";

@@ -4,6 +4,7 @@
 #include <creditguard/config.hpp>
 #include <creditguard/http/client.hpp>
 #include <creditguard/log.hpp>
+#include <creditguard/providers/provider.hpp>
 #include <creditguard/providers/runner.hpp>
 #include <creditguard/redis/ledger.hpp>
 #include <creditguard/request_budget.hpp>
@@ -20,6 +21,10 @@ struct Options {
     std::string provider;      ///< empty: not given (run uses sunoapi); an empty --provider is refused
     std::string base_url;      ///< scheme://host[:port] only: the paths are the provider's own
     std::string api_key_file;  ///< the key is never taken from an argument
+    std::string api_key_env;   ///< a config file's api_key_env: the variable holding the key
+    /// A config file's provider object (a custom provider, or a built-in with changes); `provider` is its id.
+    std::optional<creditguard::ProviderConfig> custom_provider;
+    std::string config_account;  ///< the config file account's name, when it has several
     int jobs = 24;
     int concurrency = 4;
     creditguard::Credits cost = 12;
@@ -49,14 +54,21 @@ struct Options {
 /// (see usage()). On failure says why, naming the option and the bad value.
 bool parse(int argc, char** argv, Options& options, std::string& why);
 
+/// Applies one option's value (`arg` is "--name"), checked as parse() does.
+bool apply_option(std::string_view arg, std::string_view value, Options& options, std::string& why);
+
+/// Reads a --config file (see cli_config.cpp for its fields) into `options`; `account` picks one of its
+/// accounts (empty: the only one). On failure says why, naming the file and the field.
+bool apply_config_file(const std::string& path, const std::string& account, Options& options, std::string& why);
+
 /// Says what was wrong on one stderr line (pointing to --help) and returns the usage exit code (2).
 int usage(std::string_view why);
 
 /// Prints the whole usage on stdout (asked for with help, --help or -h) and returns 0.
 int help();
 
-/// The API key from --api-key-file, else CREDITGUARD_<PROVIDER>_API_KEY, else CREDITGUARD_API_KEY; nullopt (and
-/// why) when there is none.
+/// The API key from the config file's api_key_env, else --api-key-file (or the file's api_key_file), else
+/// CREDITGUARD_<PROVIDER>_API_KEY, else CREDITGUARD_API_KEY; nullopt (and why) when there is none.
 std::optional<creditguard::SecretString> load_api_key(const Options& options, std::string& why);
 
 /// CREDITGUARD_<ID>_API_KEY for a provider id (upper case, anything but letters and digits as '_').

@@ -5,6 +5,8 @@
 #include "creditguard/core.hpp"
 #include "creditguard/http/client.hpp"
 #include "creditguard/providers/provider.hpp"
+#include "creditguard/providers/provider_json.hpp"
+#include "creditguard/providers/registry.hpp"
 #include "creditguard/providers/runner.hpp"
 #include "creditguard/redis/connection.hpp"
 #include "creditguard/redis/ledger.hpp"

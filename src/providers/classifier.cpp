@@ -398,7 +398,20 @@ boost::system::result<Credits> detail::balance_in(const ProviderConfig& cfg, con
     error_code ec;
     const json::value* v = body.doc.find_pointer(cfg.balance_pointer, ec);
     if (!v) return error_code(errc::malformed_response);
-    return balance_from_json(*v);
+    auto balance = balance_from_json(*v);
+    for (const std::string& pointer : cfg.balance_add_pointers) {
+        if (!balance) break;
+        const json::value* part = body.doc.find_pointer(pointer, ec);
+        if (!part) return error_code(errc::malformed_response);
+        const auto more = balance_from_json(*part);
+        if (!more) return more;
+        // Each part is within 2^53 (balance_from_json), and so is every partial sum: no overflow. Each part is
+        // floored on its own, so the sum never exceeds what the provider holds.
+        constexpr Credits kMax = Credits{1} << 53;
+        if (*balance + *more > kMax || *balance + *more < -kMax) return error_code(errc::malformed_response);
+        balance = *balance + *more;
+    }
+    return balance;
 }
 
 }  // namespace creditguard

@@ -140,6 +140,87 @@ ProviderConfig crun_config(std::string base) {
     return c;
 }
 
+// The providers below are known by their balance endpoint (and gcui-art/suno-api by its task calls too). Marked
+// per field: [doc] their documentation, [client] a public client, [inferred] our reading. A preset without a
+// create path serves balance reads and the guard; `creditguard run` needs a config file giving the task calls.
+
+ProviderConfig sunorcc_config(std::string base) {
+    ProviderConfig c;
+    c.id = "sunorcc";
+    c.base_url = std::move(base);
+    c.auth_style = AuthStyle::header;
+    c.auth_header = "x-api-key";                          // [doc]
+    c.balance_path = "/api/v1/account/balance";           // [doc]
+    c.balance_pointer = "/data/available";                // [doc] data{available, frozen, total}: frozen is spent
+    c.message_pointers = {"/message", "/msg", "/error"};  // [inferred]
+    c.codes = {
+        {401, Outcome::unauthorized},                // [inferred]
+        {402, Outcome::insufficient_credits, true},  // [doc] 402 with a text
+        {403, Outcome::unauthorized},                // [inferred]
+        {429, Outcome::rate_limited},                // [doc] with Retry-After seconds
+        {500, Outcome::server_error},
+    };
+    return c;
+}
+
+// musicapi.ai and sunoapi.com: {"credits": N, "extra_credits": M}; the spendable balance is the sum [doc].
+ProviderConfig credits_split_config(std::string id, std::string base) {
+    ProviderConfig c;
+    c.id = std::move(id);
+    c.base_url = std::move(base);
+    c.balance_path = "/api/v1/get-credits";               // [doc]
+    c.balance_pointer = "/credits";                       // [doc]
+    c.balance_add_pointers = {"/extra_credits"};          // [doc] extra credits are spent first
+    c.message_pointers = {"/message", "/msg", "/error"};  // [inferred]
+    c.codes = {
+        {401, Outcome::unauthorized},          // [inferred]
+        {402, Outcome::insufficient_credits},  // [inferred]
+        {403, Outcome::unauthorized, true},    // [inferred]
+        {429, Outcome::rate_limited, true},    // [inferred]
+        {500, Outcome::server_error},
+    };
+    return c;
+}
+
+ProviderConfig musicapi_config(std::string base) {
+    return credits_split_config("musicapi", std::move(base));
+}
+
+ProviderConfig sunoapicom_config(std::string base) {
+    return credits_split_config("sunoapicom", std::move(base));
+}
+
+// gcui-art/suno-api, self-hosted: it holds the Suno session itself, so requests carry no key [client].
+ProviderConfig gcui_config(std::string base) {
+    ProviderConfig c;
+    c.id = "gcui";
+    c.base_url = std::move(base);
+    c.auth_style = AuthStyle::none;
+    c.balance_path = "/api/get_limit";  // [client] {"credits_left", "period", "monthly_limit", "monthly_usage"}
+    c.balance_pointer = "/credits_left";
+    c.code_pointer.clear();  // errors are HTTP statuses with {"error": "..."} [client]
+    c.message_pointers = {"/error", "/message"};
+    c.codes = {
+        {402, Outcome::insufficient_credits},  // [client]
+        {429, Outcome::rate_limited},          // [inferred]
+        {500, Outcome::server_error},
+    };
+    c.create_path = "/api/generate";  // [client] answers an array of clips
+    c.task_id_pointers = {"/0/id"};
+    c.create_template = json::object{{"make_instrumental", false}, {"wait_audio", false}};
+    c.prompt_pointer = "/prompt";
+    c.status_path = "/api/get";  // [client] ?ids=ID answers an array of clips
+    c.status_query = "ids";
+    c.status_pointer = "/0/status";
+    c.statuses = {{"submitted", TaskState::pending},
+                  {"queued", TaskState::pending},
+                  {"streaming", TaskState::running},
+                  {"complete", TaskState::success},
+                  {"error", TaskState::failed}};
+    c.fail_reason_pointer = "/0/error_message";
+    return c;
+}
+
 // Request-rate presets, from the provider reference ("Rate limits").
 RequestBudgetConfig sunoapi_limits() {
     // Documented: 20 requests every 10 seconds per key, every kind of request counted.
@@ -158,6 +239,17 @@ RequestBudgetConfig kie_limits() {
     return c;
 }
 
+RequestBudgetConfig sunorcc_limits() {
+    // Documented per key: 60 creates, 120 task queries and 120 account calls a minute.
+    using std::chrono::minutes;
+    RequestBudgetConfig c;
+    c.windows = {RateWindow{60, minutes(1), kind_bit(RequestKind::create), 1},
+                 RateWindow{120, minutes(1), kind_bit(RequestKind::status), 1},
+                 RateWindow{120, minutes(1), kind_bit(RequestKind::balance), 1}};
+    c.source = LimitSource::documented;
+    return c;
+}
+
 // No published limit: unknown, learned from the provider's answers.
 RequestBudgetConfig unknown_limits() {
     return {};
@@ -173,6 +265,14 @@ constexpr BuiltinProvider kBuiltins[] = {
      udioapi_config, unknown_limits},
     {"crun", "crun.ai", "https://api.crun.ai", DeductionTiming::unknown, "unknown (learned)", "sunoapi", crun_config,
      unknown_limits},
+    {"sunorcc", "sunor.cc (balance only)", "https://sunor.cc", DeductionTiming::at_submit,
+     "60 creates, 120 polls, 120 balance reads / min (documented)", "sunoapi", sunorcc_config, sunorcc_limits},
+    {"musicapi", "musicapi.ai (balance only)", "https://api.musicapi.ai", DeductionTiming::unknown, "unknown (learned)",
+     "sunoapi", musicapi_config, unknown_limits},
+    {"sunoapicom", "sunoapi.com (balance only)", "https://api.sunoapi.com", DeductionTiming::unknown,
+     "unknown (learned)", "sunoapi", sunoapicom_config, unknown_limits},
+    {"gcui", "gcui-art/suno-api (self-hosted, no key)", "http://localhost:3000", DeductionTiming::unknown,
+     "unknown (learned)", "sunoapi", gcui_config, unknown_limits},
 };
 
 }  // namespace

@@ -112,8 +112,9 @@ struct Provider::State {
         r.url = config.base_url + path_and_query;
         r.headers.emplace_back("Accept", "application/json");
         if (method == HttpMethod::post) r.headers.emplace_back("Content-Type", "application/json");
-        r.secret_headers.emplace_back(config.auth_style == AuthStyle::bearer ? "Authorization" : config.auth_header,
-                                      auth_value);
+        if (config.auth_style != AuthStyle::none)
+            r.secret_headers.emplace_back(config.auth_style == AuthStyle::bearer ? "Authorization" : config.auth_header,
+                                          auth_value);
         r.body = std::move(body);
         return r;
     }
@@ -165,7 +166,7 @@ Provider::Provider(HttpClient http, ProviderConfig config, SecretString api_key)
         fail("base_url must be an absolute http:// or https:// URL");
     if (config.balance_path.empty() || config.balance_path.front() != '/') fail("balance_path must start with '/'");
     if (config.auth_style == AuthStyle::header && config.auth_header.empty()) fail("auth_header is empty");
-    if (api_key.empty()) fail("the API key is empty");
+    if (api_key.empty() && config.auth_style != AuthStyle::none) fail("the API key is empty");
     state_ = std::make_shared<const State>(State{std::move(config), std::move(api_key), std::move(http)});
 }
 

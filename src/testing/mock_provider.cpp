@@ -1,4 +1,5 @@
-// The mock provider: a small Beast server that imitates sunoapi.org, kie.ai, udioapi.pro and crun.ai.
+// The mock provider: a small Beast server that imitates sunoapi.org, kie.ai, udioapi.pro and crun.ai, the
+// balance endpoints of sunor.cc, musicapi.ai and sunoapi.com, and a self-hosted gcui-art/suno-api.
 #include "creditguard/testing/mock_provider.hpp"
 
 #include <boost/asio/co_spawn.hpp>
@@ -40,7 +41,7 @@ using boost::system::error_code;
 
 namespace {
 
-enum class Flavor { sunoapi, kie, udioapi, crun };
+enum class Flavor { sunoapi, kie, udioapi, crun, sunorcc, credits_split, gcui };
 enum class Endpoint { balance, create, status, unknown };
 enum class TaskPhase { pending, running, success, failed };
 
@@ -290,6 +291,8 @@ struct MockProvider::Impl : std::enable_shared_from_this<MockProvider::Impl> {
     }
 
     Response error(Flavor f, int code, std::string_view message, const http::request<http::string_body>& req) const {
+        if (f == Flavor::gcui)  // an HTTP status and {"error": text}, whatever the error style
+            return make(static_cast<unsigned>(code), json::serialize(json::object{{"error", message}}), req);
         json::object body;
         if (style != ErrorStyle::status_only) body["code"] = code;
         body[msg_key(f)] = message;
@@ -324,6 +327,11 @@ struct MockProvider::Impl : std::enable_shared_from_this<MockProvider::Impl> {
             {"/api/v1/client/account/balance", static_cast<int>(Flavor::crun), Endpoint::balance},
             {"/api/v1/client/job/CreateTask", static_cast<int>(Flavor::crun), Endpoint::create},
             {"/api/v1/client/job/TaskInfo", static_cast<int>(Flavor::crun), Endpoint::status},
+            {"/api/v1/account/balance", static_cast<int>(Flavor::sunorcc), Endpoint::balance},
+            {"/api/v1/get-credits", static_cast<int>(Flavor::credits_split), Endpoint::balance},
+            {"/api/get_limit", static_cast<int>(Flavor::gcui), Endpoint::balance},
+            {"/api/generate", static_cast<int>(Flavor::gcui), Endpoint::create},
+            {"/api/get", static_cast<int>(Flavor::gcui), Endpoint::status},
         };
         for (const auto& r : rows) {
             if (r.path == path) {
@@ -338,7 +346,8 @@ struct MockProvider::Impl : std::enable_shared_from_this<MockProvider::Impl> {
     }
 
     bool authorized(Flavor f, const http::request<http::string_body>& req) const {
-        if (f == Flavor::crun) {
+        if (f == Flavor::gcui) return true;  // self-hosted: it holds the session, requests carry no key
+        if (f == Flavor::crun || f == Flavor::sunorcc) {
             auto it = req.find("x-api-key");
             return it != req.end() && key.equals(it->value());
         }
@@ -605,7 +614,10 @@ struct MockProvider::Impl : std::enable_shared_from_this<MockProvider::Impl> {
         case Endpoint::balance: a.response = balance(f, req); break;
         case Endpoint::create: a.response = create(f, req); break;
         case Endpoint::status: {
-            const char* param = f == Flavor::udioapi ? "workId" : f == Flavor::crun ? "task_id" : "taskId";
+            const char* param = f == Flavor::udioapi ? "workId"
+                                : f == Flavor::crun  ? "task_id"
+                                : f == Flavor::gcui  ? "ids"
+                                                     : "taskId";
             std::string id;
             if (url)
                 for (auto p : url->params())
@@ -624,6 +636,26 @@ struct MockProvider::Impl : std::enable_shared_from_this<MockProvider::Impl> {
         case Flavor::kie: return ok(f, {{"data", credits}}, req);
         case Flavor::udioapi: return ok(f, {{"data", json::object{{"credits", credits}, {"used_credits", used}}}}, req);
         case Flavor::crun: return ok(f, {{"data", json::object{{"balance", credits}}}}, req);
+        case Flavor::sunorcc: {
+            Credits frozen = 0;  // charged at submit, tasks still running
+            for (const auto& [id, t] : tasks)
+                if (in_flight(t)) frozen += t.charged_amount;
+            return ok(f,
+                      {{"data", json::object{{"available", credits}, {"frozen", frozen}, {"total", credits + frozen}}}},
+                      req);
+        }
+        case Flavor::credits_split: {
+            const Credits extra = credits > 0 ? credits / 4 : 0;
+            return make(200, json::serialize(json::object{{"credits", credits - extra}, {"extra_credits", extra}}),
+                        req);
+        }
+        case Flavor::gcui:
+            return make(200,
+                        json::serialize(json::object{{"credits_left", credits},
+                                                     {"period", "day"},
+                                                     {"monthly_limit", credits + used},
+                                                     {"monthly_usage", used}}),
+                        req);
         }
         return error(f, 500, "unreachable", req);
     }
@@ -662,6 +694,8 @@ struct MockProvider::Impl : std::enable_shared_from_this<MockProvider::Impl> {
         case Flavor::kie: return ok(f, {{"data", json::object{{"taskId", id}}}}, req);
         case Flavor::udioapi: return ok(f, {{"workId", id}, {"data", json::object{{"task_id", id}}}}, req);
         case Flavor::crun: return ok(f, {{"data", json::object{{"task_id", id}}}}, req);
+        case Flavor::gcui: return make(200, json::serialize(json::array{gcui_clip(tasks.at(id))}), req);
+        default: break;
         }
         return error(f, 500, "unreachable", req);
     }
@@ -697,6 +731,17 @@ struct MockProvider::Impl : std::enable_shared_from_this<MockProvider::Impl> {
         }
         ++books.tasks_succeeded;
         t.phase = TaskPhase::success;
+    }
+
+    static json::object gcui_clip(const Task& t) {
+        const char* s = t.phase == TaskPhase::pending   ? "submitted"
+                        : t.phase == TaskPhase::running ? "streaming"
+                        : t.phase == TaskPhase::success ? "complete"
+                                                        : "error";
+        return json::object{{"id", t.id},
+                            {"status", s},
+                            {"audio_url", t.phase == TaskPhase::success ? "https://cdn.invalid/" + t.id + ".mp3" : ""},
+                            {"error_message", t.phase == TaskPhase::failed ? t.fail_reason : ""}};
     }
 
     Response status(Flavor f, const http::request<http::string_body>& req, const std::string& id) {
@@ -758,6 +803,8 @@ struct MockProvider::Impl : std::enable_shared_from_this<MockProvider::Impl> {
             if (t.phase == TaskPhase::failed) data["error"] = t.fail_reason;
             return ok(f, {{"data", std::move(data)}}, req);
         }
+        case Flavor::gcui: return make(200, json::serialize(json::array{gcui_clip(t)}), req);
+        default: break;
         }
         return error(f, 500, "unreachable", req);
     }

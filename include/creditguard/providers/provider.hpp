@@ -57,6 +57,7 @@ struct CodeRule {
 enum class AuthStyle {
     bearer,  ///< Authorization: Bearer KEY
     header,  ///< <auth_header>: KEY
+    none,    ///< no credentials (a self-hosted server holding its own session, e.g. gcui-art/suno-api)
 };
 
 enum class TaskState { pending, running, success, failed, unknown };
@@ -77,6 +78,9 @@ struct ProviderConfig {
     // Balance.
     std::string balance_path;     ///< e.g. "/api/v1/generate/credit"
     std::string balance_pointer;  ///< JSON pointer to the balance, e.g. "/data" or "/data/balance"
+    /// More JSON pointers whose values add to it, for providers that split the spendable balance
+    /// (musicapi.ai: /credits + /extra_credits). Each must be present and valid, like the first.
+    std::vector<std::string> balance_add_pointers;
 
     // Classification.
     std::string code_pointer = "/code";  ///< empty: the body carries no code

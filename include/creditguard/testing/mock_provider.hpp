@@ -165,6 +165,9 @@ struct CannedResponse {
 ///   udioapi  GET /api/v2/credits, POST /api/v2/generate, GET /api/v2/feed?workId=
 ///   crun     GET /api/v1/client/account/balance, POST /api/v1/client/job/CreateTask,
 ///            GET /api/v1/client/job/TaskInfo?task_id=
+///   sunorcc  GET /api/v1/account/balance (x-api-key): data{available, frozen (charged tasks still running), total}
+///   musicapi, sunoapicom  GET /api/v1/get-credits: {credits, extra_credits} (a quarter of the balance is extra)
+///   gcui     GET /api/get_limit, POST /api/generate, GET /api/get?ids= (arrays of clips; no key checked)
 /// Faults apply in this order: reset before processing, truncate, injected, HTTP 500, gateway error, malformed,
 /// the random mode's faults drawn before processing, bursts, maintenance, rate limit, code, key; then the
 /// request is processed; then the faults after processing (reset, gateway error, delay; manual, then random).
