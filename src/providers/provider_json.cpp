@@ -95,25 +95,25 @@ public:
         return true;
     }
     bool outcome(std::string_view field, const json::value& v, Outcome& out) {
-        if (v.is_string())
-            for (const Outcome o : kOutcomes)
-                if (v.get_string() == to_string(o)) {
-                    out = o;
-                    return true;
-                }
-        return fail(field, "unknown outcome (" + names_of(kOutcomes) + ")");
+        return named(field, v, kOutcomes, "outcome", out);
     }
     bool state(std::string_view field, const json::value& v, TaskState& out) {
-        if (v.is_string())
-            for (const TaskState s : kStates)
-                if (v.get_string() == to_string(s)) {
-                    out = s;
-                    return true;
-                }
-        return fail(field, "unknown task state (" + names_of(kStates) + ")");
+        return named(field, v, kStates, "task state", out);
     }
 
 private:
+    /// One of `values`, by its to_string name.
+    template <class Values, class T>
+    bool named(std::string_view field, const json::value& v, const Values& values, std::string_view what, T& out) {
+        for (const T value : values) {
+            if (v.is_string() && v.get_string() == to_string(value)) {
+                out = value;
+                return true;
+            }
+        }
+        return fail(field, "unknown " + std::string(what) + " (" + names_of(values) + ")");
+    }
+
     std::string& why_;
     bool ok_ = true;
 };
