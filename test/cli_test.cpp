@@ -12,6 +12,7 @@
 
 #include <sys/wait.h>
 #include <unistd.h>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -615,6 +616,89 @@ BOOST_AUTO_TEST_CASE(the_shipped_example_configs_are_read) {
         BOOST_TEST(r.err.find("connection_failed") != std::string::npos, args << ": " << r.err);
     }
     std::filesystem::remove(key_file);
+}
+
+BOOST_AUTO_TEST_CASE(plan_says_whether_a_batch_fits) {
+    const Ran fits = run_cli("plan --jobs 8 --cost 12 --mock-credits 100 --json");
+    BOOST_TEST_REQUIRE(fits.exit_code == 0, fits.err);
+    const auto p = boost::json::parse(fits.out);
+    BOOST_TEST(p.at("fit").as_string() == "fits");
+    BOOST_TEST(p.at("available").as_int64() == 100);
+    BOOST_TEST(p.at("needed").at("expected").as_int64() == 96);
+    BOOST_TEST(lines(fits.out) == 1);
+    // Two more jobs: 8 are paid for, 20 credits short.
+    const Ran short_of = run_cli("plan --jobs 10 --cost 12 --mock-credits 100 --json");
+    BOOST_TEST(short_of.exit_code == 3, short_of.err);
+    const auto q = boost::json::parse(short_of.out);
+    BOOST_TEST(q.at("fit").as_string() == "does_not_fit");
+    BOOST_TEST(q.at("covered").at("expected").as_int64() == 8);
+    BOOST_TEST(q.at("shortfall").at("expected").as_int64() == 20);
+    // A cost range: enough at the expected cost, not at the high one.
+    const Ran range = run_cli("plan --jobs 10 --cost 10 --cost-range 8:12 --mock-credits 100");
+    BOOST_TEST(range.exit_code == 3, range.err);
+    BOOST_TEST(range.out.rfind("may_not_fit: 10 of 10 jobs at 10 credits (100 needed, 100 available)\n", 0) == 0u,
+               range.out);
+    BOOST_TEST(range.out.find("at the high cost 12: 8 jobs (20 short)") != std::string::npos, range.out);
+    BOOST_TEST(run_cli("plan --cost 10 --cost-range 11:12").exit_code == 2);
+    BOOST_TEST(run_cli("plan --cost-range 12").exit_code == 2);
+    // `run --dry-run` is the same plan, and spends nothing.
+    const Ran dry = run_cli("run --dry-run --jobs 10 --cost 12 --mock-credits 100 --json");
+    BOOST_TEST(dry.exit_code == 3);
+    BOOST_TEST(boost::json::parse(dry.out).at("shortfall").at("expected").as_int64() == 20);
+}
+
+BOOST_AUTO_TEST_CASE(require_fit_starts_nothing_until_the_credits_cover_the_run) {
+    cg::MockProvider mock(mock_config());  // 777 credits, 12 a job
+    const std::string run =
+        "run --base-url " + mock.base_url() + " --jobs 80 --cost 12 --poll-interval 0.01 --require-fit --json";
+    // Without the check the run would be refused at job 65 (64 x 12 = 768).
+    const Ran refused = run_cli(run, "CREDITGUARD_API_KEY=" + kKey);
+    BOOST_TEST(refused.exit_code == 3, refused.err);
+    BOOST_TEST(refused.err.find("does_not_fit: 64 of 80 jobs at 12 credits (960 needed, 777 available, 183 short)") !=
+                   std::string::npos,
+               refused.err);
+    BOOST_TEST(refused.err.find("error: does_not_fit: --require-fit") != std::string::npos, refused.err);
+    BOOST_TEST(mock.counters().creates == 0u);
+    BOOST_TEST(mock.credits() == 777);
+    // Topped up: the same command runs to the end.
+    mock.add_credits(183);
+    const Ran done = run_cli(run, "CREDITGUARD_API_KEY=" + kKey);
+    BOOST_TEST_REQUIRE(done.exit_code == 0, done.err);
+    BOOST_TEST(boost::json::parse(done.out).at("completed").as_int64() == 80);
+    BOOST_TEST(mock.credits() == 0);
+}
+
+BOOST_AUTO_TEST_CASE(a_plans_expected_time_under_a_rate_limit_is_the_runs) {
+    // 20 jobs of a create and two polls, paced to 20 requests / 2 s: the plan says about 6 s.
+    const std::string args =
+        " --jobs 20 --cost 1 --concurrency 8 --mock-credits 1000 --mock-polls 2"
+        " --mock-rate-limit 20/2s --rate-limit 20/2s --poll-interval 0.01 --json";
+    const Ran plan = run_cli("plan" + args);
+    BOOST_TEST_REQUIRE(plan.exit_code == 0, plan.err);
+    const double expected = boost::json::parse(plan.out).at("expected_wall_s").as_double();
+    BOOST_TEST(expected == 60 / 9.9, boost::test_tools::tolerance(0.001));
+    const Ran ran = run_cli("run" + args);
+    BOOST_TEST_REQUIRE(ran.exit_code == 0, ran.err);
+    const double measured = boost::json::parse(ran.out).at("elapsed_s").as_double();
+    BOOST_TEST_MESSAGE("plan " << expected << " s, run " << measured << " s");
+    BOOST_TEST(std::abs(expected - measured) <= 0.10 * measured, "plan " << expected << " s, run " << measured << " s");
+}
+
+BOOST_AUTO_TEST_CASE(plan_estimate_asks_the_provider_for_the_cost) {
+    cg::MockProvider mock(mock_config());  // as crun.ai it prices a job at 12; --cost says 5
+    const std::string at = " --base-url " + mock.base_url() + " --estimate --jobs 100 --cost 5 --json";
+    const Ran r = run_cli("plan --provider crun" + at, "CREDITGUARD_API_KEY=" + kKey);
+    BOOST_TEST(r.exit_code == 3, r.err);
+    const auto p = boost::json::parse(r.out);
+    BOOST_TEST(p.at("cost").at("expected").as_int64() == 12);
+    BOOST_TEST(p.at("covered").at("expected").as_int64() == 64);  // 777 / 12
+    BOOST_TEST(p.at("assumptions").at(0).as_string() == "the provider estimates one job at 12 credits");
+    BOOST_TEST(mock.counters().creates == 0u);  // an estimate is not a job
+    // A provider without an estimate: --cost stands, and the plan says so.
+    const Ran none = run_cli("plan --provider sunoapi" + at, "CREDITGUARD_API_KEY=" + kKey);
+    BOOST_TEST(none.exit_code == 0, none.err);
+    BOOST_TEST(boost::json::parse(none.out).at("assumptions").at(0).as_string() ==
+               "the provider gave no estimate (not_found): --cost 5 is used");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -35,6 +35,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <limits>
@@ -412,6 +414,125 @@ int providers_command(int argc, char** argv) {
     return 0;
 }
 
+// The limits a run paces its requests to: --rate-limit, else the provider's preset. The presets are the public
+// providers' limits: a provider on loopback (the embedded mock, a test server) is paced to --mock-rate-limit
+// (embedded mock) or not at all.
+std::optional<cg::RequestBudgetConfig> limits_for(const Options& o, bool embedded_mock) {
+    if (!o.pacing) return std::nullopt;
+    if (o.rate_limit) return o.rate_limit;
+    if (!on_loopback(o.base_url)) return cg::builtin_request_budget(o.provider);
+    if (!o.mock_rate_limit || !embedded_mock) return std::nullopt;
+    cg::RequestBudgetConfig limits;
+    limits.windows = {*o.mock_rate_limit};
+    limits.source = cg::LimitSource::configured;
+    return limits;
+}
+
+// The plan for the run `o` describes: one balance read, the request limit the run would pace to, and the
+// requests a job makes (a create, and its polls: the task's duration over --poll-interval when given, the
+// embedded mock's --mock-polls, else one).
+cg::Plan plan_for(const Options& o, const cg::ProviderConfig& config, const cg::SecretString& key, bool embedded_mock,
+                  std::string& read_error) {
+    asio::io_context ioc;
+    cg::Provider provider(cg::HttpClient(ioc.get_executor(), o.http), config, key);
+    boost::system::error_code read_ec;
+    cg::Credits balance = 0;
+    provider.async_balance([&](boost::system::error_code ec, cg::BalanceReply reply) {
+        read_ec = ec;
+        balance = reply.balance;
+    });
+    ioc.run();
+    cg::PlanInputs inputs;
+    if (read_ec) {
+        read_error = std::string(cg::error_name(read_ec)) + ": " + read_ec.message();
+    } else {
+        inputs.balance_known = true;
+        inputs.available = balance;
+        inputs.balance_age = cg::Duration::zero();
+    }
+    if (const auto limits = limits_for(o, embedded_mock)) inputs.requests_per_second = cg::paced_rate(*limits);
+    cg::PlanRequest request;
+    request.jobs = static_cast<std::uint64_t>(o.jobs);
+    request.cost = o.cost_range.value_or(cg::JobCost::exactly(o.cost));
+    std::string estimate_note;
+    if (o.estimate) {
+        // The provider's price for one job's create body, in place of --cost (the range widened to hold it).
+        boost::system::error_code estimate_ec;
+        cg::Credits estimate = 0;
+        provider.async_estimate(provider.make_create_body("creditguard plan"),
+                                [&](boost::system::error_code ec, cg::CostEstimate e) {
+                                    estimate_ec = ec;
+                                    estimate = e.credits;
+                                });
+        ioc.restart();
+        ioc.run();
+        if (estimate_ec) {
+            estimate_note = "the provider gave no estimate (" + std::string(cg::error_name(estimate_ec)) +
+                            "): --cost " + std::to_string(o.cost) + " is used";
+        } else {
+            request.cost.expected = estimate;
+            request.cost.low = std::min(request.cost.low, estimate);
+            request.cost.high = std::max(request.cost.high, estimate);
+            estimate_note = "the provider estimates one job at " + std::to_string(estimate) + " credits";
+        }
+    }
+    request.concurrency = static_cast<std::uint64_t>(o.concurrency);
+    request.task_duration = o.task_duration;
+    double polls = 1;
+    if (o.task_duration && o.runner.poll_initial > cg::Duration::zero())
+        polls = std::min(1000.0, std::ceil(std::chrono::duration<double>(*o.task_duration) /
+                                           std::chrono::duration<double>(o.runner.poll_initial)));
+    else if (embedded_mock)
+        polls = o.mock.polls_to_complete;
+    request.requests_per_job = 1 + polls;
+    cg::Plan plan = cg::make_plan(request, inputs);
+    if (!estimate_note.empty()) plan.assumptions.insert(plan.assumptions.begin(), estimate_note);
+    return plan;
+}
+
+boost::json::object plan_json(const cg::Plan& p) {
+    const auto triple = [](cg::Credits low, cg::Credits expected, cg::Credits high) {
+        return boost::json::object{{"low", low}, {"expected", expected}, {"high", high}};
+    };
+    boost::json::array assumptions;
+    for (const auto& a : p.assumptions)
+        assumptions.emplace_back(a);
+    boost::json::object out{
+        {"fit", cg::to_string(p.fit)},
+        {"jobs", p.request.jobs},
+        {"cost", triple(p.request.cost.low, p.request.cost.expected, p.request.cost.high)},
+        {"balance_known", p.inputs.balance_known},
+        {"available", p.inputs.available},
+        {"covered",
+         boost::json::object{{"low", p.covered_low}, {"expected", p.covered_expected}, {"high", p.covered_high}}},
+        {"needed", boost::json::object{{"expected", p.needed_expected}, {"high", p.needed_high}}},
+        {"shortfall", boost::json::object{{"expected", p.shortfall_expected}, {"high", p.shortfall_high}}},
+        {"requests_per_job", p.request.requests_per_job},
+        {"assumptions", std::move(assumptions)}};
+    out["requests_per_second"] =
+        p.inputs.requests_per_second ? boost::json::value(*p.inputs.requests_per_second) : boost::json::value(nullptr);
+    out["expected_wall_s"] = p.expected_wall
+                                 ? boost::json::value(std::chrono::duration<double>(*p.expected_wall).count())
+                                 : boost::json::value(nullptr);
+    return out;
+}
+
+// 0: the run fits; 3: it does not (or may not, at the high cost); 1: the balance could not be read.
+int plan_exit_code(const cg::Plan& p) {
+    if (p.fit == cg::PlanFit::fits) return 0;
+    return p.fit == cg::PlanFit::unknown ? 1 : 3;
+}
+
+int print_plan(const Options& o, const cg::Plan& p, const std::string& read_error) {
+    if (o.json)
+        std::cout << boost::json::serialize(plan_json(p)) << "\n";
+    else
+        std::cout << cg::describe(p);
+    if (!read_error.empty())
+        std::cerr << "error: balance_unknown: the balance could not be read (" << read_error << ")\n";
+    return plan_exit_code(p);
+}
+
 int run_command(Options o) {
     std::string why;
     std::unique_ptr<cg::MockProvider> mock;
@@ -433,13 +554,32 @@ int run_command(Options o) {
     }
     auto config = provider_for(o, why);
     if (!config) return cg_cli::usage(why);
-    if (config->create_path.empty())
+    if (config->create_path.empty() && !o.dry_run)
         return cg_cli::usage("provider '" + o.provider +
                              "' has no task calls configured (balance only): describe them in a --config file");
     if (!mock) key = key_for(*config, o, why);
     if (!key) return cg_cli::usage(why);
     if (o.deduct) config->deduction = *o.deduct;
     o.runner.poll_max = std::max(o.runner.poll_max, o.runner.poll_initial);
+    if (o.dry_run || o.require_fit) {
+        std::string read_error;
+        cg::Plan plan;
+        try {
+            plan = plan_for(o, *config, *key, mock != nullptr, read_error);
+        } catch (const std::exception& e) {
+            return fail("invalid_configuration", e.what());
+        }
+        if (o.dry_run) return print_plan(o, plan, read_error);
+        if (plan.fit != cg::PlanFit::fits) {
+            // Nothing was spent: the run would have been refused partway (--require-fit).
+            std::cerr << cg::describe(plan);
+            if (!read_error.empty())
+                return fail("balance_unknown", "the balance could not be read (" + read_error + ")");
+            (void)fail(cg::to_string(plan.fit),
+                       "--require-fit: the credits cannot pay for every job; nothing was started");
+            return 3;
+        }
+    }
 
     asio::io_context ioc;
     // `o` outlives this function (a parameter ends with the caller's expression), the io_context does not: the
@@ -471,18 +611,9 @@ int run_command(Options o) {
         gc.low_watermark = o.low_watermark;
         gc.log = to_stderr;
         gc.log_level = o.log_level;
-        // Every provider request takes a permit: --rate-limit, else the provider's preset. The presets are
-        // the public providers' limits: a provider on loopback (the embedded mock, a test server) is paced
-        // to --mock-rate-limit or not at all.
+        // Every provider request takes a permit.
         std::shared_ptr<cg::RequestBudget> budget;
-        std::optional<cg::RequestBudgetConfig> limits = o.rate_limit;
-        if (!limits && o.pacing && !on_loopback(o.base_url)) limits = cg::builtin_request_budget(o.provider);
-        if (!limits && o.pacing && o.mock_rate_limit && mock) {
-            limits.emplace();
-            limits->windows = {*o.mock_rate_limit};
-            limits->source = cg::LimitSource::configured;
-        }
-        if (!o.pacing) limits.reset();
+        const std::optional<cg::RequestBudgetConfig> limits = limits_for(o, mock != nullptr);
         if (limits || o.max_running > 0) {
             cg::RequestBudgetConfig bc = limits ? *limits : cg::RequestBudgetConfig{};
             if (!limits) bc.learning.enabled = false;  // only the cap on running tasks
@@ -664,8 +795,9 @@ int main(int argc, char** argv) {
         if (o.provider.empty()) return cg_cli::usage("balance needs --provider");
         return balance_command(o);
     }
-    if (command == "run") {
+    if (command == "run" || command == "plan") {
         if (o.provider.empty()) o.provider = std::string(cg::builtin_providers().front().id);
+        if (command == "plan") o.dry_run = true;  // `plan` is `run --dry-run`
         return run_command(std::move(o));
     }
     return cg_cli::usage("unknown command '" + command + "'");

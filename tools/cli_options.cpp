@@ -173,6 +173,7 @@ int help() {
   creditguard mock [--port P] [--credits N] [--cost K] [--deduct submit|complete] [...]
   creditguard providers [--json]      the built-in providers, their URLs and request limits
   creditguard providers --show ID     one built-in provider's configuration, as --config takes it
+  creditguard plan [run's options] [--cost-range LOW:HIGH] [--task-seconds S] [--estimate]   (= run --dry-run)
   creditguard --version
 common: [--config FILE] [--api-key-file PATH] [--ca-file PATH] [--allow-insecure-http]; --option=value works too
 ID is one of )"
@@ -184,6 +185,11 @@ run without --base-url starts the embedded mock provider (its own key).
 {"preset": ID, ...changes}), "base_url", "api_key_env" or "api_key_file" (never the key itself), "deduction",
 "rate_limit", "max_running", "ledger"; or several under "accounts": {NAME: {...}}, picked with --account NAME.
 Options given on the command line override the file. See docs/config.md.
+plan (or run --dry-run) reads the balance once and says whether the jobs fit: how many the credits pay for,
+the shortfall, and the expected time under the request limit (and --task-seconds, --concurrency at a time);
+--cost-range LOW:HIGH around --cost. Exit 0 fits, 3 does not (or may not, at the high cost), 1 balance
+unknown. run --require-fit plans first and starts nothing (exit 3) unless every job can be paid for.
+--estimate asks the provider what one job costs (where it offers it: crun) and plans with that.
 --ledger redis://... shares one account's credits among every process using the same server and --account
 (default: the provider's name); a Redis password comes from CREDITGUARD_REDIS_PASSWORD, never the URL.
 --rate-limit paces every provider request (default: the provider's documented or inferred limit, learned
@@ -307,6 +313,19 @@ bool apply_option(std::string_view arg, std::string_view value, Options& o, std:
         ok = seconds(arg, value, d, why);
         o.mock.finish_unpolled_after = d;
         o.mock.polls_to_complete = 1'000'000;
+    } else if (arg == "--cost-range") {
+        // LOW:HIGH around --cost (checked once every option is read).
+        const auto colon = value.find(':');
+        cg::JobCost range;
+        ok = colon != std::string_view::npos &&
+             integer(arg, value.substr(0, colon), cg::Credits{0}, cg::GuardConfig{}.max_reservation, range.low, why) &&
+             integer(arg, value.substr(colon + 1), cg::Credits{0}, cg::GuardConfig{}.max_reservation, range.high, why);
+        if (!ok) return choice("LOW:HIGH, whole numbers of credits (e.g. 10:14)");
+        o.cost_range = range;
+    } else if (arg == "--task-seconds") {
+        cg::Duration d{};
+        ok = seconds(arg, value, d, why);
+        o.task_duration = d;
     } else if (arg == "--config") {
         // Read before every other option (see parse): nothing to do here.
     } else {
@@ -352,15 +371,17 @@ bool parse(int argc, char** argv, Options& o, std::string& why) {
             inline_value = arg.substr(eq + 1);
             arg = arg.substr(0, eq);
         }
-        if (arg == "--json" || arg == "--allow-insecure-http") {
+        if (arg == "--json" || arg == "--allow-insecure-http" || arg == "--dry-run" || arg == "--require-fit" ||
+            arg == "--estimate") {
             if (inline_value) {
                 why = std::string(arg) + " takes no value";
                 return false;
             }
-            if (arg == "--json")
-                o.json = true;
-            else
-                o.http.allow_insecure_http = true;
+            if (arg == "--json") o.json = true;
+            if (arg == "--allow-insecure-http") o.http.allow_insecure_http = true;
+            if (arg == "--dry-run") o.dry_run = true;
+            if (arg == "--require-fit") o.require_fit = true;
+            if (arg == "--estimate") o.estimate = true;
             continue;
         }
         if (!inline_value && i + 1 >= argc) {
@@ -383,6 +404,14 @@ bool parse(int argc, char** argv, Options& o, std::string& why) {
         why = "--cost " + std::to_string(o.cost) + " times --concurrency " + std::to_string(o.concurrency) +
               " does not fit in a credit count";
         return false;
+    }
+    if (o.cost_range) {
+        o.cost_range->expected = o.cost;
+        if (o.cost_range->low > o.cost || o.cost_range->high < o.cost) {
+            why = "--cost-range " + std::to_string(o.cost_range->low) + ":" + std::to_string(o.cost_range->high) +
+                  " must hold --cost " + std::to_string(o.cost);
+            return false;
+        }
     }
     o.mock.cost = o.cost;
     return true;

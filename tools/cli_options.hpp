@@ -4,6 +4,7 @@
 #include <creditguard/config.hpp>
 #include <creditguard/http/client.hpp>
 #include <creditguard/log.hpp>
+#include <creditguard/plan.hpp>
 #include <creditguard/providers/provider.hpp>
 #include <creditguard/providers/runner.hpp>
 #include <creditguard/redis/ledger.hpp>
@@ -48,6 +49,11 @@ struct Options {
     std::optional<creditguard::RateWindow> mock_rate_limit;            ///< --mock-rate-limit N/W (embedded mock)
     std::optional<unsigned short> metrics_port;                        ///< --metrics-port P (0: any free port)
     creditguard::LogLevel log_level = creditguard::LogLevel::warning;  ///< --log-level (events on stderr)
+    std::optional<creditguard::JobCost> cost_range;                    ///< --cost-range LOW:HIGH (expected: --cost)
+    std::optional<creditguard::Duration> task_duration;                ///< --task-seconds S (for plans)
+    bool dry_run = false;                                              ///< run --dry-run: plan, then stop
+    bool estimate = false;     ///< plan --estimate: the provider's estimate of a job's cost instead of --cost
+    bool require_fit = false;  ///< run --require-fit: refuse to start a run the credits cannot finish
 };
 
 /// Parses argv[1..argc) (argv[0] is the command), strictly: each value is checked against its option's range

@@ -84,6 +84,8 @@ struct GuardConfig {
     /// on_low_balance once; it re-arms after `available` rises above watermark + hysteresis.
     Credits low_watermark = 0;
     Credits low_watermark_hysteresis = 0;
+    /// The spending forecast in stats() (spend_per_minute, time_to_empty) averages over this window.
+    Duration forecast_window = 5min;
     /// Called (posted to the guard's executor) with the estimate at each downward crossing.
     std::function<void(Credits available)> on_low_balance;
     /// What the guard notices (failed and recovered balance reads, pauses and why, low balance, an unauthorized

@@ -6,6 +6,7 @@
 #include "creditguard/detail/guard_core.hpp"
 #include "creditguard/detail/reserve_op.hpp"
 #include "creditguard/error.hpp"
+#include "creditguard/plan.hpp"
 #include "creditguard/reservation.hpp"
 #include "creditguard/stats.hpp"
 
@@ -15,6 +16,7 @@
 #include <boost/system/result.hpp>
 
 #include <memory>
+#include <optional>
 #include <type_traits>
 #include <utility>
 
@@ -113,6 +115,19 @@ public:
     /// Completes every waiter with errc::shutdown; later reservations fail with it. Idempotent.
     void shutdown() { core_->shutdown(); }
     GuardStats stats() const { return core_->stats(); }
+
+    /// Can `request` finish on the credits available now (what is held or in flight is not)? From the current
+    /// estimate: call refresh() first, and wait for the read, for a fresh one (Plan::inputs.balance_age says
+    /// how old it is). `requests_per_second`: the request limit, for the expected time (see RequestBudget).
+    Plan plan(const PlanRequest& request, std::optional<double> requests_per_second = std::nullopt) const {
+        const GuardStats s = stats();
+        PlanInputs inputs;
+        inputs.balance_known = s.balance_known;
+        inputs.available = s.available;
+        inputs.balance_age = s.last_refresh_age;
+        inputs.requests_per_second = requests_per_second;
+        return make_plan(request, inputs);
+    }
 
 private:
     std::shared_ptr<detail::GuardCore> core_;

@@ -144,6 +144,11 @@ boost::system::result<RequestBudgetConfig> parse_rate_limits(std::string_view te
 /// "20/10s,60/1m:create" (empty for no windows).
 std::string format_rate_limits(const std::vector<RateWindow>& windows);
 
+/// The requests per second the budget paces to: the narrowest window, at `headroom`; nullopt without windows
+/// (an unknown limit is learned as the run goes). A window counting only some kinds is taken for all of them
+/// (an upper bound on the time a plan expects).
+std::optional<double> paced_rate(const RequestBudgetConfig& config);
+
 /// What a provider's X-RateLimit-* (or RateLimit-*) headers said.
 struct RateLimitHeaders {
     std::optional<std::int64_t> limit;      ///< requests per window

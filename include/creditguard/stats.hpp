@@ -71,6 +71,14 @@ struct GuardStats {
     double foreign_spend_per_minute = 0;  ///< recent rate of that spending, as used for the margin
     Credits drift_margin = 0;             ///< kept back from admission for it until the next read
 
+    // Forecast. The guard's own spending (commits, settles above or below the reservation, refunds) over
+    // GuardConfig::forecast_window, plus the foreign spending above; unknown before a second of spending.
+    std::optional<double> spend_per_minute;
+    /// When `available` reaches 0, and the low watermark, at that rate (0: already there; unknown while
+    /// nothing is spent or the balance is unknown).
+    std::optional<Duration> time_to_empty;
+    std::optional<Duration> time_to_low_watermark;
+
     // What providers said (CreditGuard::report, Reservation::provider_refused, balance reads).
     bool paused = false;    ///< admissions paused (rate limit or maintenance)
     bool terminal = false;  ///< unauthorized: nothing will be granted again

@@ -36,7 +36,8 @@ GuardCore::GuardCore(boost::asio::any_io_executor executor, std::shared_ptr<Bala
       ledger_(config_.ledger ? std::move(config_.ledger)
                              : std::make_unique<LocalLedger>(config_.deduction, config_.fail_open_allowance)),
       local_(dynamic_cast<LocalLedger*>(ledger_.get())),
-      random_(config_.random_seed != 0 ? config_.random_seed : std::random_device{}()) {
+      random_(config_.random_seed != 0 ? config_.random_seed : std::random_device{}()),
+      spend_(config_.forecast_window) {
     if (!source_) throw std::invalid_argument("creditguard: a CreditGuard needs a balance source");
     if (config_.max_reservation < 0 || config_.fail_open_allowance < 0 || config_.low_watermark_hysteresis < 0)
         throw std::invalid_argument("creditguard: negative max_reservation, fail_open_allowance or hysteresis");
@@ -582,6 +583,7 @@ void GuardCore::on_release(Credits cost) noexcept {
 JobHandle GuardCore::on_commit(Credits cost) noexcept {
     Lock lock(mutex_);
     ++counters_.committed;
+    spend_.add(clock_->now(), cost);
     rate_limit_streak_ = 0;  // the provider accepted a create call
     server_errors_in_row_ = 0;
     breaker_trips_in_row_ = 0;
@@ -594,9 +596,10 @@ JobHandle GuardCore::on_commit(Credits cost) noexcept {
     }
 }
 
-void GuardCore::on_settle(JobHandle job, Credits actual) noexcept {
+void GuardCore::on_settle(JobHandle job, Credits actual, Credits reserved) noexcept {
     try {
         Lock lock(mutex_);
+        if (actual != reserved) spend_.add(clock_->now(), actual - reserved);
         if (job != invalid_job) ledger_->settle(job, actual);
         ++counters_.settled;
         --counters_.live_reservations;
@@ -620,6 +623,7 @@ void GuardCore::on_commit_unresolved(Credits cost) noexcept {
         ++counters_.committed;
         ++counters_.abandoned;
         --counters_.live_reservations;
+        spend_.add(clock_->now(), cost);  // possibly spent: counted as such, like the ledger does
         try {
             ledger_->commit_unresolved(cost, saturating_add(clock_->now(), config_.unresolved_job_ttl));
         } catch (...) {  // no room for the record: the credits stay held for good, which never overspends
@@ -628,9 +632,10 @@ void GuardCore::on_commit_unresolved(Credits cost) noexcept {
     } catch (...) {}
 }
 
-void GuardCore::on_refund(JobHandle job) noexcept {
+void GuardCore::on_refund(JobHandle job, Credits reserved) noexcept {
     try {
         Lock lock(mutex_);
+        spend_.add(clock_->now(), -reserved);
         if (job != invalid_job) ledger_->refund(job);
         ++counters_.refunded;
         --counters_.live_reservations;
@@ -818,6 +823,23 @@ void GuardCore::detach_owner() {
     if (counters_.live_reservations > 0) keep_alive_ = shared_from_this();
 }
 
+// The forecast: own spending over the window plus the foreign rate, and when `available` runs out at it.
+void GuardCore::forecast_locked(TimePoint now, GuardStats& stats) const {
+    const std::optional<double> own = spend_.per_minute(now);
+    const double foreign = foreign_rate_ * 60;
+    if (!own && foreign <= 0) return;
+    const double rate = own.value_or(0) + foreign;
+    stats.spend_per_minute = rate;
+    if (!stats.balance_known || rate <= 0) return;
+    const auto until = [rate](Credits credits) {
+        if (credits <= 0) return Duration::zero();
+        const double minutes = std::min(static_cast<double>(credits) / rate, 1e6);  // capped at ~2 years
+        return std::chrono::duration_cast<Duration>(std::chrono::duration<double, std::ratio<60>>(minutes));
+    };
+    stats.time_to_empty = until(stats.available);
+    stats.time_to_low_watermark = until(stats.available - config_.low_watermark);
+}
+
 GuardStats GuardCore::stats() const {
     Lock lock(mutex_);
     GuardStats stats = counters_;
@@ -831,7 +853,9 @@ GuardStats GuardCore::stats() const {
     stats.waiters = fifo_.size() + ready_waiters_.size();
     stats.paused = paused_;
     stats.terminal = terminal_.has_value();
-    if (ever_ok_) stats.last_refresh_age = clock_->now() - last_ok_;
+    const TimePoint now = clock_->now();
+    if (ever_ok_) stats.last_refresh_age = now - last_ok_;
+    forecast_locked(now, stats);
     // Only waits are timed: every other grant was made on the spot.
     stats.admission_wait.observe_immediate(counters_.granted - counters_.admission_wait.count);
     return stats;
@@ -860,14 +884,14 @@ boost::system::error_code Reservation::commit() noexcept {
 boost::system::error_code Reservation::settle(Credits actual) noexcept {
     if (state_ != State::committed) return make_error_code(errc::invalid_transition);
     if (actual < 0) return make_error_code(errc::invalid_cost);
-    core_->on_settle(job_, actual);
+    core_->on_settle(job_, actual, cost_);
     state_ = State::ended;
     return {};
 }
 
 boost::system::error_code Reservation::refund() noexcept {
     if (state_ != State::committed) return make_error_code(errc::invalid_transition);
-    core_->on_refund(job_);
+    core_->on_refund(job_, cost_);
     state_ = State::ended;
     return {};
 }

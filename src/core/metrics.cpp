@@ -194,6 +194,16 @@ void write_metrics(MetricsText& out, const GuardStats& s, const MetricLabels& la
                   seconds(*s.last_refresh_age));
     out.gauge("creditguard_foreign_spend_credits_per_second", "Recent rate of spending the guard does not explain",
               labels, s.foreign_spend_per_minute / 60);
+    if (s.spend_per_minute)
+        out.gauge("creditguard_spend_credits_per_second", "Recent rate of spending, the guard's jobs and foreign",
+                  labels, *s.spend_per_minute / 60);
+    if (s.time_to_empty)
+        out.gauge("creditguard_time_to_empty_seconds", "When the available credits run out at the recent rate", labels,
+                  seconds(*s.time_to_empty));
+    if (s.time_to_low_watermark)
+        out.gauge("creditguard_time_to_low_watermark_seconds",
+                  "When the available credits reach the low watermark at the recent rate", labels,
+                  seconds(*s.time_to_low_watermark));
     out.histogram("creditguard_admission_wait_seconds", "How long granted reservations waited for credits", labels,
                   s.admission_wait);
 }

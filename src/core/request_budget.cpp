@@ -614,4 +614,15 @@ const RequestBudgetConfig& RequestBudget::config() const noexcept {
     return service_->config();
 }
 
+std::optional<double> paced_rate(const RequestBudgetConfig& config) {
+    std::optional<double> rate;
+    for (const RateWindow& w : config.windows) {
+        const double seconds = std::chrono::duration<double>(w.per).count();
+        if (seconds <= 0) continue;
+        const double r = static_cast<double>(w.requests) / seconds * config.headroom;
+        rate = rate ? std::min(*rate, r) : r;
+    }
+    return rate;
+}
+
 }  // namespace creditguard

@@ -137,6 +137,8 @@ ProviderConfig crun_config(std::string base) {
                   {"failed", TaskState::failed}};
     c.actual_credits_pointer = "/data/credits";
     c.fail_reason_pointer = "/data/error";
+    c.estimate_path = "/api/v1/client/job/estimate-credits";  // [client] the create body -> data{credits, estimated}
+    c.estimate_pointer = "/data/credits";
     return c;
 }
 

@@ -247,6 +247,9 @@ boost::system::result<ProviderConfig> provider_config_from_json(const json::valu
          [&](const json::value& x) { return r.pointer("actual_credits_pointer", x, c.actual_credits_pointer); }},
         {"fail_reason_pointer",
          [&](const json::value& x) { return r.pointer("fail_reason_pointer", x, c.fail_reason_pointer); }},
+        {"estimate_path", [&](const json::value& x) { return r.path("estimate_path", x, c.estimate_path, true); }},
+        {"estimate_pointer",
+         [&](const json::value& x) { return r.pointer("estimate_pointer", x, c.estimate_pointer); }},
         {"deduction", [&](const json::value& x) { return read_deduction(r, x, c.deduction); }},
     };
     for (const auto& kv : v.get_object()) {
@@ -309,6 +312,8 @@ json::object provider_config_to_json(const ProviderConfig& c) {
     out["statuses"] = std::move(statuses);
     out["actual_credits_pointer"] = c.actual_credits_pointer;
     out["fail_reason_pointer"] = c.fail_reason_pointer;
+    out["estimate_path"] = c.estimate_path;
+    out["estimate_pointer"] = c.estimate_pointer;
     out["deduction"] = deduction_name(c.deduction);
     return out;
 }

@@ -239,6 +239,29 @@ void Provider::start_create(std::shared_ptr<const State> s, json::value body, Ha
     });
 }
 
+void Provider::start_estimate(std::shared_ptr<const State> s, json::value body, Handler<CostEstimate> h) {
+    if (s->config.estimate_path.empty()) {
+        CostEstimate r;
+        r.cls = no_answer();
+        return complete_later(h, s->http.get_executor(), error_code(errc::not_found), std::move(r));
+    }
+    HttpRequest req = s->request(HttpMethod::post, s->config.estimate_path, json::serialize(body));
+    auto& http = s->http;
+    http.async_request(std::move(req), [s, h = std::move(h)](error_code ec, HttpResponse resp) mutable {
+        CostEstimate r;
+        const auto body = s->answer(ec, resp, r, h);
+        if (!body) return;
+        const json::value* v = body->ok ? at(body->doc, s->config.estimate_pointer) : nullptr;
+        const auto credits = v ? balance_from_json(*v) : boost::system::result<Credits>(errc::malformed_response);
+        if (!credits || *credits < 0) {
+            r.cls.outcome = Outcome::malformed;
+            return complete(h, s->http.get_executor(), error_code(errc::malformed_response), std::move(r));
+        }
+        r.credits = *credits;
+        complete(h, s->http.get_executor(), error_code{}, std::move(r));
+    });
+}
+
 void Provider::start_status(std::shared_ptr<const State> s, std::string id, Handler<TaskStatus> h) {
     if (s->config.status_path.empty() || id.empty()) {
         TaskStatus r;

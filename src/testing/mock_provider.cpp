@@ -42,7 +42,7 @@ using boost::system::error_code;
 namespace {
 
 enum class Flavor { sunoapi, kie, udioapi, crun, sunorcc, credits_split, gcui };
-enum class Endpoint { balance, create, status, unknown };
+enum class Endpoint { balance, create, status, estimate, unknown };
 enum class TaskPhase { pending, running, success, failed };
 
 struct Task {
@@ -327,6 +327,7 @@ struct MockProvider::Impl : std::enable_shared_from_this<MockProvider::Impl> {
             {"/api/v1/client/account/balance", static_cast<int>(Flavor::crun), Endpoint::balance},
             {"/api/v1/client/job/CreateTask", static_cast<int>(Flavor::crun), Endpoint::create},
             {"/api/v1/client/job/TaskInfo", static_cast<int>(Flavor::crun), Endpoint::status},
+            {"/api/v1/client/job/estimate-credits", static_cast<int>(Flavor::crun), Endpoint::estimate},
             {"/api/v1/account/balance", static_cast<int>(Flavor::sunorcc), Endpoint::balance},
             {"/api/v1/get-credits", static_cast<int>(Flavor::credits_split), Endpoint::balance},
             {"/api/get_limit", static_cast<int>(Flavor::gcui), Endpoint::balance},
@@ -623,6 +624,15 @@ struct MockProvider::Impl : std::enable_shared_from_this<MockProvider::Impl> {
                 for (auto p : url->params())
                     if (p.key == param) id = p.value;
             a.response = status(f, req, id);
+            break;
+        }
+        case Endpoint::estimate: {  // what a task would cost: the price it settles at
+            if (req.method() != http::verb::post) {
+                a.response = error(f, 404, "Invalid request method or path", req);
+                break;
+            }
+            const Credits price = config.actual_cost.value_or(config.cost);
+            a.response = ok(f, {{"data", json::object{{"credits", price}, {"estimated", true}}}}, req);
             break;
         }
         case Endpoint::unknown: break;

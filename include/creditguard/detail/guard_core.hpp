@@ -5,6 +5,7 @@
 #include "creditguard/balance_source.hpp"
 #include "creditguard/clock.hpp"
 #include "creditguard/config.hpp"
+#include "creditguard/detail/spend_rate.hpp"
 #include "creditguard/detail/waiter.hpp"
 #include "creditguard/error.hpp"
 #include "creditguard/ledger.hpp"
@@ -87,8 +88,9 @@ public:
     // Reservation transitions (called by Reservation).
     void on_release(Credits cost) noexcept;
     JobHandle on_commit(Credits cost) noexcept;
-    void on_settle(JobHandle job, Credits actual) noexcept;
-    void on_refund(JobHandle job) noexcept;
+    void on_settle(JobHandle job, Credits actual, Credits reserved) noexcept;
+    void forecast_locked(TimePoint now, GuardStats& stats) const;
+    void on_refund(JobHandle job, Credits reserved) noexcept;
     void on_abandon(JobHandle job) noexcept;
     void on_commit_unresolved(Credits cost) noexcept;
     void on_refused(Credits cost, errc what, std::optional<Duration> retry_after,
@@ -204,6 +206,7 @@ private:
     std::array<DriftSample, drift_window> drift_samples_{};
     std::size_t drift_reads_ = 0;
     double foreign_rate_ = 0;  // credits per second
+    SpendRate spend_;          // this guard's jobs' spending, for the forecast
 
     // Counters (see GuardStats).
     GuardStats counters_;

@@ -99,6 +99,10 @@ struct ProviderConfig {
     std::vector<StatusRule> statuses;    ///< unlisted strings map to TaskState::unknown
     std::string actual_credits_pointer;  ///< empty: the provider does not report actual cost
     std::string fail_reason_pointer;     ///< optional: failure text on failed tasks
+    /// Optional: POST the create body here to learn what the job would cost (crun.ai's estimate-credits);
+    /// the answer's credits are at estimate_pointer. Empty: the provider offers no estimate.
+    std::string estimate_path;
+    std::string estimate_pointer;
 
     DeductionTiming deduction = DeductionTiming::unknown;
 };
@@ -164,6 +168,11 @@ struct BalanceReply {
     Credits balance = 0;  ///< valid only when the completion error is empty
 };
 
+struct CostEstimate {
+    Classification cls;
+    Credits credits = 0;  ///< valid only when the completion error is empty
+};
+
 struct TaskCreated {
     Classification cls;
     std::string task_id;
@@ -222,6 +231,17 @@ public:
             token, state_, std::move(task_id));
     }
 
+    /// What the job `body` would cost, where the provider offers an estimate (estimate_path); errc::not_found
+    /// (at once) where it does not. Charges nothing.
+    template <class CompletionToken>
+    auto async_estimate(boost::json::value body, CompletionToken&& token) const {
+        return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, CostEstimate)>(
+            [](auto handler, std::shared_ptr<const State> s, boost::json::value b) {
+                start_estimate(std::move(s), std::move(b), Handler<CostEstimate>(std::move(handler)));
+            },
+            token, state_, std::move(body));
+    }
+
     /// The create-task body for a prompt: create_template with the prompt written at prompt_pointer.
     [[nodiscard]] boost::json::value make_create_body(std::string_view prompt) const;
 
@@ -243,6 +263,7 @@ private:
     static void start_balance(std::shared_ptr<const State> s, Handler<BalanceReply> h);
     static void start_create(std::shared_ptr<const State> s, boost::json::value body, Handler<TaskCreated> h);
     static void start_status(std::shared_ptr<const State> s, std::string id, Handler<TaskStatus> h);
+    static void start_estimate(std::shared_ptr<const State> s, boost::json::value body, Handler<CostEstimate> h);
     std::shared_ptr<const State> state_;
 };
 

@@ -164,7 +164,7 @@ struct CannedResponse {
 ///   kie      GET /api/v1/chat/credit, and the sunoapi task paths when v1_flavor == "kie"
 ///   udioapi  GET /api/v2/credits, POST /api/v2/generate, GET /api/v2/feed?workId=
 ///   crun     GET /api/v1/client/account/balance, POST /api/v1/client/job/CreateTask,
-///            GET /api/v1/client/job/TaskInfo?task_id=
+///            GET /api/v1/client/job/TaskInfo?task_id=, POST /api/v1/client/job/estimate-credits
 ///   sunorcc  GET /api/v1/account/balance (x-api-key): data{available, frozen (charged tasks still running), total}
 ///   musicapi, sunoapicom  GET /api/v1/get-credits: {credits, extra_credits} (a quarter of the balance is extra)
 ///   gcui     GET /api/get_limit, POST /api/generate, GET /api/get?ids= (arrays of clips; no key checked)
