@@ -518,6 +518,34 @@ BOOST_AUTO_TEST_CASE(requests_wait_for_a_connection_until_their_timeout) {
     run_coro(ioc, unavailable_waits_then_fails(c));
 }
 
+namespace {
+
+asio::awaitable<void> await_a_reply(std::shared_ptr<RedisConnection> connection) {
+    co_await command(*connection, "PING");  // never answered: nobody listens
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(a_context_destroyed_with_a_request_queued_frees_what_its_handler_owns) {
+    // A coroutine that owns the connection awaits a reply the session queues: the handler holds the coroutine,
+    // which holds the session. A context stopped for good and destroyed must still free all of it, as
+    // Asio frees its own pending operations (a process's context is stopped this way when it is torn down).
+    std::weak_ptr<RedisConnection> watch;
+    {
+        asio::io_context ioc;
+        RedisConfig config;
+        config.port = free_port();  // nobody listens
+        config.request_timeout = std::chrono::hours(1);
+        auto connection = std::make_shared<RedisConnection>(ioc.get_executor(), config);
+        watch = connection;
+        run_in_background(*connection);
+        asio::co_spawn(ioc, await_a_reply(std::move(connection)), asio::detached);
+        ioc.run_for(100ms);
+        BOOST_TEST_REQUIRE(!watch.expired());  // still waiting
+    }
+    BOOST_TEST(watch.expired());
+}
+
 BOOST_AUTO_TEST_CASE(requests_fail_fast_when_configured) {
     asio::io_context ioc;
     RedisConfig config;

@@ -9,8 +9,11 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/dispatch.hpp>
+#include <boost/asio/execution/context.hpp>
+#include <boost/asio/execution_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/query.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
@@ -21,6 +24,7 @@
 #include <atomic>
 #include <deque>
 #include <exception>
+#include <memory>
 #include <mutex>
 #include <random>
 #include <set>
@@ -136,6 +140,13 @@ public:
                            }
                            complete_later(self->executor, std::move(h), error_code{});
                        });
+    }
+
+    /// The execution context is shutting down (nothing runs on it any more): the queued requests' handlers
+    /// are destroyed unrun, as Asio destroys its own pending operations (see SessionRegistry).
+    void abandon() noexcept {
+        const auto unwritten = std::move(pending);  // moved out first: destroying a handler may touch the session
+        const auto unanswered = std::move(inflight);
     }
 
     void stop() {
@@ -612,6 +623,48 @@ void redis_exec(std::shared_ptr<RedisSession> session, RedisRequest request, Exe
     asio::post(strand, [s = std::move(session), op = std::move(op)]() mutable { s->enqueue(std::move(op)); });
 }
 
+// Requests queued in a session hold their handlers, and a handler (a coroutine awaiting its reply) may own
+// what owns the session: a cycle the execution context cannot break when it is destroyed without running
+// again (a stopped context), because the queues are the session's. One registry per context drops the
+// queued requests of its live sessions when the context shuts down, which breaks those cycles.
+class SessionRegistry final : public asio::execution_context::service {
+public:
+    using key_type = SessionRegistry;
+    static asio::execution_context::id id;
+
+    explicit SessionRegistry(asio::execution_context& context) : asio::execution_context::service(context) {}
+
+    void add(const std::shared_ptr<RedisSession>& session) {
+        std::lock_guard lock(mutex_);
+        std::erase_if(sessions_, [](const std::weak_ptr<RedisSession>& s) { return s.expired(); });
+        sessions_.push_back(session);
+    }
+
+private:
+    void shutdown() override {
+        std::vector<std::shared_ptr<RedisSession>> live;
+        {
+            std::lock_guard lock(mutex_);
+            for (const auto& weak : sessions_)
+                if (auto session = weak.lock()) live.push_back(std::move(session));
+            sessions_.clear();
+        }
+        for (const auto& session : live)
+            session->abandon();
+    }
+
+    std::mutex mutex_;
+    std::vector<std::weak_ptr<RedisSession>> sessions_;
+};
+
+asio::execution_context::id SessionRegistry::id;
+
+std::shared_ptr<RedisSession> registered(std::shared_ptr<RedisSession> session) {
+    asio::execution_context& context = asio::query(session->executor, asio::execution::context);
+    asio::use_service<SessionRegistry>(context).add(session);
+    return session;
+}
+
 void redis_run(std::shared_ptr<RedisSession> session, RunHandler handler) {
     auto strand = session->strand;
     asio::post(strand, [s = std::move(session), h = std::move(handler)]() mutable { s->start_run(std::move(h)); });
@@ -674,8 +727,8 @@ namespace asio = boost::asio;
 // ---- RedisConnection ----
 
 RedisConnection::RedisConnection(asio::any_io_executor executor, RedisConfig config)
-    : impl_(std::make_shared<detail::RedisSession>(std::move(executor), std::move(config), RedisSubscriber::Handler{},
-                                                   false)) {}
+    : impl_(detail::registered(std::make_shared<detail::RedisSession>(std::move(executor), std::move(config),
+                                                                      RedisSubscriber::Handler{}, false))) {}
 
 RedisConnection::~RedisConnection() {
     cancel();
@@ -701,7 +754,8 @@ void RedisConnection::cancel() {
 // ---- RedisSubscriber ----
 
 RedisSubscriber::RedisSubscriber(asio::any_io_executor executor, RedisConfig config, Handler handler)
-    : impl_(std::make_shared<detail::RedisSession>(std::move(executor), std::move(config), std::move(handler), true)) {}
+    : impl_(detail::registered(
+          std::make_shared<detail::RedisSession>(std::move(executor), std::move(config), std::move(handler), true))) {}
 
 RedisSubscriber::~RedisSubscriber() {
     cancel();
