@@ -215,7 +215,7 @@ def run_round(binary, cfg):
             exit_code, run_err = p.returncode, p.stderr
             if p.returncode == 2:
                 raise RuntimeError(f"usage error from the run (a soak script bug): {p.stderr.strip()}")
-            if p.returncode not in (0, 1):
+            if p.returncode not in (0, 1, 3):  # 3: jobs refused only for lack of credits
                 violations.append(("crash", f"the run exited with {p.returncode}: {p.stderr.strip()[-400:]}"))
             try:
                 run = json.loads(p.stdout.strip().splitlines()[-1])
