@@ -267,7 +267,7 @@ boost::system::result<ProviderConfig> provider_config_from_json(const json::valu
             return make_error_code(errc::invalid_configuration);
         }
     }
-    // A body code field without codes, or tasks half described, are mistakes worth naming here.
+    // Tasks half described are a mistake worth naming here, not at the first create.
     if (!c.create_path.empty() && (c.task_id_pointers.empty() || c.status_path.empty() || c.status_pointer.empty())) {
         r.fail("create_path", "a create path needs task_id_pointers, status_path and status_pointer");
         return make_error_code(errc::invalid_configuration);
