@@ -98,6 +98,39 @@ void check_value(const json::value& v, const boost::system::result<Credits>& r, 
     }
 }
 
+/// A provider that reports its balance in parts (balance_add_pointers) has the sum of the parts, each
+/// checked by the same rules, as long as every part is present and valid and the sum stays within 2^53.
+void check_sum(const json::value& doc, const ProviderConfig& config, const boost::system::result<Credits>& main_part,
+               const boost::system::result<Credits>& r, const std::string& where) {
+    if (!main_part) {
+        FUZZ_CHECK(!r, where + ": the main part is rejected, so is the balance");
+        return;
+    }
+    long long sum = *main_part;
+    bool valid = true;
+    for (const std::string& pointer : config.balance_add_pointers) {
+        boost::system::error_code ec;
+        const json::value* part = doc.find_pointer(pointer, ec);
+        if (!part) {
+            valid = false;
+            break;
+        }
+        const auto value = balance_from_json(*part);
+        check_value(*part, value, where + " at " + pointer);
+        if (!value) {
+            valid = false;
+            break;
+        }
+        sum += *value;  // each part within 2^53: no overflow
+        if (sum > kMax || sum < -kMax) {
+            valid = false;
+            break;
+        }
+    }
+    FUZZ_CHECK(r.has_value() == valid, where + ": the parts decide whether there is a balance");
+    if (r) FUZZ_CHECK(*r == sum, where + ": " + std::to_string(*r) + " is not the sum " + std::to_string(sum));
+}
+
 /// An accepted balance written back as JSON (number and string, bare and inside a provider's body)
 /// reads back as the same balance.
 void check_round_trip(Credits x, const std::vector<ProviderConfig>& all) {
@@ -136,7 +169,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             FUZZ_CHECK(!r, where + ": no value at " + config.balance_pointer);
             continue;
         }
-        check_value(*v, r, where);
+        const auto main_part = balance_from_json(*v);
+        check_value(*v, main_part, where);
+        check_sum(doc, config, main_part, r, where);
         if (r) check_round_trip(*r, all);
     }
 
