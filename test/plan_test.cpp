@@ -156,6 +156,19 @@ BOOST_FIXTURE_TEST_CASE(stats_forecast_when_credits_run_out, cg_test::GuardFixtu
     BOOST_TEST(*guard->stats().spend_per_minute == 360.0, boost::test_tools::tolerance(0.01));  // +12 -12
 }
 
+// Spending is timed with the clock's coarse reading: the steady clock's lags its fine one by at most 10 ms
+// and is never ahead of it.
+BOOST_AUTO_TEST_CASE(the_steady_clocks_coarse_reading_is_close_behind) {
+    const auto clock = cg::steady_clock();
+    for (int i = 0; i < 1000; ++i) {
+        const cg::TimePoint before = clock->now();
+        const cg::TimePoint coarse = clock->coarse_now();
+        const cg::TimePoint after = clock->now();
+        BOOST_TEST_REQUIRE((after - coarse).count() >= 0);
+        BOOST_TEST_REQUIRE((before - coarse).count() <= cg::Duration(10ms).count());
+    }
+}
+
 BOOST_AUTO_TEST_CASE(no_spending_no_forecast) {
     cg_test::GuardFixture f;
     f.make_guard_with_balance(f.config(), 100);

@@ -25,6 +25,9 @@ class Clock {
 public:
     virtual ~Clock() = default;
     virtual TimePoint now() const noexcept = 0;
+    /// A cheaper reading that may lag now() by a few milliseconds, never more than 10 ms, for bookkeeping
+    /// on the hot path (the spend-rate forecast). Never ahead of a later now(). Defaults to now().
+    virtual TimePoint coarse_now() const noexcept { return now(); }
     virtual std::unique_ptr<Alarm> make_alarm(boost::asio::any_io_executor executor) = 0;
 };
 

@@ -4,6 +4,8 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include <map>
+
+#include <time.h>
 #include <mutex>
 
 namespace creditguard {
@@ -29,9 +31,32 @@ private:
 class SteadyClockImpl final : public Clock {
 public:
     TimePoint now() const noexcept override { return SteadyClock::now(); }
+    TimePoint coarse_now() const noexcept override {
+#if defined(CLOCK_MONOTONIC_COARSE)
+        // The same clock as std::chrono::steady_clock on Linux (CLOCK_MONOTONIC), read from the tick counter
+        // the kernel keeps (its resolution is one scheduler tick, 1-4 ms): about 6 ns where now() takes
+        // 20-30 ns, and at most one tick behind.
+        timespec ts{};
+        if (coarse_is_fine_enough() && clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) == 0)
+            return TimePoint(std::chrono::duration_cast<Duration>(std::chrono::seconds(ts.tv_sec) +
+                                                                  std::chrono::nanoseconds(ts.tv_nsec)));
+#endif
+        return now();
+    }
     std::unique_ptr<Alarm> make_alarm(boost::asio::any_io_executor executor) override {
         return std::make_unique<SteadyAlarm>(std::move(executor));
     }
+
+private:
+#if defined(CLOCK_MONOTONIC_COARSE)
+    static bool coarse_is_fine_enough() noexcept {
+        static const bool fine = [] {
+            timespec res{};
+            return clock_getres(CLOCK_MONOTONIC_COARSE, &res) == 0 && res.tv_sec == 0 && res.tv_nsec <= 10'000'000;
+        }();
+        return fine;
+    }
+#endif
 };
 
 }  // namespace

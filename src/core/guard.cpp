@@ -583,7 +583,7 @@ void GuardCore::on_release(Credits cost) noexcept {
 JobHandle GuardCore::on_commit(Credits cost) noexcept {
     Lock lock(mutex_);
     ++counters_.committed;
-    spend_.add(clock_->now(), cost);
+    spend_.add(clock_->coarse_now(), cost);
     rate_limit_streak_ = 0;  // the provider accepted a create call
     server_errors_in_row_ = 0;
     breaker_trips_in_row_ = 0;
@@ -599,7 +599,7 @@ JobHandle GuardCore::on_commit(Credits cost) noexcept {
 void GuardCore::on_settle(JobHandle job, Credits actual, Credits reserved) noexcept {
     try {
         Lock lock(mutex_);
-        if (actual != reserved) spend_.add(clock_->now(), actual - reserved);
+        if (actual != reserved) spend_.add(clock_->coarse_now(), actual - reserved);
         if (job != invalid_job) ledger_->settle(job, actual);
         ++counters_.settled;
         --counters_.live_reservations;
@@ -623,7 +623,7 @@ void GuardCore::on_commit_unresolved(Credits cost) noexcept {
         ++counters_.committed;
         ++counters_.abandoned;
         --counters_.live_reservations;
-        spend_.add(clock_->now(), cost);  // possibly spent: counted as such, like the ledger does
+        spend_.add(clock_->coarse_now(), cost);  // possibly spent: counted as such, like the ledger does
         try {
             ledger_->commit_unresolved(cost, saturating_add(clock_->now(), config_.unresolved_job_ttl));
         } catch (...) {  // no room for the record: the credits stay held for good, which never overspends
@@ -635,7 +635,7 @@ void GuardCore::on_commit_unresolved(Credits cost) noexcept {
 void GuardCore::on_refund(JobHandle job, Credits reserved) noexcept {
     try {
         Lock lock(mutex_);
-        spend_.add(clock_->now(), -reserved);
+        spend_.add(clock_->coarse_now(), -reserved);
         if (job != invalid_job) ledger_->refund(job);
         ++counters_.refunded;
         --counters_.live_reservations;
