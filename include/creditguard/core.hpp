@@ -10,6 +10,7 @@
 #include "creditguard/ledger.hpp"
 #include "creditguard/request_budget.hpp"
 #include "creditguard/reservation.hpp"
+#include "creditguard/router.hpp"
 #include "creditguard/secret.hpp"
 #include "creditguard/stats.hpp"
 #include "creditguard/types.hpp"

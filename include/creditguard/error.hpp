@@ -21,6 +21,7 @@ enum class errc : int {
     cost_exceeds_limit,        ///< cost above GuardConfig::max_reservation
     would_block,               ///< try_reserve: credits exist but earlier waiters come first (FIFO)
     invalid_transition,        ///< a Reservation transition that its state does not allow
+    no_route,                  ///< Router: no account can run the job (its RouteCost names none of them)
 
     // What a provider said (classified responses).
     rate_limited = 100,

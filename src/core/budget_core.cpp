@@ -82,6 +82,20 @@ TimePoint BudgetCore::earliest(RequestKind kind, TimePoint now) const noexcept {
     return t;
 }
 
+std::optional<Duration> BudgetCore::backlog(RequestKind kind, TimePoint now) const noexcept {
+    if (!slot_free(kind)) return std::nullopt;
+    std::size_t ahead = 0;
+    for (std::size_t k = 0; k <= index(kind); ++k)
+        ahead += waiting_[k];
+    Duration per_request{};
+    for (const Gcra& w : windows_)
+        if (w.kinds & kind_bit(kind)) per_request = std::max(per_request, w.interval);
+    if (ceiling_) per_request = std::max(per_request, ceiling_interval_);
+    if (header_window_) per_request = std::max(per_request, header_window_->interval);
+    const Duration until_allowed = std::max(earliest(kind, now) - now, Duration::zero());
+    return until_allowed + per_request * static_cast<Duration::rep>(ahead);
+}
+
 bool BudgetCore::slot_free(RequestKind kind) const noexcept {
     return kind != RequestKind::create || config_.max_running == 0 || running_ < config_.max_running;
 }

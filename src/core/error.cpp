@@ -69,6 +69,7 @@ private:
         case errc::redis_auth_failed: return "Redis refused the credentials (AUTH failed)";
         case errc::redis_setup_failed: return "Redis refused the connection setup (SELECT or CLIENT SETNAME)";
         case errc::invalid_configuration: return "the configuration is invalid";
+        case errc::no_route: return "no account can run the job";
         case errc::redis_closed: return "the Redis connection was closed";
         }
         return "unknown creditguard error";
@@ -124,6 +125,7 @@ const char* to_string(errc e) noexcept {
     case errc::redis_setup_failed: return "redis_setup_failed";
     case errc::redis_closed: return "redis_closed";
     case errc::invalid_configuration: return "invalid_configuration";
+    case errc::no_route: return "no_route";
     }
     return "unknown";
 }

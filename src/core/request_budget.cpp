@@ -320,6 +320,12 @@ public:
         finish(lock, done);
     }
 
+    std::optional<Duration> backlog(RequestKind kind) const {
+        std::lock_guard lock(mutex_);
+        if (shut_down_) return Duration::zero();  // a request fails at once
+        return core_.backlog(kind, clock_->now());
+    }
+
     RequestBudgetStats stats() const {
         std::lock_guard lock(mutex_);
         return core_.stats(clock_->now());
@@ -596,6 +602,10 @@ void RequestBudget::report(const RequestPermit& permit, const RequestAnswer& ans
 
 void RequestBudget::shutdown() {
     service_->shutdown();
+}
+
+std::optional<Duration> RequestBudget::backlog(RequestKind kind) const {
+    return service_->backlog(kind);
 }
 
 RequestBudgetStats RequestBudget::stats() const {

@@ -1,0 +1,149 @@
+// Router: one job, several guarded accounts. Each account keeps its own CreditGuard (ledger, refreshes,
+// pauses) and, optionally, its own RequestBudget; the router only decides where a job goes.
+#pragma once
+
+#include "creditguard/config.hpp"
+#include "creditguard/guard.hpp"
+#include "creditguard/request_budget.hpp"
+
+#include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/system/error_code.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace creditguard {
+
+/// One account a router may send jobs to. The guard (and the budget) must outlive the router.
+struct RouteAccount {
+    std::string name;      ///< unique among the router's accounts (stats, logs, the CLI's --json)
+    std::string provider;  ///< the provider's id, for costs given per provider (RouteCost::per_provider)
+    CreditGuard* guard = nullptr;
+    /// The account's request budget, if its requests are paced: a job goes where its create would wait
+    /// least for a permit (RouterConfig::backlog_tolerance). Null: never congested.
+    std::shared_ptr<RequestBudget> budget;
+    /// Lower first (RoutePolicy::priority); equal priorities keep the order the accounts were given in.
+    int priority = 0;
+    /// Share of the jobs among accounts of equal priority (RoutePolicy::weighted); > 0.
+    double weight = 1;
+};
+
+enum class RoutePolicy : std::uint8_t {
+    priority,  ///< the first account (by priority) that can take the job now: primary first, the rest as spares
+    weighted,  ///< among the accounts of the best priority that can take it, at random in proportion to weight
+};
+
+struct RouterConfig {
+    RoutePolicy policy = RoutePolicy::priority;
+    /// An account whose next create would wait longer than this for a request permit is tried only after
+    /// every account that would not, least backlog first: a rate limit spreads a run over every account
+    /// instead of queueing it behind the primary's.
+    Duration backlog_tolerance = std::chrono::seconds(2);
+    /// Seed for the weighted choice (0: from std::random_device).
+    std::uint64_t random_seed = 0;
+};
+
+/// What a job costs on each account; nullopt on an account means the job cannot run there.
+class RouteCost {
+public:
+    /// The same cost everywhere.
+    RouteCost(Credits cost) : uniform_(cost) {}  // NOLINT(google-explicit-constructor): a cost reads as one
+    /// Per provider id (RouteAccount::provider); accounts of providers not listed cannot run the job.
+    static RouteCost per_provider(std::map<std::string, Credits, std::less<>> costs);
+    /// Any rule.
+    static RouteCost function(std::function<std::optional<Credits>(const RouteAccount&)> cost);
+
+    std::optional<Credits> on(const RouteAccount& account) const;
+
+private:
+    RouteCost() = default;
+    std::optional<Credits> uniform_;
+    std::map<std::string, Credits, std::less<>> per_provider_;
+    std::function<std::optional<Credits>(const RouteAccount&)> function_;
+};
+
+/// A reservation on the account that will run the job (Router::account(account) says which).
+struct RoutedReservation {
+    Reservation reservation;
+    std::size_t account = 0;
+};
+
+struct RouterAccountStats {
+    std::string name;
+    std::uint64_t granted = 0;    ///< reservations made on this account
+    std::uint64_t passed_by = 0;  ///< times it came first in a job's order but could not take the job then
+    std::uint64_t congested = 0;  ///< times it was put back for its request backlog
+};
+
+struct RouterStats {
+    std::vector<RouterAccountStats> accounts;
+    std::uint64_t waited = 0;    ///< reservations that waited because no account could take the job at once
+    std::uint64_t rejected = 0;  ///< reservations that failed on every account
+};
+
+/// Routes each job to one account. A job is reserved on exactly one account (never two): the accounts
+/// are tried in order (the policy, with congested accounts last) with try_reserve; when none can take it
+/// at once, the job waits on every account that may take it later (one waiter each, on the account's own
+/// terms: policy, deadline, pauses) and the first grant wins; the others are cancelled, and a grant that
+/// raced the winner is released at once. A job waits only when no account can take it, and wakes when any
+/// can. Errors: those of CreditGuard::async_reserve; when every account refused, the most telling refusal
+/// (cancelled, shutdown, timeout, insufficient_credits, balance_unknown, then the rest), and
+/// errc::no_route when no account can run the job at all (RouteCost gives none).
+///
+/// Accounts that are terminal (unauthorized) or shut down stay in the list and are skipped by their own
+/// refusals. Thread-safe; completions run on the handler's associated executor (the first account's guard's
+/// if it has none). The router, like the guards, must outlive the operations it started.
+class Router {
+public:
+    Router(std::vector<RouteAccount> accounts, RouterConfig config = {});
+
+    /// Reserves the job's cost on the account it goes to. Completes at once, without a post, when an account
+    /// takes it at once. Throws boost::system::system_error on refusal.
+    boost::asio::awaitable<RoutedReservation> reserve(RouteCost cost, ReserveOptions options = {});
+
+    /// Completion-token form; signature void(boost::system::error_code, RoutedReservation). Never completes
+    /// inside the call. Per-operation cancellation (any type) cancels the job's waiters on every account.
+    template <typename CompletionToken>
+    auto async_reserve(RouteCost cost, ReserveOptions options, CompletionToken&& token) {
+        return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, RoutedReservation)>(
+            [this](auto handler, RouteCost c, ReserveOptions o) {
+                start(Handler(std::move(handler)), std::move(c), o, nullptr);
+            },
+            token, std::move(cost), options);
+    }
+
+    std::size_t size() const noexcept { return accounts_.size(); }
+    const RouteAccount& account(std::size_t i) const { return accounts_.at(i); }
+    const std::vector<RouteAccount>& accounts() const noexcept { return accounts_; }
+    RouterStats stats() const;
+
+    /// The order a job of `cost` would try the accounts in now (for tests and plans).
+    std::vector<std::size_t> order(const RouteCost& cost);
+
+private:
+    using Handler = boost::asio::any_completion_handler<void(boost::system::error_code, RoutedReservation)>;
+    struct Tried;
+    /// `tried`: the refusals of a try at once already made (reserve()), or null to make one.
+    void start(Handler handler, RouteCost cost, ReserveOptions options, std::shared_ptr<Tried> tried);
+    /// Tries every account of the job's order at once; true when one took it (`granted`), else the refusals.
+    bool try_at_once(const RouteCost& cost, RoutedReservation& granted, Tried& tried);
+    boost::system::error_code most_telling(const Tried& tried) const;
+
+    std::vector<RouteAccount> accounts_;
+    RouterConfig config_;
+    mutable std::mutex mutex_;
+    RouterStats stats_;
+    std::uint64_t random_state_;
+};
+
+}  // namespace creditguard

@@ -1,0 +1,325 @@
+#include "creditguard/router.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/system/system_error.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <stdexcept>
+#include <tuple>
+
+namespace creditguard {
+namespace asio = boost::asio;
+using boost::system::error_code;
+
+RouteCost RouteCost::per_provider(std::map<std::string, Credits, std::less<>> costs) {
+    RouteCost c;
+    c.per_provider_ = std::move(costs);
+    return c;
+}
+
+RouteCost RouteCost::function(std::function<std::optional<Credits>(const RouteAccount&)> cost) {
+    RouteCost c;
+    c.function_ = std::move(cost);
+    return c;
+}
+
+std::optional<Credits> RouteCost::on(const RouteAccount& account) const {
+    if (uniform_) return uniform_;
+    if (function_) return function_(account);
+    const auto it = per_provider_.find(account.provider);
+    if (it == per_provider_.end()) return std::nullopt;
+    return it->second;
+}
+
+/// One job's try at every account of its order: the cost there, and the refusal (none: not tried yet).
+struct Router::Tried {
+    struct Entry {
+        std::size_t account;
+        Credits cost;
+        error_code refusal;
+    };
+    std::vector<Entry> entries;
+};
+
+namespace {
+
+// Refusals an account gives whatever happens meanwhile: the job does not wait on it.
+bool final_refusal(const error_code& ec) {
+    return ec == errc::unauthorized || ec == errc::shutdown || ec == errc::invalid_cost ||
+           ec == errc::cost_exceeds_limit;
+}
+
+// The refusal that says most about why the job did not run, when every account refused.
+int telling_rank(const error_code& ec) {
+    static constexpr errc order[] = {errc::cancelled,          errc::shutdown,        errc::timeout,
+                                     errc::queue_full,         errc::insufficient_credits, errc::balance_unknown,
+                                     errc::maintenance,        errc::rate_limited,    errc::would_block,
+                                     errc::unauthorized,       errc::cost_exceeds_limit,   errc::invalid_cost};
+    for (std::size_t i = 0; i < std::size(order); ++i)
+        if (ec == order[i]) return static_cast<int>(i);
+    return static_cast<int>(std::size(order));
+}
+
+std::uint64_t splitmix(std::uint64_t& state) {
+    std::uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+}  // namespace
+
+Router::Router(std::vector<RouteAccount> accounts, RouterConfig config)
+    : accounts_(std::move(accounts)), config_(config), random_state_(config.random_seed) {
+    if (accounts_.empty()) throw std::invalid_argument("Router: no accounts");
+    for (std::size_t i = 0; i < accounts_.size(); ++i) {
+        const RouteAccount& a = accounts_[i];
+        if (a.guard == nullptr) throw std::invalid_argument("Router: account " + a.name + " has no guard");
+        if (!(a.weight > 0) || !std::isfinite(a.weight))
+            throw std::invalid_argument("Router: account " + a.name + " needs a positive weight");
+        for (std::size_t j = 0; j < i; ++j)
+            if (accounts_[j].name == a.name) throw std::invalid_argument("Router: two accounts named " + a.name);
+        stats_.accounts.push_back({a.name, 0, 0, 0});
+    }
+    if (random_state_ == 0) random_state_ = (std::uint64_t{std::random_device{}()} << 32) | std::random_device{}();
+}
+
+std::vector<std::size_t> Router::order(const RouteCost& cost) {
+    struct Candidate {
+        std::size_t account;
+        bool congested;
+        Duration backlog;
+        int priority;
+        double draw;  // weighted: exponential race, the smallest goes first with probability weight / sum
+    };
+    std::vector<Candidate> candidates;
+    candidates.reserve(accounts_.size());
+    for (std::size_t i = 0; i < accounts_.size(); ++i) {
+        const RouteAccount& a = accounts_[i];
+        if (!cost.on(a)) continue;
+        Duration backlog{};
+        if (a.budget) backlog = a.budget->backlog(RequestKind::create).value_or(Duration::max());
+        candidates.push_back({i, backlog > config_.backlog_tolerance, backlog, a.priority, 0});
+    }
+    std::lock_guard lock(mutex_);
+    for (Candidate& c : candidates) {
+        if (c.congested) ++stats_.accounts[c.account].congested;
+        if (config_.policy == RoutePolicy::weighted) {
+            const double u = (static_cast<double>(splitmix(random_state_) >> 11) + 0.5) * 0x1p-53;  // (0, 1)
+            c.draw = -std::log(u) / accounts_[c.account].weight;
+        } else {
+            c.draw = static_cast<double>(c.account);
+        }
+    }
+    std::stable_sort(candidates.begin(), candidates.end(), [](const Candidate& x, const Candidate& y) {
+        const Duration bx = x.congested ? x.backlog : Duration::zero();
+        const Duration by = y.congested ? y.backlog : Duration::zero();
+        return std::tie(x.congested, bx, x.priority, x.draw) < std::tie(y.congested, by, y.priority, y.draw);
+    });
+    std::vector<std::size_t> out;
+    out.reserve(candidates.size());
+    for (const Candidate& c : candidates)
+        out.push_back(c.account);
+    return out;
+}
+
+bool Router::try_at_once(const RouteCost& cost, RoutedReservation& granted, Tried& tried) {
+    for (const std::size_t i : order(cost)) {
+        const Credits c = *cost.on(accounts_[i]);
+        auto r = accounts_[i].guard->try_reserve(c);
+        if (r) {
+            granted.reservation = std::move(*r);
+            granted.account = i;
+            std::lock_guard lock(mutex_);
+            ++stats_.accounts[i].granted;
+            if (!tried.entries.empty()) ++stats_.accounts[tried.entries.front().account].passed_by;
+            return true;
+        }
+        tried.entries.push_back({i, c, r.error()});
+    }
+    return false;
+}
+
+error_code Router::most_telling(const Tried& tried) const {
+    if (tried.entries.empty()) return make_error_code(errc::no_route);
+    error_code best = tried.entries.front().refusal;
+    for (const auto& e : tried.entries)
+        if (telling_rank(e.refusal) < telling_rank(best)) best = e.refusal;
+    return best;
+}
+
+asio::awaitable<RoutedReservation> Router::reserve(RouteCost cost, ReserveOptions options) {
+    RoutedReservation granted;
+    auto tried = std::make_shared<Tried>();
+    if (try_at_once(cost, granted, *tried)) co_return granted;
+    constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+    auto [ec, routed] = co_await asio::async_initiate<decltype(use_tuple), void(error_code, RoutedReservation)>(
+        [this](auto handler, RouteCost c, ReserveOptions o, std::shared_ptr<Tried> t) {
+            start(Handler(std::move(handler)), std::move(c), o, std::move(t));
+        },
+        use_tuple, std::move(cost), options, std::move(tried));
+    if (ec) throw boost::system::system_error(ec);
+    co_return std::move(routed);
+}
+
+namespace {
+
+using Handler = asio::any_completion_handler<void(error_code, RoutedReservation)>;
+using HandlerExecutor = asio::associated_executor_t<Handler, asio::any_io_executor>;
+
+// Completes `handler` with (ec, routed): posted to `first` (a type-erased handler executor cannot be told
+// never to run inline, and a use_awaitable handler completed inside its initiation recurses), then dispatched
+// to the handler's executor, where `before` runs first (it clears a cancellation slot there).
+template <typename Before>
+void complete(const asio::any_io_executor& first, Handler handler, error_code ec, RoutedReservation routed,
+              Before before) {
+    asio::post(first, [h = std::move(handler), ec, r = std::move(routed), before = std::move(before),
+                       first]() mutable {
+        const HandlerExecutor ex = asio::get_associated_executor(h, first);
+        asio::dispatch(ex, [h = std::move(h), ec, r = std::move(r), before = std::move(before)]() mutable {
+            before();
+            std::move(h)(ec, std::move(r));
+        });
+    });
+}
+
+// One job waiting on several accounts at once. Every completion of its waiters, and every cancellation
+// sent to them, runs on one strand: a waiter's cancellation slot is cleared there, so emitting on it there
+// never races its completion.
+struct Race : std::enable_shared_from_this<Race> {
+    Race(Handler h, const asio::any_io_executor& fallback)
+        : handler(std::move(h)),
+          fallback(fallback),
+          work(asio::get_associated_executor(handler, fallback)),
+          strand(asio::make_strand(fallback)) {}
+
+    Handler handler;
+    asio::any_io_executor fallback;
+    asio::executor_work_guard<HandlerExecutor> work;  // the job's executor has work while the job waits
+    asio::any_io_executor strand;  // a strand of the first account's executor
+    std::vector<std::size_t> accounts;
+    std::vector<asio::cancellation_signal> signals;  // one per waiter (not movable: sized once)
+    std::vector<error_code> results;                 // per waiter; empty while it waits
+    std::vector<bool> pending;
+    std::size_t waiting = 0;
+    bool done = false;
+    asio::cancellation_slot caller_slot;  // the job's own cancellation: cleared where the job completes
+
+    void cancel_rest(asio::cancellation_type type) {
+        for (std::size_t k = 0; k < signals.size(); ++k)
+            if (pending[k]) signals[k].emit(type);
+    }
+
+    void finish(error_code ec, RoutedReservation routed) {
+        done = true;
+        complete(fallback, std::move(handler), ec, std::move(routed), [slot = caller_slot]() mutable {
+            if (slot.is_connected()) slot.clear();
+        });
+        work.reset();
+    }
+};
+
+}  // namespace
+
+void Router::start(Handler handler, RouteCost cost, ReserveOptions options, std::shared_ptr<Tried> tried_before) {
+    const asio::any_io_executor fallback = accounts_.front().guard->get_executor();
+    if (!tried_before) {
+        tried_before = std::make_shared<Tried>();
+        RoutedReservation granted;
+        if (try_at_once(cost, granted, *tried_before))
+            return complete(fallback, std::move(handler), {}, std::move(granted), [] {});
+    }
+    const Tried& tried = *tried_before;
+    std::vector<Tried::Entry> may_wait;
+    for (const auto& e : tried.entries)
+        if (!final_refusal(e.refusal)) may_wait.push_back(e);
+    if (may_wait.empty()) {
+        {
+            std::lock_guard lock(mutex_);
+            ++stats_.rejected;
+        }
+        return complete(fallback, std::move(handler), most_telling(tried), RoutedReservation{}, [] {});
+    }
+    {
+        std::lock_guard lock(mutex_);
+        ++stats_.waited;
+    }
+
+    auto slot = asio::get_associated_cancellation_slot(handler);
+    auto race = std::make_shared<Race>(std::move(handler), fallback);
+    const std::size_t n = may_wait.size();
+    race->signals = std::vector<asio::cancellation_signal>(n);
+    race->results.resize(n);
+    race->pending.assign(n, true);
+    race->waiting = n;
+    for (const auto& e : may_wait)
+        race->accounts.push_back(e.account);
+    // The refusals of the accounts that will not be waited on still count when the job fails everywhere.
+    auto finally_refused = std::make_shared<Tried>();
+    for (const auto& e : tried.entries)
+        if (final_refusal(e.refusal)) finally_refused->entries.push_back(e);
+
+    race->caller_slot = slot;
+    if (slot.is_connected()) {
+        slot.assign([weak = std::weak_ptr<Race>(race)](asio::cancellation_type type) {
+            auto r = weak.lock();
+            if (!r) return;
+            asio::post(r->strand, [r, type] {
+                if (!r->done) r->cancel_rest(type);
+            });
+        });
+    }
+
+    for (std::size_t k = 0; k < n; ++k) {
+        const std::size_t account = may_wait[k].account;
+        const std::size_t first_choice = tried.entries.front().account;
+        auto on_done = [this, race, k, account, first_choice, finally_refused](error_code ec, Reservation r) {
+            race->pending[k] = false;
+            --race->waiting;
+            race->results[k] = ec;
+            if (race->done) return;  // a grant that raced the winner is released as `r` goes
+            if (!ec) {
+                race->cancel_rest(asio::cancellation_type::terminal);
+                {
+                    std::lock_guard lock(mutex_);
+                    ++stats_.accounts[account].granted;
+                    if (account != first_choice) ++stats_.accounts[first_choice].passed_by;
+                }
+                race->finish({}, RoutedReservation{std::move(r), account});
+                return;
+            }
+            if (race->waiting > 0) return;
+            Tried all = *finally_refused;
+            for (std::size_t j = 0; j < race->accounts.size(); ++j)
+                all.entries.push_back({race->accounts[j], 0, race->results[j]});
+            {
+                std::lock_guard lock(mutex_);
+                ++stats_.rejected;
+            }
+            race->finish(most_telling(all), RoutedReservation{});
+        };
+        accounts_[account].guard->async_reserve(
+            may_wait[k].cost, options,
+            asio::bind_executor(race->strand,
+                                asio::bind_cancellation_slot(race->signals[k].slot(), std::move(on_done))));
+    }
+}
+
+RouterStats Router::stats() const {
+    std::lock_guard lock(mutex_);
+    return stats_;
+}
+
+}  // namespace creditguard
