@@ -1,6 +1,7 @@
 // End to end: the guarded runner against the mock provider over real loopback sockets, for every
 // provider and deduction mode, through insufficient balances, top-ups, maintenance and rate limits.
 #include "support/builtin_ids.hpp"
+#include "support/e2e_support.hpp"
 
 #include <creditguard/creditguard.hpp>
 #include <creditguard/providers/provider.hpp>
@@ -28,51 +29,11 @@ using cgtest::kProviders;
 const std::string kKey = "sk-e2e-9f3b1d77aa";
 
 cg::MockConfig mock_config(std::string_view provider, cg::Credits credits, cg::DeductionTiming deduct) {
-    cg::MockConfig c;
-    c.key = cg::SecretString(kKey);
-    c.credits = credits;
-    c.cost = 12;
-    c.deduct = deduct;
-    c.polls_to_complete = 2;
-    c.v1_flavor = cgtest::mock_v1_flavor(provider);
-    return c;
+    return cgtest::mock_config(provider, credits, deduct, kKey);
 }
-
-// Short intervals so that a run takes milliseconds; the logic is the same as with real ones.
-cg::GuardConfig fast_guard(cg::AdmissionPolicy policy) {
-    cg::GuardConfig c;
-    c.policy = policy;
-    c.default_max_wait = 30s;
-    c.refresh.min_interval = 5ms;
-    c.refresh.recheck_before_reject = 20ms;
-    c.refresh.starved_interval = 20ms;
-    c.refresh.backoff_initial = 10ms;
-    c.refresh.backoff_max = 100ms;
-    c.signals.rate_limit_backoff_initial = 10ms;
-    c.signals.rate_limit_backoff_max = 100ms;
-    c.signals.maintenance_probe_initial = 10ms;
-    c.signals.maintenance_probe_max = 50ms;
-    c.signals.server_error_pause_initial = 20ms;
-    c.signals.server_error_pause_max = 100ms;
-    c.refresh.drift_interval = 50ms;
-    return c;
-}
-
-cg::RunnerConfig fast_runner() {
-    cg::RunnerConfig r;
-    r.poll_initial = 2ms;
-    r.poll_max = 10ms;
-    r.max_submit_attempts = 100;
-    r.retry_initial = 5ms;
-    r.retry_max = 50ms;
-    return r;
-}
-
-struct Totals {
-    int completed = 0, rejected = 0, failed = 0, ambiguous = 0, cancelled = 0, unauthorized = 0, errors = 0;
-    int insufficient = 0, rate_limited = 0, maintenance = 0, paced = 0;
-    cg::Credits charged = 0;
-};
+using cgtest::fast_guard;
+using cgtest::fast_runner;
+using cgtest::Totals;
 
 struct Pipeline {
     Pipeline(std::string_view provider_id, cg::MockConfig mock_config, cg::GuardConfig guard_config,
@@ -111,23 +72,7 @@ struct Pipeline {
         }
     }
 
-    void record(const cg::JobResult& r) {
-        switch (r.status) {
-        case cg::JobStatus::completed: ++totals.completed; break;
-        case cg::JobStatus::rejected: ++totals.rejected; break;
-        case cg::JobStatus::failed: ++totals.failed; break;
-        case cg::JobStatus::ambiguous: ++totals.ambiguous; break;
-        case cg::JobStatus::cancelled: ++totals.cancelled; break;
-        case cg::JobStatus::unauthorized: ++totals.unauthorized; break;
-        case cg::JobStatus::error: ++totals.errors; break;
-        }
-        if (r.status == cg::JobStatus::error) BOOST_TEST_MESSAGE("job error: " << r.error.message());
-        totals.insufficient += r.insufficient_answers;
-        totals.rate_limited += r.rate_limited_answers;
-        totals.maintenance += r.maintenance_answers;
-        totals.charged += r.charged;
-        totals.paced += r.paced_requests;
-    }
+    void record(const cg::JobResult& r) { totals.record(r); }
 
     cg::Credits cost;  // what the mock charges per job, reserved by each job
     asio::io_context ioc;

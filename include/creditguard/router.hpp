@@ -47,8 +47,8 @@ struct RouterConfig {
     RoutePolicy policy = RoutePolicy::priority;
     /// An account whose next create would wait longer than this for a request permit is tried only after
     /// every account that would not, least backlog first: a rate limit spreads a run over every account
-    /// instead of queueing it behind the primary's.
-    Duration backlog_tolerance = std::chrono::seconds(2);
+    /// instead of queueing it behind the primary's. Larger: more of the run stays on the first accounts.
+    Duration backlog_tolerance = std::chrono::milliseconds(250);
     /// Seed for the weighted choice (0: from std::random_device).
     std::uint64_t random_seed = 0;
 };
@@ -70,6 +70,13 @@ private:
     std::optional<Credits> uniform_;
     std::map<std::string, Credits, std::less<>> per_provider_;
     std::function<std::optional<Credits>(const RouteAccount&)> function_;
+};
+
+/// What a job asks of the router beyond its cost.
+struct RouteHints {
+    /// Accounts (indices) to try only after every other: the job's create just failed there (a server error,
+    /// a connection that could not be made) and the job would rather go elsewhere than back off.
+    std::vector<std::size_t> avoid;
 };
 
 /// A reservation on the account that will run the job (Router::account(account) says which).
@@ -109,17 +116,22 @@ public:
 
     /// Reserves the job's cost on the account it goes to. Completes at once, without a post, when an account
     /// takes it at once. Throws boost::system::system_error on refusal.
-    boost::asio::awaitable<RoutedReservation> reserve(RouteCost cost, ReserveOptions options = {});
+    boost::asio::awaitable<RoutedReservation> reserve(RouteCost cost, ReserveOptions options = {},
+                                                      RouteHints hints = {});
 
     /// Completion-token form; signature void(boost::system::error_code, RoutedReservation). Never completes
     /// inside the call. Per-operation cancellation (any type) cancels the job's waiters on every account.
     template <typename CompletionToken>
-    auto async_reserve(RouteCost cost, ReserveOptions options, CompletionToken&& token) {
+    auto async_reserve(RouteCost cost, ReserveOptions options, RouteHints hints, CompletionToken&& token) {
         return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, RoutedReservation)>(
-            [this](auto handler, RouteCost c, ReserveOptions o) {
-                start(Handler(std::move(handler)), std::move(c), o, nullptr);
+            [this](auto handler, RouteCost c, ReserveOptions o, RouteHints h) {
+                start(Handler(std::move(handler)), std::move(c), o, std::move(h), nullptr);
             },
-            token, std::move(cost), options);
+            token, std::move(cost), options, std::move(hints));
+    }
+    template <typename CompletionToken>
+    auto async_reserve(RouteCost cost, ReserveOptions options, CompletionToken&& token) {
+        return async_reserve(std::move(cost), options, RouteHints{}, std::forward<CompletionToken>(token));
     }
 
     std::size_t size() const noexcept { return accounts_.size(); }
@@ -127,16 +139,18 @@ public:
     const std::vector<RouteAccount>& accounts() const noexcept { return accounts_; }
     RouterStats stats() const;
 
-    /// The order a job of `cost` would try the accounts in now (for tests and plans).
-    std::vector<std::size_t> order(const RouteCost& cost);
+    /// The order a job of `cost` would try the accounts in now: the accounts that can run it (RouteCost), by
+    /// policy, congested ones after the others and avoided ones last.
+    std::vector<std::size_t> order(const RouteCost& cost, const RouteHints& hints = {});
 
 private:
     using Handler = boost::asio::any_completion_handler<void(boost::system::error_code, RoutedReservation)>;
     struct Tried;
     /// `tried`: the refusals of a try at once already made (reserve()), or null to make one.
-    void start(Handler handler, RouteCost cost, ReserveOptions options, std::shared_ptr<Tried> tried);
+    void start(Handler handler, RouteCost cost, ReserveOptions options, RouteHints hints,
+               std::shared_ptr<Tried> tried);
     /// Tries every account of the job's order at once; true when one took it (`granted`), else the refusals.
-    bool try_at_once(const RouteCost& cost, RoutedReservation& granted, Tried& tried);
+    bool try_at_once(const RouteCost& cost, const RouteHints& hints, RoutedReservation& granted, Tried& tried);
     boost::system::error_code most_telling(const Tried& tried) const;
 
     std::vector<RouteAccount> accounts_;

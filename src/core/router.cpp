@@ -96,9 +96,10 @@ Router::Router(std::vector<RouteAccount> accounts, RouterConfig config)
     if (random_state_ == 0) random_state_ = (std::uint64_t{std::random_device{}()} << 32) | std::random_device{}();
 }
 
-std::vector<std::size_t> Router::order(const RouteCost& cost) {
+std::vector<std::size_t> Router::order(const RouteCost& cost, const RouteHints& hints) {
     struct Candidate {
         std::size_t account;
+        bool avoided;
         bool congested;
         Duration backlog;
         int priority;
@@ -111,7 +112,8 @@ std::vector<std::size_t> Router::order(const RouteCost& cost) {
         if (!cost.on(a)) continue;
         Duration backlog{};
         if (a.budget) backlog = a.budget->backlog(RequestKind::create).value_or(Duration::max());
-        candidates.push_back({i, backlog > config_.backlog_tolerance, backlog, a.priority, 0});
+        const bool avoided = std::find(hints.avoid.begin(), hints.avoid.end(), i) != hints.avoid.end();
+        candidates.push_back({i, avoided, backlog > config_.backlog_tolerance, backlog, a.priority, 0});
     }
     std::lock_guard lock(mutex_);
     for (Candidate& c : candidates) {
@@ -126,7 +128,8 @@ std::vector<std::size_t> Router::order(const RouteCost& cost) {
     std::stable_sort(candidates.begin(), candidates.end(), [](const Candidate& x, const Candidate& y) {
         const Duration bx = x.congested ? x.backlog : Duration::zero();
         const Duration by = y.congested ? y.backlog : Duration::zero();
-        return std::tie(x.congested, bx, x.priority, x.draw) < std::tie(y.congested, by, y.priority, y.draw);
+        return std::tie(x.avoided, x.congested, bx, x.priority, x.draw) <
+               std::tie(y.avoided, y.congested, by, y.priority, y.draw);
     });
     std::vector<std::size_t> out;
     out.reserve(candidates.size());
@@ -135,8 +138,8 @@ std::vector<std::size_t> Router::order(const RouteCost& cost) {
     return out;
 }
 
-bool Router::try_at_once(const RouteCost& cost, RoutedReservation& granted, Tried& tried) {
-    for (const std::size_t i : order(cost)) {
+bool Router::try_at_once(const RouteCost& cost, const RouteHints& hints, RoutedReservation& granted, Tried& tried) {
+    for (const std::size_t i : order(cost, hints)) {
         const Credits c = *cost.on(accounts_[i]);
         auto r = accounts_[i].guard->try_reserve(c);
         if (r) {
@@ -160,16 +163,16 @@ error_code Router::most_telling(const Tried& tried) const {
     return best;
 }
 
-asio::awaitable<RoutedReservation> Router::reserve(RouteCost cost, ReserveOptions options) {
+asio::awaitable<RoutedReservation> Router::reserve(RouteCost cost, ReserveOptions options, RouteHints hints) {
     RoutedReservation granted;
     auto tried = std::make_shared<Tried>();
-    if (try_at_once(cost, granted, *tried)) co_return granted;
+    if (try_at_once(cost, hints, granted, *tried)) co_return granted;
     constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
     auto [ec, routed] = co_await asio::async_initiate<decltype(use_tuple), void(error_code, RoutedReservation)>(
-        [this](auto handler, RouteCost c, ReserveOptions o, std::shared_ptr<Tried> t) {
-            start(Handler(std::move(handler)), std::move(c), o, std::move(t));
+        [this](auto handler, RouteCost c, ReserveOptions o, RouteHints h, std::shared_ptr<Tried> t) {
+            start(Handler(std::move(handler)), std::move(c), o, std::move(h), std::move(t));
         },
-        use_tuple, std::move(cost), options, std::move(tried));
+        use_tuple, std::move(cost), options, std::move(hints), std::move(tried));
     if (ec) throw boost::system::system_error(ec);
     co_return std::move(routed);
 }
@@ -233,12 +236,13 @@ struct Race : std::enable_shared_from_this<Race> {
 
 }  // namespace
 
-void Router::start(Handler handler, RouteCost cost, ReserveOptions options, std::shared_ptr<Tried> tried_before) {
+void Router::start(Handler handler, RouteCost cost, ReserveOptions options, RouteHints hints,
+                   std::shared_ptr<Tried> tried_before) {
     const asio::any_io_executor fallback = accounts_.front().guard->get_executor();
     if (!tried_before) {
         tried_before = std::make_shared<Tried>();
         RoutedReservation granted;
-        if (try_at_once(cost, granted, *tried_before))
+        if (try_at_once(cost, hints, granted, *tried_before))
             return complete(fallback, std::move(handler), {}, std::move(granted), [] {});
     }
     const Tried& tried = *tried_before;

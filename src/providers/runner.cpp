@@ -8,7 +8,10 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include <algorithm>
+#include <optional>
 #include <random>
+#include <stdexcept>
+#include <tuple>
 
 namespace creditguard {
 namespace {
@@ -85,8 +88,37 @@ JobResult& abandoned(JobResult& result, Reservation& reservation, Credits cost, 
     return result;
 }
 
-asio::awaitable<JobResult> guarded_job(CreditGuard& guard, const Provider& provider, boost::json::value create_body,
-                                       Credits cost, RunnerConfig config);
+// Where a job may go: one guarded account, or the accounts of a router.
+struct Placement {
+    Router* router = nullptr;
+    std::vector<const Provider*> providers;  // routed: one per router account
+    RouteCost route_cost = Credits{0};
+    CreditGuard* guard = nullptr;  // one account
+    const Provider* provider = nullptr;
+    RequestBudget* budget = nullptr;
+    Credits cost = 0;
+};
+
+// The account a job's reservation is on.
+struct Account {
+    CreditGuard* guard = nullptr;
+    const Provider* provider = nullptr;
+    RequestBudget* budget = nullptr;
+    std::size_t index = 0;
+};
+
+asio::awaitable<JobResult> guarded_job(Placement place, boost::json::value create_body, RunnerConfig config);
+
+asio::awaitable<JobResult> spawn_job(Placement place, boost::json::value create_body, RunnerConfig config) {
+    // The job runs as a coroutine of its own, so that the cancellation it lets through (see runner.hpp) is set on
+    // its own state, never on the caller's; the caller's cancellation reaches it through the caller's filter.
+    const asio::cancellation_state state = co_await asio::this_coro::cancellation_state;
+    const auto executor = co_await asio::this_coro::executor;
+    JobResult result =
+        co_await asio::co_spawn(executor, guarded_job(std::move(place), std::move(create_body), std::move(config)),
+                                asio::bind_cancellation_slot(state.slot(), asio::use_awaitable));
+    co_return result;
+}
 
 }  // namespace
 
@@ -105,26 +137,64 @@ const char* to_string(JobStatus s) noexcept {
 
 asio::awaitable<JobResult> run_guarded_job(CreditGuard& guard, const Provider& provider, boost::json::value create_body,
                                            Credits cost, RunnerConfig config) {
-    // The job runs as a coroutine of its own, so that the cancellation it lets through (see runner.hpp) is set on
-    // its own state, never on the caller's; the caller's cancellation reaches it through the caller's filter.
-    const asio::cancellation_state state = co_await asio::this_coro::cancellation_state;
-    const auto executor = co_await asio::this_coro::executor;
-    JobResult result =
-        co_await asio::co_spawn(executor, guarded_job(guard, provider, std::move(create_body), cost, std::move(config)),
-                                asio::bind_cancellation_slot(state.slot(), asio::use_awaitable));
+    Placement place;
+    place.guard = &guard;
+    place.provider = &provider;
+    place.budget = config.budget.get();
+    place.cost = cost;
+    JobResult result = co_await spawn_job(std::move(place), std::move(create_body), std::move(config));
+    co_return result;
+}
+
+asio::awaitable<JobResult> run_guarded_job(Router& router, std::vector<const Provider*> providers,
+                                           boost::json::value create_body, RouteCost cost, RunnerConfig config) {
+    if (providers.size() != router.size()) throw std::invalid_argument("run_guarded_job: one provider per account");
+    Placement place;
+    place.router = &router;
+    place.providers = std::move(providers);
+    place.route_cost = std::move(cost);
+    JobResult result = co_await spawn_job(std::move(place), std::move(create_body), std::move(config));
     co_return result;
 }
 
 namespace {
 
-asio::awaitable<JobResult> guarded_job(CreditGuard& guard, const Provider& provider, boost::json::value create_body,
-                                       Credits cost, RunnerConfig config) {
+// Reserves the job's credits where it goes, and says which account that is.
+asio::awaitable<std::tuple<boost::system::error_code, Reservation, Account>> reserve_somewhere(
+    const Placement& place, const ReserveOptions& options, const RouteHints& hints) {
+    if (place.router == nullptr) {
+        auto reserved = co_await place.guard->async_reserve(place.cost, options, use_tuple);
+        co_return std::tuple{std::get<0>(reserved), std::move(std::get<1>(reserved)),
+                             Account{place.guard, place.provider, place.budget, 0}};
+    }
+    auto routed = co_await place.router->async_reserve(place.route_cost, options, hints, use_tuple);
+    const std::size_t i = std::get<1>(routed).account;
+    const RouteAccount& a = place.router->account(i);
+    co_return std::tuple{std::get<0>(routed), std::move(std::get<1>(routed).reservation),
+                         Account{a.guard, place.providers[i], a.budget.get(), i}};
+}
+
+// Whether a routed job has an account to go to other than those it avoids.
+bool may_go_elsewhere(const Placement& place, const RouteHints& hints) {
+    if (place.router == nullptr) return false;
+    for (std::size_t i = 0; i < place.router->size(); ++i) {
+        const bool avoided = std::find(hints.avoid.begin(), hints.avoid.end(), i) != hints.avoid.end();
+        if (!avoided && place.route_cost.on(place.router->account(i))) return true;
+    }
+    return false;
+}
+
+asio::awaitable<JobResult> guarded_job(Placement place, boost::json::value create_body, RunnerConfig config) {
     // Every kind of cancellation reaches the waits below; each wait decides what it means there.
     co_await asio::this_coro::reset_cancellation_state(asio::enable_total_cancellation());
     co_await asio::this_coro::throw_if_cancelled(false);
     JobResult result;
     Reservation reservation;
-    RequestBudget* const budget = config.budget.get();
+    Account account;                 // where the job's current reservation is
+    RequestBudget* budget = nullptr;  // that account's
+    Credits cost = 0;                 // the job's price there
+    RouteHints hints;                 // accounts a routed job would rather not go back to
+    std::optional<std::size_t> refused_at;  // the account that last refused the job's create
     RequestPermit task_permit;  // the create's permit: holds a running-task slot while the task runs
     asio::steady_timer timer(co_await asio::this_coro::executor);
     const auto submit_until = SteadyClock::now() + config.submit_deadline;
@@ -135,7 +205,7 @@ asio::awaitable<JobResult> guarded_job(CreditGuard& guard, const Provider& provi
     for (;;) {
         ++result.submit_attempts;
         const auto reserve_started = SteadyClock::now();
-        auto reserved = co_await guard.async_reserve(cost, config.reserve, use_tuple);
+        auto reserved = co_await reserve_somewhere(place, config.reserve, hints);
         result.credit_wait += SteadyClock::now() - reserve_started;
         const asio::cancellation_type stop_asked = co_await cancellation_asked();
         if (asked(stop_asked)) co_return cancelled(result);  // a grant that raced the request is released here
@@ -145,6 +215,11 @@ asio::awaitable<JobResult> guarded_job(CreditGuard& guard, const Provider& provi
             co_return result;
         }
         reservation = std::move(std::get<1>(reserved));
+        account = std::get<2>(reserved);
+        budget = account.budget;
+        cost = reservation.cost();
+        result.account = account.index;
+        if (refused_at && *refused_at != account.index) ++result.failovers;
 
         // Credits first, then the permit: a permit is spent when granted, and must not be spent on a job
         // that then waits for credits.
@@ -169,8 +244,8 @@ asio::awaitable<JobResult> guarded_job(CreditGuard& guard, const Provider& provi
         }
 
         // The create is never interrupted: a create cut off after sending would leave its outcome unknown.
-        const TimePoint sent_at = guard.now();
-        auto created = co_await provider.async_create_task(
+        const TimePoint sent_at = account.guard->now();
+        auto created = co_await account.provider->async_create_task(
             create_body, asio::bind_cancellation_slot(asio::cancellation_slot(), use_tuple));
         const boost::system::error_code ec = std::get<0>(created);
         if (budget != nullptr) budget->report(permit, request_answer(std::get<1>(created).cls));
@@ -181,6 +256,7 @@ asio::awaitable<JobResult> guarded_job(CreditGuard& guard, const Provider& provi
             break;
         }
         count_answer(result, ec);
+        refused_at = account.index;
         if (budget != nullptr && ec == errc::rate_limited && SteadyClock::now() < submit_until) {
             // The budget has paused and lowered its rate; the next permit comes when it is time. A refused
             // create was not charged. The guard is not told: its own pause would stall admissions (and this
@@ -209,6 +285,11 @@ asio::awaitable<JobResult> guarded_job(CreditGuard& guard, const Provider& provi
             co_return result;
         }
         if (!insufficient && !guard_paces(ec)) {
+            // A routed job goes to another account at once when one can run it.
+            if (std::find(hints.avoid.begin(), hints.avoid.end(), account.index) == hints.avoid.end())
+                hints.avoid.push_back(account.index);
+            if (may_go_elsewhere(place, hints)) continue;
+            hints.avoid.clear();
             // The guard's breaker pauses admissions after a run of these; each job also backs off itself.
             const auto until = std::min(SteadyClock::now() + retry_delay(config, ++backoffs), submit_until);
             timer.expires_at(until);
@@ -250,7 +331,7 @@ asio::awaitable<JobResult> guarded_job(CreditGuard& guard, const Provider& provi
         backoff = std::min(config.poll_max, std::chrono::duration_cast<Duration>(backoff * config.poll_growth));
         delay = backoff;
 
-        auto ready = co_await guard.async_wait_ready(use_tuple);  // polls count against rate limits too
+        auto ready = co_await account.guard->async_wait_ready(use_tuple);  // polls count against rate limits too
         boost::system::error_code waited = std::get<0>(ready);
         RequestPermit permit;
         if (!waited && budget != nullptr) {
@@ -266,9 +347,9 @@ asio::awaitable<JobResult> guarded_job(CreditGuard& guard, const Provider& provi
             co_return abandoned(result, reservation, cost,
                                 waited == errc::unauthorized ? JobStatus::unauthorized : JobStatus::error, waited);
         ++result.polls;
-        const TimePoint sent_at = guard.now();
+        const TimePoint sent_at = account.guard->now();
         const Duration elapsed = SteadyClock::now() - created_at;
-        auto polled = co_await provider.async_task_status(result.task_id, use_tuple);
+        auto polled = co_await account.provider->async_task_status(result.task_id, use_tuple);
         const asio::cancellation_type stop_during_poll = co_await cancellation_asked();
         if (asked(stop_during_poll))
             co_return abandoned(result, reservation, cost, JobStatus::cancelled, errc::cancelled);
@@ -281,7 +362,7 @@ asio::awaitable<JobResult> guarded_job(CreditGuard& guard, const Provider& provi
             delay = Duration::zero();  // ask again at once: the budget decides when it goes
         } else if (ec) {
             count_answer(result, ec);
-            guard.report(as_errc(ec), retry_after_of(status.cls), sent_at);
+            account.guard->report(as_errc(ec), retry_after_of(status.cls), sent_at);
             if (ec == errc::unauthorized) co_return abandoned(result, reservation, cost, JobStatus::unauthorized, ec);
         } else if (status.state == TaskState::success) {
             if (budget != nullptr) budget->polls().finished(elapsed, answered_polls);

@@ -5,11 +5,13 @@
 #include "creditguard/guard.hpp"
 #include "creditguard/providers/provider.hpp"
 #include "creditguard/request_budget.hpp"
+#include "creditguard/router.hpp"
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/json/value.hpp>
 
 #include <string>
+#include <vector>
 
 namespace creditguard {
 
@@ -69,6 +71,9 @@ struct JobResult {
     Duration credit_wait{};  ///< waiting for the guard to admit it (credits, provider pauses)
     Duration permit_wait{};  ///< waiting for request permits (RunnerConfig::budget)
     int paced_requests = 0;  ///< requests of this job that had to wait for a permit
+    // Routed jobs (the Router overload): where the job ran.
+    std::size_t account = 0;  ///< the router's account index (0 for a single guard)
+    int failovers = 0;        ///< times the job moved to another account after a refused create
 };
 
 /// Runs one job: reserve `cost` → create the task with `create_body` → classify → commit, or release and
@@ -87,6 +92,18 @@ struct JobResult {
 ///   cancellation let a paid job run to its end. A graceful stop emits `total`, a hard one `terminal`.
 boost::asio::awaitable<JobResult> run_guarded_job(CreditGuard& guard, const Provider& provider,
                                                   boost::json::value create_body, Credits cost,
+                                                  RunnerConfig config = {});
+
+/// The same job on whichever of the router's accounts takes it: account i submits through `providers[i]` and
+/// paces through its RouteAccount::budget (RunnerConfig::budget is not used). A create refused for
+/// insufficient credits, a rate limit or maintenance is released and reported to that account's guard, and
+/// the job is routed again: it goes to another account that can take it now, or waits for the first that can
+/// (within RunnerConfig::reserve's deadline). After a server error or a connection that could not be made the
+/// job goes to another account at once if one can take it (RouteHints::avoid), and backs off only when none
+/// can. A create whose outcome is ambiguous is never sent anywhere again. The router, the guards and the
+/// providers must outlive the coroutine.
+boost::asio::awaitable<JobResult> run_guarded_job(Router& router, std::vector<const Provider*> providers,
+                                                  boost::json::value create_body, RouteCost cost,
                                                   RunnerConfig config = {});
 
 }  // namespace creditguard
