@@ -555,6 +555,68 @@ BOOST_AUTO_TEST_CASE(a_config_file_runs_a_custom_provider_against_the_mock) {
     BOOST_TEST(missing.err.find("no account named 'nope'") != std::string::npos, missing.err);
 }
 
+BOOST_AUTO_TEST_CASE(several_accounts_route_one_run_and_the_summary_says_where_jobs_went) {
+    // The primary can pay for 3 jobs of 12; the spare for every other one; a third account of the file
+    // is not named and takes none.
+    auto primary_config = mock_config();
+    primary_config.credits = 3 * 12 + 5;
+    cg::MockProvider primary(primary_config);
+    cg::MockProvider spare(mock_config());
+    cg::MockProvider unused(mock_config());
+    const ConfigFile config(R"({"accounts": {
+        "primary": {"provider": "crun", "base_url": ")" + primary.base_url() + R"(", "api_key_env": "KEY_P"},
+        "spare": {"provider": "sunoapi", "base_url": ")" + spare.base_url() + R"(", "api_key_env": "KEY_S"},
+        "unused": {"provider": "kie", "base_url": ")" + unused.base_url() + R"(", "api_key_env": "KEY_U"}}})");
+    const std::string keys = "KEY_P=" + kKey + " KEY_S=" + kKey + " KEY_U=" + kKey;
+    const Ran r = run_cli("run --config " + config.path.string() +
+                              " --account primary --account=spare --jobs 10 --cost 12 --poll-interval 0.01 --json",
+                          keys);
+    BOOST_TEST_REQUIRE(r.exit_code == 0, r.err);
+    const auto summary = boost::json::parse(r.out).as_object();
+    BOOST_TEST(summary.at("completed").as_int64() == 10);
+    BOOST_TEST(summary.at("provider_insufficient").as_int64() == 0);
+    const auto& accounts = summary.at("accounts").as_array();
+    BOOST_TEST_REQUIRE(accounts.size() == 2u);
+    BOOST_TEST(accounts[0].at("account").as_string() == "primary");
+    BOOST_TEST(accounts[0].at("completed").as_int64() == 3);
+    BOOST_TEST(accounts[1].at("account").as_string() == "spare");
+    BOOST_TEST(accounts[1].at("completed").as_int64() == 7);
+    BOOST_TEST(primary.credits() == 5);
+    BOOST_TEST(spare.credits() == 777 - 7 * 12);
+    BOOST_TEST(unused.counters().requests == 0u);
+    BOOST_TEST(r.err.find(kKey) == std::string::npos);
+
+    // The primary in maintenance: every job goes to the spare, none twice.
+    primary.set_maintenance(cg::MaintenanceMode::code);
+    const auto created_before = spare.books().tasks_created + primary.books().tasks_created;
+    const Ran moved = run_cli("run --config " + config.path.string() +
+                                  " --account primary --account spare --jobs 6 --cost 12 --poll-interval 0.01 --json",
+                              keys);
+    BOOST_TEST_REQUIRE(moved.exit_code == 0, moved.err);
+    const auto after = boost::json::parse(moved.out).as_object();
+    BOOST_TEST(after.at("completed").as_int64() == 6);
+    BOOST_TEST(after.at("accounts").as_array()[1].at("completed").as_int64() == 6);
+    BOOST_TEST(spare.books().tasks_created + primary.books().tasks_created == created_before + 6);
+
+    // A plan over both: their credits together.
+    primary.set_maintenance(cg::MaintenanceMode::off);
+    const Ran plan = run_cli("plan --config " + config.path.string() +
+                                 " --account primary --account spare --jobs 1000 --cost 12 --json",
+                             keys);
+    BOOST_TEST(plan.exit_code == 3, plan.err);
+    const auto p = boost::json::parse(plan.out).as_object();
+    BOOST_TEST(p.at("available").as_int64() == primary.credits() + spare.credits());
+
+    // Several --account need the file's accounts, each named once.
+    const Ran no_file = run_cli("run --account a --account b");
+    BOOST_TEST(no_file.exit_code == 2);
+    BOOST_TEST(no_file.err.find("several --account need a --config file") != std::string::npos, no_file.err);
+    const Ran twice =
+        run_cli("run --config " + config.path.string() + " --account spare --account spare", keys);
+    BOOST_TEST(twice.exit_code == 2);
+    BOOST_TEST(twice.err.find("--account spare is given twice") != std::string::npos, twice.err);
+}
+
 BOOST_AUTO_TEST_CASE(a_wrong_config_file_gets_one_error_naming_the_field) {
     const auto refused = [](const std::string& text, const std::string& expected) {
         const ConfigFile config(text);

@@ -117,6 +117,37 @@ int balance_command(const Options& o) {
 // --------------------------------------------------------------------------------------------
 // run
 
+cg::Credits saturating_add(cg::Credits a, cg::Credits b) {
+    cg::Credits sum = 0;
+    if (!__builtin_add_overflow(a, b, &sum)) return sum;
+    return b < 0 ? std::numeric_limits<cg::Credits>::min() : std::numeric_limits<cg::Credits>::max();
+}
+
+// One account of a run: its options, the embedded mock standing in for it (no --base-url), its provider,
+// request budget, shared ledger and guard, and what its jobs did.
+struct AccountRun {
+    Options o;
+    std::string name;  // the config file's account name, else the provider's id
+    std::unique_ptr<cg::MockProvider> mock;
+    std::optional<cg::ProviderConfig> config;
+    std::optional<cg::SecretString> key;
+    std::unique_ptr<cg::Provider> provider;
+    std::shared_ptr<cg::RequestBudget> budget;  // when pacing
+    cg::RedisRateGate* rate_gate = nullptr;     // its windows shared through Redis (--ledger redis://)
+    cg::RedisLedger* shared_ledger = nullptr;   // owned by the guard; null once it is gone
+    std::unique_ptr<cg::CreditGuard> guard;
+    // Taken when the run ends.
+    cg::GuardStats stats;
+    std::optional<cg::RedisLedgerStats> ledger_stats;
+    std::optional<cg::RequestBudgetStats> budget_stats;
+    // Its jobs.
+    int completed = 0;
+    cg::Credits spent = 0;
+    int failovers_in = 0;  // jobs that came here after another account refused their create
+
+    cg::MetricLabels labels() const { return {{"provider", o.provider}, {"account", name}}; }
+};
+
 struct RunTally {
     cg_cli::MetricsServer* metrics = nullptr;  // --metrics-port, stopped with the run
     int jobs = 0;
@@ -135,13 +166,10 @@ struct RunTally {
     int workers_left = 0;
     // Jobs that did not complete, by what the runner said (status, error): named and counted at the end.
     std::map<std::pair<cg::JobStatus, boost::system::error_code>, int> outcomes;
-    std::unique_ptr<cg::CreditGuard>* guard = nullptr;
-    cg::GuardStats* stats = nullptr;
-    cg::RedisLedger* shared_ledger = nullptr;  // owned by the guard; null once it is gone
-    std::optional<cg::RedisLedgerStats> ledger_stats;
-    cg::RequestBudget* budget = nullptr;     // the run's request budget, when pacing
-    cg::RedisRateGate* rate_gate = nullptr;  // its windows shared through Redis (--ledger redis://)
-    std::optional<cg::RequestBudgetStats> budget_stats;
+    std::vector<std::unique_ptr<AccountRun>> accounts;
+    std::unique_ptr<cg::Router> router;  // over every account (one, most often)
+    std::vector<const cg::Provider*> providers;
+    int failovers = 0;
     cg::Duration credit_wait{};
     cg::Duration permit_wait{};
     // Graceful stop: the first SIGINT/SIGTERM, and whether a second one came.
@@ -156,25 +184,62 @@ struct RunTally {
 void finish(RunTally& t) {
     if (t.metrics != nullptr) t.metrics->stop();
     if (t.signals != nullptr) t.signals->cancel();
-    *t.stats = (*t.guard)->stats();
-    if (t.shared_ledger != nullptr) t.ledger_stats = t.shared_ledger->ledger_stats();
-    t.shared_ledger = nullptr;
-    t.guard->reset();
-    if (t.budget != nullptr) {
-        // Its alarm and any waiting read would keep the io_context running.
-        t.budget_stats = t.budget->stats();
-        t.budget->shutdown();
-        if (t.rate_gate != nullptr) t.rate_gate->close();
+    for (auto& a : t.accounts) {
+        a->stats = a->guard->stats();
+        if (a->shared_ledger != nullptr) a->ledger_stats = a->shared_ledger->ledger_stats();
+        a->shared_ledger = nullptr;
+        a->guard.reset();
+        if (a->budget != nullptr) {
+            // Its alarm and any waiting read would keep the io_context running.
+            a->budget_stats = a->budget->stats();
+            a->budget->shutdown();
+            if (a->rate_gate != nullptr) a->rate_gate->close();
+        }
     }
 }
 
+// The run's accounts as one: what the summary and the causes of failed jobs read when a run routes.
+cg::GuardStats merged_stats(const RunTally& t) {
+    if (t.accounts.size() == 1) return t.accounts.front()->stats;
+    cg::GuardStats m;
+    for (const auto& a : t.accounts) {
+        const cg::GuardStats& s = a->stats;
+        if (s.balance_known) {
+            m.balance_known = true;
+            m.observed_balance = saturating_add(m.observed_balance, s.observed_balance);
+        }
+        if (!m.last_refresh_error) m.last_refresh_error = s.last_refresh_error;
+        m.refreshes_ok += s.refreshes_ok;
+        m.refreshes_failed += s.refreshes_failed;
+        m.granted += s.granted;
+        m.committed += s.committed;
+        m.released += s.released;
+        m.settled += s.settled;
+        m.refunded += s.refunded;
+        m.abandoned += s.abandoned;
+        m.live_reservations += s.live_reservations;
+        m.unresolved += s.unresolved;
+        m.unexplained_spend += s.unexplained_spend;
+        m.drift_margin += s.drift_margin;
+        m.server_error_signals += s.server_error_signals;
+        m.breaker_trips += s.breaker_trips;
+    }
+    return m;
+}
+
 // One scrape: every component of the run (on the io_context's thread, while the run goes).
-std::string render_metrics(const RunTally& t, const cg::Provider& provider, const cg::MetricLabels& labels) {
+std::string render_metrics(const RunTally& t) {
     cg::MetricsText out;
-    if (t.guard != nullptr && *t.guard) cg::write_metrics(out, (*t.guard)->stats(), labels);
-    if (t.budget != nullptr) cg::write_metrics(out, t.budget->stats(), labels);
-    cg::write_metrics(out, provider.http().stats(), labels);
-    if (t.shared_ledger != nullptr) cg::write_metrics(out, t.shared_ledger->ledger_stats(), labels);
+    for (const auto& a : t.accounts) {
+        const cg::MetricLabels labels = a->labels();
+        if (a->guard) cg::write_metrics(out, a->guard->stats(), labels);
+        if (a->budget != nullptr) cg::write_metrics(out, a->budget->stats(), labels);
+        cg::write_metrics(out, a->provider->http().stats(), labels);
+        if (a->shared_ledger != nullptr) cg::write_metrics(out, a->shared_ledger->ledger_stats(), labels);
+    }
+    // The run's own counters: labelled as its account, or as every account when it routes.
+    const cg::MetricLabels labels = t.accounts.size() == 1 ? t.accounts.front()->labels()
+                                                           : cg::MetricLabels{{"provider", "*"}, {"account", "*"}};
     out.gauge("creditguard_run_jobs", "Jobs this run was asked for", labels, t.jobs);
     const char* const done = "creditguard_run_jobs_done_total";
     const char* const help = "Jobs of this run that ended, by result";
@@ -197,12 +262,6 @@ std::string limits_text(const cg::RequestBudgetStats& b) {
 bool on_loopback(const std::string& base_url) {
     auto u = boost::urls::parse_uri(base_url);
     return u && cg::is_loopback_host(u->host());
-}
-
-cg::Credits saturating_add(cg::Credits a, cg::Credits b) {
-    cg::Credits sum = 0;
-    if (!__builtin_add_overflow(a, b, &sum)) return sum;
-    return b < 0 ? std::numeric_limits<cg::Credits>::min() : std::numeric_limits<cg::Credits>::max();
 }
 
 const char* signal_name(int signal_number) {
@@ -235,16 +294,24 @@ void on_signal(RunTally& t, const boost::system::error_code& ec, int signal_numb
     t.signals->async_wait([&t](const boost::system::error_code& e, int n) { on_signal(t, e, n); });
 }
 
-asio::awaitable<void> worker(cg::CreditGuard& guard, const cg::Provider& provider, const Options& o, RunTally& t) {
+asio::awaitable<void> worker(const Options& o, RunTally& t) {
     // A graceful stop (total) must reach the job, not only a terminal one; the worker itself never throws for it.
     co_await asio::this_coro::reset_cancellation_state(asio::enable_total_cancellation());
     co_await asio::this_coro::throw_if_cancelled(false);
     while (t.next < t.jobs && t.stop_signal == 0) {
         const int id = t.next++;
-        auto body = provider.make_create_body("creditguard job " + std::to_string(id) + ": a calm piano piece");
-        cg::JobResult r = co_await cg::run_guarded_job(guard, provider, std::move(body), o.cost, o.runner);
+        // Every account's provider builds its own body from the prompt; the first one's serves them all when
+        // they share a body shape (a routed run's accounts sell the same model).
+        auto body = t.providers.front()->make_create_body("creditguard job " + std::to_string(id) +
+                                                          ": a calm piano piece");
+        cg::JobResult r = co_await cg::run_guarded_job(*t.router, t.providers, std::move(body), o.cost, o.runner);
         ++t.done;
         t.spent = saturating_add(t.spent, r.charged);  // the provider says what a job cost: never trusted to fit
+        AccountRun& account = *t.accounts[r.account];
+        account.spent = saturating_add(account.spent, r.charged);
+        if (r.status == cg::JobStatus::completed) ++account.completed;
+        if (r.failovers > 0) ++account.failovers_in;
+        t.failovers += r.failovers;
         t.insufficient += r.insufficient_answers;
         t.rate_limited += r.rate_limited_answers;
         t.maintenance += r.maintenance_answers;
@@ -265,13 +332,20 @@ asio::awaitable<void> worker(cg::CreditGuard& guard, const cg::Provider& provide
     if (--t.workers_left == 0) finish(t);
 }
 
-asio::awaitable<void> progress(cg::CreditGuard& guard, const RunTally& t) {
+asio::awaitable<void> progress(const RunTally& t) {
     asio::steady_timer timer(co_await asio::this_coro::executor);
     while (t.workers_left > 0) {
-        const auto s = guard.stats();
+        std::size_t waiters = 0;
+        cg::Credits available = 0;
+        for (const auto& a : t.accounts) {
+            if (!a->guard) continue;
+            const auto s = a->guard->stats();
+            waiters += s.waiters;
+            available = saturating_add(available, s.available);
+        }
         std::fprintf(stderr,
                      "\r[creditguard] done %d/%d  completed %d  rejected %d  queued %zu  estimate %lld credits   ",
-                     t.done, t.jobs, t.completed, t.rejected, s.waiters, static_cast<long long>(s.available));
+                     t.done, t.jobs, t.completed, t.rejected, waiters, static_cast<long long>(available));
         timer.expires_after(std::chrono::milliseconds(200));
         co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
     }
@@ -533,131 +607,189 @@ int print_plan(const Options& o, const cg::Plan& p, const std::string& read_erro
     return plan_exit_code(p);
 }
 
-int run_command(Options o) {
+// Before the run: the embedded mock standing in for the account (no --base-url), its provider configuration and
+// its key. 0, or the exit code of what is wrong.
+int prepare_account(AccountRun& a) {
+    Options& o = a.o;
     std::string why;
-    std::unique_ptr<cg::MockProvider> mock;
-    std::optional<cg::SecretString> key;
     if (o.base_url.empty()) {
         // The embedded mock provider: the README's main job runs against it.
         cg::MockConfig mc = o.mock;
         if (const auto* builtin = cg::find_builtin_provider(o.provider))
             mc.v1_flavor = std::string(builtin->mock_v1_flavor);
-        mock = std::make_unique<cg::MockProvider>(mc);
-        o.base_url = mock->base_url();
-        key = mc.key;
+        a.mock = std::make_unique<cg::MockProvider>(mc);
+        o.base_url = a.mock->base_url();
+        a.key = mc.key;
         if (!o.poll_interval_set)  // tasks that finish with polls, or after --mock-task-seconds
             o.runner.poll_initial =
                 o.mock.finish_unpolled_after ? *o.mock.finish_unpolled_after / 2 : std::chrono::milliseconds(50);
         if (o.mock_rate_limit)
-            mock->set_rate_limit(static_cast<int>(o.mock_rate_limit->requests),
-                                 std::chrono::duration_cast<std::chrono::milliseconds>(o.mock_rate_limit->per));
+            a.mock->set_rate_limit(static_cast<int>(o.mock_rate_limit->requests),
+                                   std::chrono::duration_cast<std::chrono::milliseconds>(o.mock_rate_limit->per));
     }
-    auto config = provider_for(o, why);
-    if (!config) return cg_cli::usage(why);
-    if (config->create_path.empty() && !o.dry_run)
+    a.config = provider_for(o, why);
+    if (!a.config) return cg_cli::usage(why);
+    if (a.config->create_path.empty() && !o.dry_run)
         return cg_cli::usage("provider '" + o.provider +
                              "' has no task calls configured (balance only): describe them in a --config file");
-    if (!mock) key = key_for(*config, o, why);
-    if (!key) return cg_cli::usage(why);
-    if (o.deduct) config->deduction = *o.deduct;
+    if (!a.mock) a.key = key_for(*a.config, o, why);
+    if (!a.key) return cg_cli::usage(why);
+    if (o.deduct) a.config->deduction = *o.deduct;
     o.runner.poll_max = std::max(o.runner.poll_max, o.runner.poll_initial);
+    return 0;
+}
+
+// The run's plan: each account's, and for a routed run their credits and request rates together.
+int plan_before_run(const std::vector<std::unique_ptr<AccountRun>>& accounts) {
+    const Options& o = accounts.front()->o;
+    std::string read_error;
+    cg::Plan plan;
+    try {
+        cg::PlanInputs together;
+        together.balance_known = true;
+        together.requests_per_second = 0.0;
+        for (const auto& a : accounts) {
+            std::string account_error;
+            plan = plan_for(a->o, *a->config, *a->key, a->mock != nullptr, account_error);
+            if (!account_error.empty() && read_error.empty()) read_error = a->name + ": " + account_error;
+            together.balance_known = together.balance_known && plan.inputs.balance_known;
+            together.available = saturating_add(together.available, plan.inputs.available);
+            together.balance_age = cg::Duration::zero();
+            if (together.requests_per_second && plan.inputs.requests_per_second)
+                *together.requests_per_second += *plan.inputs.requests_per_second;
+            else
+                together.requests_per_second.reset();  // one account unpaced: the sum is unknown
+        }
+        if (accounts.size() > 1) {
+            plan = cg::make_plan(plan.request, together);
+            plan.assumptions.insert(plan.assumptions.begin(),
+                                    std::to_string(accounts.size()) +
+                                        " accounts together: their credits and request rates added up");
+        }
+    } catch (const std::exception& e) {
+        return fail("invalid_configuration", e.what());
+    }
+    if (o.dry_run) return print_plan(o, plan, read_error);
+    if (plan.fit != cg::PlanFit::fits) {
+        // Nothing was spent: the run would have been refused partway (--require-fit).
+        std::cerr << cg::describe(plan);
+        if (!read_error.empty()) return fail("balance_unknown", "the balance could not be read (" + read_error + ")");
+        (void)fail(cg::to_string(plan.fit), "--require-fit: the credits cannot pay for every job; nothing was started");
+        return 3;
+    }
+    return 0;
+}
+
+// Builds the account's provider, request budget, shared ledger and guard on the run's io_context.
+void open_account(AccountRun& a, asio::io_context& ioc, const cg::LogHook& log) {
+    Options& o = a.o;
+    o.http.log = log;
+    o.http.log_level = o.log_level;
+    if (o.redis) {
+        o.redis->log = log;
+        o.redis->log_level = o.log_level;
+    }
+    a.provider = std::make_unique<cg::Provider>(cg::HttpClient(ioc.get_executor(), o.http), *a.config, std::move(*a.key));
+    cg::GuardConfig gc;
+    gc.policy = o.policy;
+    gc.deduction = a.config->deduction;
+    gc.default_max_wait = o.max_wait;
+    gc.low_watermark = o.low_watermark;
+    gc.log = log;
+    gc.log_level = o.log_level;
+    // Every provider request takes a permit.
+    const std::optional<cg::RequestBudgetConfig> limits = limits_for(o, a.mock != nullptr);
+    if (limits || o.max_running > 0) {
+        cg::RequestBudgetConfig bc = limits ? *limits : cg::RequestBudgetConfig{};
+        if (!limits) bc.learning.enabled = false;  // only the cap on running tasks
+        if (o.max_running > 0) bc.max_running = o.max_running;
+        if (o.redis && !bc.windows.empty()) {
+            // The processes sharing the account's credits share its request windows too.
+            cg::RedisRateGateConfig rg;
+            rg.redis = *o.redis;
+            rg.account = a.name;
+            rg.windows = bc.windows;
+            rg.headroom = bc.headroom;
+            rg.jitter_margin = bc.jitter_margin;
+            auto gate = cg::RedisRateGate::create(ioc.get_executor(), std::move(rg));
+            a.rate_gate = gate.get();
+            bc.shared = std::move(gate);
+        }
+        bc.log = log;
+        bc.log_level = o.log_level;
+        a.budget = std::make_shared<cg::RequestBudget>(ioc.get_executor(), std::move(bc));
+    }
+    std::shared_ptr<cg::BalanceSource> source = a.provider->balance_source(a.budget);
+    if (o.redis) {
+        cg::RedisLedgerConfig lc;
+        lc.redis = *o.redis;
+        lc.account = a.name;
+        lc.deduction = a.config->deduction;
+        if (o.lease_ttl) lc.lease_ttl = *o.lease_ttl;
+        auto ledger = std::make_unique<cg::RedisLedger>(ioc.get_executor(), std::move(lc));
+        a.shared_ledger = ledger.get();
+        source = ledger->coordinated_source(std::move(source));
+        gc.ledger = std::move(ledger);
+        gc.refresh.starved_interval = std::chrono::seconds(1);  // shared reads are cheap to reuse
+    }
+    a.guard = std::make_unique<cg::CreditGuard>(ioc.get_executor(), std::move(source), std::move(gc));
+}
+
+// What the --json summary says of one account of a routed run.
+boost::json::object account_json(const AccountRun& a) {
+    boost::json::object out{{"account", a.name},
+                            {"provider", a.o.provider},
+                            {"completed", a.completed},
+                            {"credits_spent", a.spent},
+                            {"failovers_in", a.failovers_in},
+                            {"balance_requests", a.stats.refreshes_ok + a.stats.refreshes_failed},
+                            {"paused", a.stats.paused},
+                            {"unauthorized", a.stats.terminal}};
+    if (a.stats.balance_known) out["balance_read"] = a.stats.observed_balance;
+    if (a.mock) out["mock_balance_left"] = a.mock->credits();
+    return out;
+}
+
+// `all`: one Options per account; several route the run over them (--config with repeated --account).
+int run_command(std::vector<Options> all) {
+    asio::io_context ioc;  // first in, last out: every account's I/O objects go before it
+    RunTally tally;
+    for (Options& o : all) {
+        auto a = std::make_unique<AccountRun>();
+        a->name = !o.account.empty() ? o.account : !o.config_account.empty() ? o.config_account : o.provider;
+        a->o = std::move(o);
+        if (const int bad = prepare_account(*a)) return bad;
+        tally.accounts.push_back(std::move(a));
+    }
+    Options& o = tally.accounts.front()->o;  // what every account shares: jobs, cost, concurrency, output
     if (o.dry_run || o.require_fit) {
-        std::string read_error;
-        cg::Plan plan;
-        try {
-            plan = plan_for(o, *config, *key, mock != nullptr, read_error);
-        } catch (const std::exception& e) {
-            return fail("invalid_configuration", e.what());
-        }
-        if (o.dry_run) return print_plan(o, plan, read_error);
-        if (plan.fit != cg::PlanFit::fits) {
-            // Nothing was spent: the run would have been refused partway (--require-fit).
-            std::cerr << cg::describe(plan);
-            if (!read_error.empty())
-                return fail("balance_unknown", "the balance could not be read (" + read_error + ")");
-            (void)fail(cg::to_string(plan.fit),
-                       "--require-fit: the credits cannot pay for every job; nothing was started");
-            return 3;
-        }
+        if (const int stop = plan_before_run(tally.accounts); stop != 0 || o.dry_run) return stop;
     }
 
-    asio::io_context ioc;
-    // `o` outlives this function (a parameter ends with the caller's expression), the io_context does not: the
-    // request budget the runner config shares must go before it (its alarm is a timer of this io_context).
-    struct ReleaseRunState {
-        cg::RunnerConfig& runner;
-        ~ReleaseRunState() { runner.budget.reset(); }
-    } release_run_state{o.runner};
     const auto started = std::chrono::steady_clock::now();
-    RunTally tally;
     tally.jobs = o.jobs;
-    cg::GuardStats stats;
     // --log-level: every component's events, one stderr line each.
     cg::LogHook to_stderr;
     if (o.log_level != cg::LogLevel::off)
         to_stderr = [](const cg::LogEvent& event) { std::cerr << "creditguard: " << cg::format_log(event) << "\n"; };
-    o.http.log = to_stderr;
-    o.http.log_level = o.log_level;
-    if (o.redis) {
-        o.redis->log = to_stderr;
-        o.redis->log_level = o.log_level;
-    }
     try {
-        cg::Provider provider(cg::HttpClient(ioc.get_executor(), o.http), *config, std::move(*key));
-        cg::GuardConfig gc;
-        gc.policy = o.policy;
-        gc.deduction = config->deduction;
-        gc.default_max_wait = o.max_wait;
-        gc.low_watermark = o.low_watermark;
-        gc.log = to_stderr;
-        gc.log_level = o.log_level;
-        // Every provider request takes a permit.
-        std::shared_ptr<cg::RequestBudget> budget;
-        const std::optional<cg::RequestBudgetConfig> limits = limits_for(o, mock != nullptr);
-        if (limits || o.max_running > 0) {
-            cg::RequestBudgetConfig bc = limits ? *limits : cg::RequestBudgetConfig{};
-            if (!limits) bc.learning.enabled = false;  // only the cap on running tasks
-            if (o.max_running > 0) bc.max_running = o.max_running;
-            if (o.redis && !bc.windows.empty()) {
-                // The processes sharing the account's credits share its request windows too.
-                cg::RedisRateGateConfig rg;
-                rg.redis = *o.redis;
-                rg.account = o.account.empty() ? o.provider : o.account;
-                rg.windows = bc.windows;
-                rg.headroom = bc.headroom;
-                rg.jitter_margin = bc.jitter_margin;
-                auto gate = cg::RedisRateGate::create(ioc.get_executor(), std::move(rg));
-                tally.rate_gate = gate.get();
-                bc.shared = std::move(gate);
-            }
-            bc.log = to_stderr;
-            bc.log_level = o.log_level;
-            budget = std::make_shared<cg::RequestBudget>(ioc.get_executor(), std::move(bc));
-            o.runner.budget = budget;
-            tally.budget = budget.get();
+        std::vector<cg::RouteAccount> route;
+        for (std::size_t i = 0; i < tally.accounts.size(); ++i) {
+            AccountRun& a = *tally.accounts[i];
+            open_account(a, ioc, to_stderr);
+            cg::RouteAccount r;
+            r.name = a.name;
+            r.provider = a.o.provider;
+            r.guard = a.guard.get();
+            r.budget = a.budget;
+            r.priority = static_cast<int>(i);  // the order the accounts were given in
+            route.push_back(std::move(r));
+            tally.providers.push_back(a.provider.get());
         }
-        std::shared_ptr<cg::BalanceSource> source = provider.balance_source(budget);
-        if (o.redis) {
-            cg::RedisLedgerConfig lc;
-            lc.redis = *o.redis;
-            lc.account = o.account.empty() ? o.provider : o.account;
-            lc.deduction = config->deduction;
-            if (o.lease_ttl) lc.lease_ttl = *o.lease_ttl;
-            auto ledger = std::make_unique<cg::RedisLedger>(ioc.get_executor(), std::move(lc));
-            tally.shared_ledger = ledger.get();
-            source = ledger->coordinated_source(std::move(source));
-            gc.ledger = std::move(ledger);
-            gc.refresh.starved_interval = std::chrono::seconds(1);  // shared reads are cheap to reuse
-        }
-        auto guard = std::make_unique<cg::CreditGuard>(ioc.get_executor(), std::move(source), std::move(gc));
-        tally.guard = &guard;
-        tally.stats = &stats;
+        tally.router = std::make_unique<cg::Router>(std::move(route));
         std::optional<cg_cli::MetricsServer> metrics;
         if (o.metrics_port) {
-            const cg::MetricLabels labels{{"provider", o.provider},
-                                          {"account", o.account.empty() ? o.provider : o.account}};
-            metrics.emplace(ioc.get_executor(), *o.metrics_port,
-                            [&tally, &provider, labels] { return render_metrics(tally, provider, labels); });
+            metrics.emplace(ioc.get_executor(), *o.metrics_port, [&tally] { return render_metrics(tally); });
             tally.metrics = &*metrics;
             std::fprintf(stderr, "creditguard: metrics at http://127.0.0.1:%u/metrics\n", metrics->port());
         }
@@ -668,26 +800,36 @@ int run_command(Options o) {
         if (o.jobs == 0) finish(tally);
         for (int i = 0; i < tally.workers_left && o.jobs > 0; ++i) {
             tally.worker_stops.push_back(std::make_unique<asio::cancellation_signal>());
-            asio::co_spawn(ioc, worker(*guard, provider, o, tally),
+            asio::co_spawn(ioc, worker(o, tally),
                            asio::bind_cancellation_slot(tally.worker_stops.back()->slot(), asio::detached));
         }
-        if (!o.json && isatty(STDERR_FILENO) && o.jobs > 0)
-            asio::co_spawn(ioc, progress(*guard, tally), asio::detached);
+        if (!o.json && isatty(STDERR_FILENO) && o.jobs > 0) asio::co_spawn(ioc, progress(tally), asio::detached);
         ioc.run();
-        provider.http().cancel();
+        for (const auto& a : tally.accounts)
+            a->provider->http().cancel();
     } catch (const std::exception& e) {
         return fail("invalid_configuration", e.what());
     }
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    const cg::GuardStats stats = merged_stats(tally);
+    const bool routed = tally.accounts.size() > 1;
+    const AccountRun& only = *tally.accounts.front();  // the account, when the run does not route
     const auto balance_requests = stats.refreshes_ok + stats.refreshes_failed;
     if (const int not_started = tally.jobs - tally.next; not_started > 0) {  // a stop came first
         tally.cancelled += not_started;
         tally.outcomes[{cg::JobStatus::cancelled, make_error_code(cg::errc::cancelled)}] += not_started;
     }
     const auto causes = causes_of(tally, stats);
+    cg::Credits mock_left = 0;
+    bool any_mock = false;
+    for (const auto& a : tally.accounts) {
+        if (!a->mock) continue;
+        any_mock = true;
+        mock_left = saturating_add(mock_left, a->mock->credits());
+    }
 
     if (o.json) {
-        boost::json::object out{{"provider", o.provider},
+        boost::json::object out{{"provider", routed ? std::string("*") : o.provider},
                                 {"jobs", tally.jobs},
                                 {"completed", tally.completed},
                                 {"rejected", tally.rejected},
@@ -704,7 +846,7 @@ int run_command(Options o) {
         // credits (separately), every rate-limited answer (balance reads too) and what the budget learned.
         out["credit_wait_s"] = std::chrono::duration<double>(tally.credit_wait).count();
         out["permit_wait_s"] = std::chrono::duration<double>(tally.permit_wait).count();
-        if (const auto& b = tally.budget_stats) {
+        if (const auto& b = only.budget_stats; b && !routed) {
             out["paced_waits"] = b->total_paced();
             out["requests"] = b->total_granted();
             out["rate_limited"] = b->total_rate_limited();
@@ -713,13 +855,18 @@ int run_command(Options o) {
             if (b->learned_rate) out["learned_limit"] = *b->learned_rate;  // requests per second
             if (b->header_window) out["header_limit"] = cg::format_rate_limits({*b->header_window});
             if (b->max_running > 0) out["max_running"] = b->max_running;
-            if (tally.rate_gate != nullptr) {
+            if (only.rate_gate != nullptr) {
                 out["shared_rate_waits"] = b->shared_waits;
                 out["shared_rate_errors"] = b->shared_errors;
             }
-        } else {
+        } else if (!routed) {
             out["paced_waits"] = 0;
             out["rate_limit"] = "off";
+        } else {
+            std::uint64_t paced = 0;
+            for (const auto& a : tally.accounts)
+                if (a->budget_stats) paced += a->budget_stats->total_paced();
+            out["paced_waits"] = paced;
         }
         boost::json::object errors;
         for (const auto& [kind, cause] : causes)
@@ -736,17 +883,24 @@ int run_command(Options o) {
         out["drift_margin"] = stats.drift_margin;
         out["server_errors"] = stats.server_error_signals;
         out["breaker_trips"] = stats.breaker_trips;
-        if (mock) out["mock_balance_left"] = mock->credits();
+        if (any_mock) out["mock_balance_left"] = mock_left;
         out["ledger"] = o.redis ? "redis" : "local";
         if (tally.stop_signal != 0) {
             out["interrupted_by"] = signal_name(tally.stop_signal);
             out["stopped_polling"] = tally.stopped_polling;
         }
-        if (tally.ledger_stats) {
-            out["ledger_provider_reads"] = tally.ledger_stats->provider_reads;
-            out["ledger_shared_reads"] = tally.ledger_stats->shared_reads;
-            out["ledger_lease_opens"] = tally.ledger_stats->lease_opens;
-            out["ledger_batches"] = tally.ledger_stats->batches;
+        if (only.ledger_stats && !routed) {
+            out["ledger_provider_reads"] = only.ledger_stats->provider_reads;
+            out["ledger_shared_reads"] = only.ledger_stats->shared_reads;
+            out["ledger_lease_opens"] = only.ledger_stats->lease_opens;
+            out["ledger_batches"] = only.ledger_stats->batches;
+        }
+        if (routed) {
+            out["failovers"] = tally.failovers;
+            boost::json::array accounts;
+            for (const auto& a : tally.accounts)
+                accounts.emplace_back(account_json(*a));
+            out["accounts"] = std::move(accounts);
         }
         std::cout << boost::json::serialize(out) << "\n";
     } else {
@@ -756,19 +910,28 @@ int run_command(Options o) {
                   << "credits spent " << tally.spent << ", balance requests " << balance_requests
                   << ", provider said insufficient " << tally.insufficient << " times, rate limited "
                   << tally.rate_limited << ", maintenance " << tally.maintenance << "\n";
-        if (const auto& b = tally.budget_stats) {
-            std::cout << "pacing " << limits_text(*b) << " (" << cg::to_string(b->source) << "): " << b->total_granted()
-                      << " requests, " << b->total_paced() << " waited for a permit, " << b->total_rate_limited()
-                      << " answered rate limited";
-            if (b->learned_rate) std::cout << ", learned " << *b->learned_rate << " requests/s";
-            std::cout << "\n";
+        for (const auto& a : tally.accounts) {
+            if (routed)
+                std::cout << "account " << a->name << " (" << a->o.provider << "): " << a->completed
+                          << " completed, credits spent " << a->spent << ", " << a->failovers_in
+                          << " came after a refusal elsewhere" << (a->stats.terminal ? ", key refused" : "")
+                          << "\n";
+            if (const auto& b = a->budget_stats) {
+                std::cout << (routed ? "  pacing " : "pacing ") << limits_text(*b) << " (" << cg::to_string(b->source)
+                          << "): " << b->total_granted() << " requests, " << b->total_paced()
+                          << " waited for a permit, " << b->total_rate_limited() << " answered rate limited";
+                if (b->learned_rate) std::cout << ", learned " << *b->learned_rate << " requests/s";
+                std::cout << "\n";
+            }
+            if (a->mock) std::cout << (routed ? "  " : "") << "mock account: " << a->mock->credits() << " credits left\n";
         }
-        if (mock) std::cout << "mock account: " << mock->credits() << " credits left\n";
+        if (routed) std::cout << "failovers " << tally.failovers << "\n";
         std::printf("elapsed %.2f s\n", elapsed);
         std::fflush(stdout);
     }
     report_causes(causes, o, stats, tally);
-    if (mock) mock->stop();
+    for (const auto& a : tally.accounts)
+        if (a->mock) a->mock->stop();
     // Interrupted: the shell's convention for a process ended by the signal (130 SIGINT, 143 SIGTERM).
     return tally.stop_signal != 0 ? 128 + tally.stop_signal : exit_code_of(causes);
 }
@@ -788,6 +951,33 @@ int main(int argc, char** argv) {
         const std::string_view arg = argv[i];
         if (arg == "--help" || arg == "-h" || (i == 1 && arg == "help")) return cg_cli::help();
     }
+    // Several --account: a run routed over those accounts of the --config file, each parsed as if it were the
+    // only one named.
+    const std::vector<std::string> accounts = cg_cli::option_values(argc - 1, argv + 1, "--account");
+    if (accounts.size() > 1 && (command == "run" || command == "plan")) {
+        if (cg_cli::option_values(argc - 1, argv + 1, "--config").empty())
+            return cg_cli::usage("several --account need a --config file that describes them under \"accounts\"");
+        std::vector<Options> all;
+        for (const std::string& name : accounts) {
+            std::vector<std::string> args = cg_cli::without_option(argc - 1, argv + 1, "--account");
+            args.push_back("--account");
+            args.push_back(name);
+            std::vector<char*> view;
+            for (std::string& a : args)
+                view.push_back(a.data());
+            Options o;
+            std::string why;
+            if (!cg_cli::parse(static_cast<int>(view.size()), view.data(), o, why)) return cg_cli::usage(why);
+            if (o.config_account.empty())
+                return cg_cli::usage("several --account need a --config file that describes them under \"accounts\"");
+            for (const Options& earlier : all)
+                if (earlier.config_account == o.config_account)
+                    return cg_cli::usage("--account " + name + " is given twice");
+            if (command == "plan") o.dry_run = true;
+            all.push_back(std::move(o));
+        }
+        return run_command(std::move(all));
+    }
     Options o;
     std::string why;
     if (!cg_cli::parse(argc - 1, argv + 1, o, why)) return cg_cli::usage(why);
@@ -798,7 +988,9 @@ int main(int argc, char** argv) {
     if (command == "run" || command == "plan") {
         if (o.provider.empty()) o.provider = std::string(cg::builtin_providers().front().id);
         if (command == "plan") o.dry_run = true;  // `plan` is `run --dry-run`
-        return run_command(std::move(o));
+        std::vector<Options> one;
+        one.push_back(std::move(o));
+        return run_command(std::move(one));
     }
     return cg_cli::usage("unknown command '" + command + "'");
 }

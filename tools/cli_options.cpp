@@ -185,6 +185,10 @@ run without --base-url starts the embedded mock provider (its own key).
 {"preset": ID, ...changes}), "base_url", "api_key_env" or "api_key_file" (never the key itself), "deduction",
 "rate_limit", "max_running", "ledger"; or several under "accounts": {NAME: {...}}, picked with --account NAME.
 Options given on the command line override the file. See docs/config.md.
+run (or plan) with --account given more than once routes one run over those accounts of the file: each job
+goes to the first account (in the order named) that can take it now (credits, no pause, a request permit
+soon), fails over when a create is refused there, and waits only when no account can take it; the summary
+(and --json "accounts") says what each account did.
 plan (or run --dry-run) reads the balance once and says whether the jobs fit: how many the credits pay for,
 the shortfall, and the expected time under the request limit (and --task-seconds, --concurrency at a time);
 --cost-range LOW:HIGH around --cost. Exit 0 fits, 3 does not (or may not, at the high cost), 1 balance
@@ -347,6 +351,32 @@ std::optional<std::string_view> find_option(int argc, char** argv, std::string_v
             found = arg.substr(name.size() + 1);
     }
     return found;
+}
+
+std::vector<std::string> option_values(int argc, char** argv, std::string_view name) {
+    std::vector<std::string> values;
+    for (int i = 1; i < argc; ++i) {
+        const std::string_view arg = argv[i];
+        if (arg == name && i + 1 < argc)
+            values.emplace_back(argv[++i]);
+        else if (arg.size() > name.size() && arg.rfind(name, 0) == 0 && arg[name.size()] == '=')
+            values.emplace_back(arg.substr(name.size() + 1));
+    }
+    return values;
+}
+
+std::vector<std::string> without_option(int argc, char** argv, std::string_view name) {
+    std::vector<std::string> kept;
+    for (int i = 0; i < argc; ++i) {
+        const std::string_view arg = argv[i];
+        if (i > 0 && arg == name && i + 1 < argc) {
+            ++i;
+            continue;
+        }
+        if (i > 0 && arg.size() > name.size() && arg.rfind(name, 0) == 0 && arg[name.size()] == '=') continue;
+        kept.emplace_back(arg);
+    }
+    return kept;
 }
 
 bool parse(int argc, char** argv, Options& o, std::string& why) {

@@ -15,6 +15,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace cg_cli {
 
@@ -66,6 +67,12 @@ bool apply_option(std::string_view arg, std::string_view value, Options& options
 /// Reads a --config file (see cli_config.cpp for its fields) into `options`; `account` picks one of its
 /// accounts (empty: the only one). On failure says why, naming the file and the field.
 bool apply_config_file(const std::string& path, const std::string& account, Options& options, std::string& why);
+
+/// Every value given to option `name` in argv[1..argc) (as "--name V" or "--name=V"), in order.
+std::vector<std::string> option_values(int argc, char** argv, std::string_view name);
+
+/// argv[0..argc) without option `name` and its values.
+std::vector<std::string> without_option(int argc, char** argv, std::string_view name);
 
 /// Says what was wrong on one stderr line (pointing to --help) and returns the usage exit code (2).
 int usage(std::string_view why);
