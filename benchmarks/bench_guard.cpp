@@ -6,6 +6,7 @@
 //           (target <= 1.5x), (b) as a share of one keep-alive loopback balance request to the mock provider,
 //           the cheapest request a job makes (target <= 1%); a co_await of a trivial awaitable<int> is
 //           reported for information
+//           and the job through a Router of 4 accounts ÷ the job on one guard (information)
 //   case 3  case 1 with two threads on one guard   vs the mutex baseline under the same contention (<= 2.0x)
 //
 // scripts/bench.sh runs each case in processes of its own (so no case depends on what ran before it);
@@ -25,7 +26,9 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <utility>
+#include <vector>
 
 namespace asio = boost::asio;
 using cg_bench::GuardRig;
@@ -250,6 +253,47 @@ void BM_job_guard(benchmark::State& state) {
     state.counters["balance_reads"] = static_cast<double>(rig.source->reads());
 }
 
+// The same job through a Router of 4 accounts (each its own guard), every one able to take it: the first
+// takes every job, as a primary does.
+asio::awaitable<void> loop_routed_job(benchmark::State& state, creditguard::Router& router) {
+    std::uint64_t i = 0;
+    for (auto _ : state) {
+        creditguard::RoutedReservation routed = co_await router.reserve(cost);
+        routed.reservation.commit();
+        routed.reservation.settle(cost);
+        if (++i % refresh_every == 0) router.account(routed.account).guard->refresh();
+    }
+}
+
+void BM_job_router4(benchmark::State& state) {
+    asio::io_context ioc;
+    std::vector<std::unique_ptr<creditguard::CreditGuard>> guards;
+    std::vector<creditguard::RouteAccount> accounts;
+    for (int i = 0; i < 4; ++i) {
+        auto source = std::make_shared<cg_bench::FixedSource>(ioc.get_executor(), huge_balance);
+        source->set_inline(true);
+        creditguard::GuardConfig config;
+        config.refresh.min_interval = creditguard::Duration::zero();
+        config.random_seed = 7;
+        guards.push_back(std::make_unique<creditguard::CreditGuard>(ioc.get_executor(), source, std::move(config)));
+        creditguard::RouteAccount a;
+        a.name = "account-" + std::to_string(i);
+        a.provider = "mock";
+        a.guard = guards.back().get();
+        accounts.push_back(std::move(a));
+    }
+    for (int i = 0; i < 1000; ++i) {
+        ioc.restart();
+        ioc.poll();
+    }
+    creditguard::Router router(std::move(accounts));
+    run_in_one_coroutine(state, ioc, loop_routed_job(state, router));
+    for (auto& g : guards)
+        g->shutdown();
+    ioc.restart();
+    ioc.poll();
+}
+
 void BM_job_balance_request(benchmark::State& state) {
     creditguard::MockConfig mc;
     creditguard::MockProvider mock(mc);
@@ -262,6 +306,7 @@ void BM_job_balance_request(benchmark::State& state) {
 BENCHMARK(BM_job_trivial_awaitable);
 BENCHMARK(BM_job_hand_written);
 BENCHMARK(BM_job_guard);
+BENCHMARK(BM_job_router4);
 BENCHMARK(BM_job_balance_request)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
 }  // namespace

@@ -169,6 +169,8 @@ def collect(results):
         add(2, "keep-alive loopback balance request (us)",
             [v / 1e3 for v in g.time_ns("BM_job_balance_request/real_time")])
         add(2, "job / co_await of a trivial awaitable<int>", g.ratio("BM_job_guard", "BM_job_trivial_awaitable"))
+        add(2, "job through a Router of 4 accounts / job on one guard", g.ratio("BM_job_router4", "BM_job_guard"),
+            readme="one job through a `Router` of 4 accounts ÷ the same job on one guard")
 
     def case3():
         g = group("bench_guard", "case3")

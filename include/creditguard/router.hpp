@@ -12,6 +12,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/system/error_code.hpp>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -153,10 +154,22 @@ private:
     bool try_at_once(const RouteCost& cost, const RouteHints& hints, RoutedReservation& granted, Tried& tried);
     boost::system::error_code most_telling(const Tried& tried) const;
 
+    struct Counters {
+        std::atomic<std::uint64_t> granted{0};
+        std::atomic<std::uint64_t> passed_by{0};
+        std::atomic<std::uint64_t> congested{0};
+    };
+    static void bump(std::atomic<std::uint64_t>& counter) noexcept { counter.fetch_add(1, std::memory_order_relaxed); }
+
     std::vector<RouteAccount> accounts_;
     RouterConfig config_;
-    mutable std::mutex mutex_;
-    RouterStats stats_;
+    /// The order when nothing can change it (policy priority, no budgets, nothing avoided): by priority.
+    std::vector<std::size_t> by_priority_;
+    bool order_is_fixed_ = false;
+    std::unique_ptr<Counters[]> counters_;
+    std::atomic<std::uint64_t> waited_{0};
+    std::atomic<std::uint64_t> rejected_{0};
+    std::mutex random_mutex_;
     std::uint64_t random_state_;
 };
 

@@ -91,8 +91,15 @@ Router::Router(std::vector<RouteAccount> accounts, RouterConfig config)
             throw std::invalid_argument("Router: account " + a.name + " needs a positive weight");
         for (std::size_t j = 0; j < i; ++j)
             if (accounts_[j].name == a.name) throw std::invalid_argument("Router: two accounts named " + a.name);
-        stats_.accounts.push_back({a.name, 0, 0, 0});
     }
+    counters_ = std::make_unique<Counters[]>(accounts_.size());
+    by_priority_.resize(accounts_.size());
+    for (std::size_t i = 0; i < accounts_.size(); ++i)
+        by_priority_[i] = i;
+    std::stable_sort(by_priority_.begin(), by_priority_.end(),
+                     [this](std::size_t x, std::size_t y) { return accounts_[x].priority < accounts_[y].priority; });
+    order_is_fixed_ = config_.policy == RoutePolicy::priority &&
+                      std::none_of(accounts_.begin(), accounts_.end(), [](const RouteAccount& a) { return a.budget; });
     if (random_state_ == 0) random_state_ = (std::uint64_t{std::random_device{}()} << 32) | std::random_device{}();
 }
 
@@ -115,9 +122,9 @@ std::vector<std::size_t> Router::order(const RouteCost& cost, const RouteHints& 
         const bool avoided = std::find(hints.avoid.begin(), hints.avoid.end(), i) != hints.avoid.end();
         candidates.push_back({i, avoided, backlog > config_.backlog_tolerance, backlog, a.priority, 0});
     }
-    std::lock_guard lock(mutex_);
+    std::lock_guard lock(random_mutex_);
     for (Candidate& c : candidates) {
-        if (c.congested) ++stats_.accounts[c.account].congested;
+        if (c.congested) bump(counters_[c.account].congested);
         if (config_.policy == RoutePolicy::weighted) {
             const double u = (static_cast<double>(splitmix(random_state_) >> 11) + 0.5) * 0x1p-53;  // (0, 1)
             c.draw = -std::log(u) / accounts_[c.account].weight;
@@ -139,20 +146,24 @@ std::vector<std::size_t> Router::order(const RouteCost& cost, const RouteHints& 
 }
 
 bool Router::try_at_once(const RouteCost& cost, const RouteHints& hints, RoutedReservation& granted, Tried& tried) {
-    for (const std::size_t i : order(cost, hints)) {
-        const Credits c = *cost.on(accounts_[i]);
-        auto r = accounts_[i].guard->try_reserve(c);
-        if (r) {
-            granted.reservation = std::move(*r);
-            granted.account = i;
-            std::lock_guard lock(mutex_);
-            ++stats_.accounts[i].granted;
-            if (!tried.entries.empty()) ++stats_.accounts[tried.entries.front().account].passed_by;
-            return true;
+    const auto try_account = [&](std::size_t i) {
+        const std::optional<Credits> c = cost.on(accounts_[i]);
+        if (!c) return false;
+        auto r = accounts_[i].guard->try_reserve(*c);
+        if (!r) {
+            tried.entries.push_back({i, *c, r.error()});
+            return false;
         }
-        tried.entries.push_back({i, c, r.error()});
-    }
-    return false;
+        granted.reservation = std::move(*r);
+        granted.account = i;
+        bump(counters_[i].granted);
+        if (!tried.entries.empty()) bump(counters_[tried.entries.front().account].passed_by);
+        return true;
+    };
+    // Most jobs: the order cannot change, and the first account takes the job (no allocation).
+    if (order_is_fixed_ && hints.avoid.empty()) return std::any_of(by_priority_.begin(), by_priority_.end(), try_account);
+    const std::vector<std::size_t> ordered = order(cost, hints);
+    return std::any_of(ordered.begin(), ordered.end(), try_account);
 }
 
 error_code Router::most_telling(const Tried& tried) const {
@@ -165,8 +176,9 @@ error_code Router::most_telling(const Tried& tried) const {
 
 asio::awaitable<RoutedReservation> Router::reserve(RouteCost cost, ReserveOptions options, RouteHints hints) {
     RoutedReservation granted;
-    auto tried = std::make_shared<Tried>();
-    if (try_at_once(cost, hints, granted, *tried)) co_return granted;
+    Tried tried_at_once;
+    if (try_at_once(cost, hints, granted, tried_at_once)) co_return granted;
+    auto tried = std::make_shared<Tried>(std::move(tried_at_once));
     constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
     auto [ec, routed] = co_await asio::async_initiate<decltype(use_tuple), void(error_code, RoutedReservation)>(
         [this](auto handler, RouteCost c, ReserveOptions o, RouteHints h, std::shared_ptr<Tried> t) {
@@ -250,16 +262,10 @@ void Router::start(Handler handler, RouteCost cost, ReserveOptions options, Rout
     for (const auto& e : tried.entries)
         if (!final_refusal(e.refusal)) may_wait.push_back(e);
     if (may_wait.empty()) {
-        {
-            std::lock_guard lock(mutex_);
-            ++stats_.rejected;
-        }
+        bump(rejected_);
         return complete(fallback, std::move(handler), most_telling(tried), RoutedReservation{}, [] {});
     }
-    {
-        std::lock_guard lock(mutex_);
-        ++stats_.waited;
-    }
+    bump(waited_);
 
     auto slot = asio::get_associated_cancellation_slot(handler);
     auto race = std::make_shared<Race>(std::move(handler), fallback);
@@ -296,11 +302,8 @@ void Router::start(Handler handler, RouteCost cost, ReserveOptions options, Rout
             if (race->done) return;  // a grant that raced the winner is released as `r` goes
             if (!ec) {
                 race->cancel_rest(asio::cancellation_type::terminal);
-                {
-                    std::lock_guard lock(mutex_);
-                    ++stats_.accounts[account].granted;
-                    if (account != first_choice) ++stats_.accounts[first_choice].passed_by;
-                }
+                bump(counters_[account].granted);
+                if (account != first_choice) bump(counters_[first_choice].passed_by);
                 race->finish({}, RoutedReservation{std::move(r), account});
                 return;
             }
@@ -308,10 +311,7 @@ void Router::start(Handler handler, RouteCost cost, ReserveOptions options, Rout
             Tried all = *finally_refused;
             for (std::size_t j = 0; j < race->accounts.size(); ++j)
                 all.entries.push_back({race->accounts[j], 0, race->results[j]});
-            {
-                std::lock_guard lock(mutex_);
-                ++stats_.rejected;
-            }
+            bump(rejected_);
             race->finish(most_telling(all), RoutedReservation{});
         };
         accounts_[account].guard->async_reserve(
@@ -322,8 +322,15 @@ void Router::start(Handler handler, RouteCost cost, ReserveOptions options, Rout
 }
 
 RouterStats Router::stats() const {
-    std::lock_guard lock(mutex_);
-    return stats_;
+    RouterStats s;
+    for (std::size_t i = 0; i < accounts_.size(); ++i) {
+        const Counters& c = counters_[i];
+        s.accounts.push_back({accounts_[i].name, c.granted.load(std::memory_order_relaxed),
+                              c.passed_by.load(std::memory_order_relaxed), c.congested.load(std::memory_order_relaxed)});
+    }
+    s.waited = waited_.load(std::memory_order_relaxed);
+    s.rejected = rejected_.load(std::memory_order_relaxed);
+    return s;
 }
 
 }  // namespace creditguard
