@@ -262,6 +262,16 @@ def collect(results):
                 readme=f"pacing, {label}: jobs lost of 100")
             add(8, f"jobs lost of 100, {label}, pacing off", g.counter(base, "lost"))
             add(8, f"status polls per job, {label}", g.counter(paced, "polls_per_job"))
+        paced = "BM_pacing_routed/iterations:1/manual_time"
+        base = "BM_pacing_routed_baseline/iterations:1/manual_time"
+        label = "a run routed over 2 accounts (3/s and 10/s)"
+        add(8, f"wall / combined physical limit, {label}", g.counter(paced, "wall_over_physical"), 1.15,
+            plot="8 wall, routed", readme=f"routing, {label}: wall ÷ the accounts' combined physical limit")
+        add(8, f"wall / combined physical limit, {label}, pacing off", g.counter(base, "wall_over_physical"))
+        add(8, f"jobs lost of 100, {label}", g.counter(paced, "lost"), 0.0, op="==",
+            readme=f"routing, {label}: jobs lost of 100")
+        add(8, f"share of jobs on the 3/s account, {label}", g.counter(paced, "share_on_tight_account"))
+        add(8, f"share of requests answered rate limited, {label}", g.counter(paced, "rate_limited_share"))
 
     for fn in (case1, case2, case3, case4, case5, case6, case7, case8):
         guarded(fn)

@@ -332,6 +332,29 @@ asio::awaitable<void> worker(const Options& o, RunTally& t) {
     if (--t.workers_left == 0) finish(t);
 }
 
+// A routed run starts once every account's first balance read has been answered (or --max-wait has passed):
+// the router can only weigh accounts whose balance it knows, and the first burst of jobs would otherwise all
+// go to the account that answered first.
+asio::awaitable<void> start_workers(const Options& o, RunTally& t) {
+    const auto answered = [&t] {
+        return std::all_of(t.accounts.begin(), t.accounts.end(), [](const auto& a) {
+            const cg::GuardStats s = a->guard->stats();
+            return s.refreshes_ok + s.refreshes_failed > 0 || s.terminal;
+        });
+    };
+    if (t.accounts.size() > 1) {
+        asio::steady_timer timer(co_await asio::this_coro::executor);
+        const auto until = std::chrono::steady_clock::now() + o.max_wait;
+        while (!answered() && t.stop_signal == 0 && std::chrono::steady_clock::now() < until) {
+            timer.expires_after(std::chrono::milliseconds(5));
+            co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+        }
+    }
+    const auto executor = co_await asio::this_coro::executor;
+    for (auto& stop : t.worker_stops)
+        asio::co_spawn(executor, worker(o, t), asio::bind_cancellation_slot(stop->slot(), asio::detached));
+}
+
 asio::awaitable<void> progress(const RunTally& t) {
     asio::steady_timer timer(co_await asio::this_coro::executor);
     while (t.workers_left > 0) {
@@ -798,11 +821,9 @@ int run_command(std::vector<Options> all) {
         tally.signals = &signals;
         signals.async_wait([&tally](const boost::system::error_code& e, int n) { on_signal(tally, e, n); });
         if (o.jobs == 0) finish(tally);
-        for (int i = 0; i < tally.workers_left && o.jobs > 0; ++i) {
+        for (int i = 0; i < tally.workers_left && o.jobs > 0; ++i)
             tally.worker_stops.push_back(std::make_unique<asio::cancellation_signal>());
-            asio::co_spawn(ioc, worker(o, tally),
-                           asio::bind_cancellation_slot(tally.worker_stops.back()->slot(), asio::detached));
-        }
+        if (o.jobs > 0) asio::co_spawn(ioc, start_workers(o, tally), asio::detached);
         if (!o.json && isatty(STDERR_FILENO) && o.jobs > 0) asio::co_spawn(ioc, progress(tally), asio::detached);
         ioc.run();
         for (const auto& a : tally.accounts)

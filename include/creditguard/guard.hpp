@@ -115,6 +115,8 @@ public:
     /// Completes every waiter with errc::shutdown; later reservations fail with it. Idempotent.
     void shutdown() { core_->shutdown(); }
     GuardStats stats() const { return core_->stats(); }
+    /// Reservations granted and not yet ended (stats().live_reservations, without the rest of the snapshot).
+    std::uint64_t live_reservations() const { return core_->live_reservations(); }
 
     /// Can `request` finish on the credits available now (what is held or in flight is not)? From the current
     /// estimate: call refresh() first, and wait for the read, for a fresh one (Plan::inputs.balance_age says

@@ -317,9 +317,11 @@ public:
     std::optional<RequestPermit> try_acquire(RequestKind kind);
 
     /// How long a request of `kind` asked for now would wait for its permit (an estimate: the limits, and one
-    /// interval of the narrowest for each request queued ahead of it); nullopt when a create would wait for a
-    /// running task to end (max_running). A router uses it to send a job where it starts soonest.
-    std::optional<Duration> backlog(RequestKind kind) const;
+    /// interval of the narrowest for each request queued ahead of it, and for `also_ahead` more the caller
+    /// knows will come first, such as the polls of the tasks running on the account); nullopt when a create
+    /// would wait for a running task to end (max_running). A router uses it to send a job where it starts
+    /// soonest.
+    std::optional<Duration> backlog(RequestKind kind, std::size_t also_ahead = 0) const;
 
     /// What the provider answered to the request sent with `permit` (learning, pauses).
     void report(const RequestPermit& permit, const RequestAnswer& answer);

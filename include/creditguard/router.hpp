@@ -31,7 +31,8 @@ struct RouteAccount {
     std::string provider;  ///< the provider's id, for costs given per provider (RouteCost::per_provider)
     CreditGuard* guard = nullptr;
     /// The account's request budget, if its requests are paced: a job goes where its create would wait
-    /// least for a permit (RouterConfig::backlog_tolerance). Null: never congested.
+    /// least for a permit, counting one request ahead of it for each job live on the account (its poll, or
+    /// its create), see RouterConfig::backlog_tolerance. Null: never congested.
     std::shared_ptr<RequestBudget> budget;
     /// Lower first (RoutePolicy::priority); equal priorities keep the order the accounts were given in.
     int priority = 0;
@@ -109,7 +110,9 @@ struct RouterStats {
 /// errc::no_route when no account can run the job at all (RouteCost gives none).
 ///
 /// Accounts that are terminal (unauthorized) or shut down stay in the list and are skipped by their own
-/// refusals. Thread-safe; completions run on the handler's associated executor (the first account's guard's
+/// refusals. The router weighs only what the guards know: an account whose first balance read has not been
+/// answered cannot take a job yet, and a burst of jobs that waits for it goes wherever credits show first
+/// (a guard grants its queue in one go). Start a burst once every account has read its balance. Thread-safe; completions run on the handler's associated executor (the first account's guard's
 /// if it has none). The router, like the guards, must outlive the operations it started.
 class Router {
 public:

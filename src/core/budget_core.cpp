@@ -82,9 +82,9 @@ TimePoint BudgetCore::earliest(RequestKind kind, TimePoint now) const noexcept {
     return t;
 }
 
-std::optional<Duration> BudgetCore::backlog(RequestKind kind, TimePoint now) const noexcept {
+std::optional<Duration> BudgetCore::backlog(RequestKind kind, TimePoint now, std::size_t also_ahead) const noexcept {
     if (!slot_free(kind)) return std::nullopt;
-    std::size_t ahead = 0;
+    std::size_t ahead = also_ahead;
     for (std::size_t k = 0; k <= index(kind); ++k)
         ahead += waiting_[k];
     Duration per_request{};

@@ -36,9 +36,10 @@ public:
     /// When a request of `kind` would keep every limit (ignoring priority and running slots).
     TimePoint earliest(RequestKind kind, TimePoint now) const noexcept;
     /// How long a new request of `kind` would wait for its permit: until every limit allows it, plus one
-    /// interval of the narrowest limit for each request queued ahead of it (of its priority or higher).
-    /// nullopt: a create waits for a running task to end (max_running), which no limit says.
-    std::optional<Duration> backlog(RequestKind kind, TimePoint now) const noexcept;
+    /// interval of the narrowest limit for each request queued ahead of it (of its priority or higher) and
+    /// for `also_ahead` more. nullopt: a create waits for a running task to end (max_running), which no
+    /// limit says.
+    std::optional<Duration> backlog(RequestKind kind, TimePoint now, std::size_t also_ahead = 0) const noexcept;
     /// A new request may go now without queueing: nothing of its priority or higher waits, a running slot
     /// is free for a create, the limits allow it and it delays no waiting request of a higher priority.
     bool may_send_now(RequestKind kind, TimePoint now) const noexcept;

@@ -840,6 +840,11 @@ void GuardCore::forecast_locked(TimePoint now, GuardStats& stats) const {
     stats.time_to_low_watermark = until(stats.available - config_.low_watermark);
 }
 
+std::uint64_t GuardCore::live_reservations() const {
+    Lock lock(mutex_);
+    return counters_.live_reservations;
+}
+
 GuardStats GuardCore::stats() const {
     Lock lock(mutex_);
     GuardStats stats = counters_;

@@ -320,10 +320,10 @@ public:
         finish(lock, done);
     }
 
-    std::optional<Duration> backlog(RequestKind kind) const {
+    std::optional<Duration> backlog(RequestKind kind, std::size_t also_ahead) const {
         std::lock_guard lock(mutex_);
         if (shut_down_) return Duration::zero();  // a request fails at once
-        return core_.backlog(kind, clock_->now());
+        return core_.backlog(kind, clock_->now(), also_ahead);
     }
 
     RequestBudgetStats stats() const {
@@ -604,8 +604,8 @@ void RequestBudget::shutdown() {
     service_->shutdown();
 }
 
-std::optional<Duration> RequestBudget::backlog(RequestKind kind) const {
-    return service_->backlog(kind);
+std::optional<Duration> RequestBudget::backlog(RequestKind kind, std::size_t also_ahead) const {
+    return service_->backlog(kind, also_ahead);
 }
 
 RequestBudgetStats RequestBudget::stats() const {

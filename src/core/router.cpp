@@ -118,7 +118,12 @@ std::vector<std::size_t> Router::order(const RouteCost& cost, const RouteHints& 
         const RouteAccount& a = accounts_[i];
         if (!cost.on(a)) continue;
         Duration backlog{};
-        if (a.budget) backlog = a.budget->backlog(RequestKind::create).value_or(Duration::max());
+        // The jobs already on the account will send requests before this one's create gets far: their
+        // polls (and creates still waiting) count ahead of it.
+        if (a.budget) {
+            const auto live = static_cast<std::size_t>(a.guard->live_reservations());
+            backlog = a.budget->backlog(RequestKind::create, live).value_or(Duration::max());
+        }
         const bool avoided = std::find(hints.avoid.begin(), hints.avoid.end(), i) != hints.avoid.end();
         candidates.push_back({i, avoided, backlog > config_.backlog_tolerance, backlog, a.priority, 0});
     }

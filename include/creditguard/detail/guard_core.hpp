@@ -81,6 +81,7 @@ public:
     /// The CreditGuard handle is going away; live reservations keep this core alive until they end.
     void detach_owner();
     GuardStats stats() const;
+    std::uint64_t live_reservations() const;
 
     /// LedgerHost: a shared ledger's asynchronous results, applied under the lock.
     void update_ledger(const std::function<void(Ledger&)>& change, bool answered) override;
