@@ -10,6 +10,7 @@
 #include <boost/json/serialize.hpp>
 
 #include <algorithm>
+#include <filesystem>
 #include <map>
 #include <fstream>
 #include <sstream>
@@ -164,6 +165,44 @@ BOOST_AUTO_TEST_CASE(four_processes_share_one_account_without_overspending) {
     BOOST_TEST(totals.spent <= 1000);              // granted never exceeded the balance
     BOOST_TEST(totals.completed >= 950);           // and the fleet used (nearly) all of it
     BOOST_TEST(counters.balance_requests < 200u);  // one refresher at a time, the others reuse its read
+}
+
+BOOST_AUTO_TEST_CASE(three_processes_route_over_two_shared_accounts_without_overspending) {
+    RedisServer redis;
+    auto config_a = mock_config(cg::DeductionTiming::at_submit);
+    config_a.credits = 200;
+    auto config_b = mock_config(cg::DeductionTiming::at_submit);
+    config_b.credits = 200;
+    cg::MockProvider a(config_a);
+    cg::MockProvider b(config_b);
+    // Two accounts, each its own shared ledger on the one Redis; every process routes over both.
+    const std::string ledger = "redis://127.0.0.1:" + std::to_string(redis.port());
+    const auto path = std::filesystem::temp_directory_path() /
+                      ("cg_fleet_route_" + std::to_string(::getpid()) + ".json");
+    std::ofstream(path) << R"({"accounts": {
+        "route-a": {"provider": "sunoapi", "base_url": ")" << a.base_url() << R"(", "deduction": "submit",
+                    "ledger": ")" << ledger << R"("},
+        "route-b": {"provider": "crun", "base_url": ")" << b.base_url() << R"(", "deduction": "submit",
+                    "ledger": ")" << ledger << R"("}}})";
+    std::vector<std::unique_ptr<CliProcess>> fleet;
+    for (int i = 0; i < 3; ++i)
+        fleet.push_back(std::make_unique<CliProcess>(std::vector<std::string>{
+            "run", "--config", path.string(), "--account", "route-a", "--account", "route-b", "--jobs", "200",
+            "--concurrency", "8", "--cost", "1", "--policy", "reject", "--poll-interval", "0.01", "--lease-ttl", "1",
+            "--json"}));
+    const FleetTotals totals = add_up(fleet);
+    std::filesystem::remove(path);
+    BOOST_TEST_MESSAGE("routed fleet: " << totals.completed << " jobs completed, " << totals.spent
+                                        << " credits spent; left " << a.credits() << " and " << b.credits());
+    BOOST_TEST(a.counters().insufficient_answers == 0u);  // neither provider ever had to refuse
+    BOOST_TEST(b.counters().insufficient_answers == 0u);
+    BOOST_TEST(totals.failed == 0);
+    BOOST_TEST(a.credits() >= 0);
+    BOOST_TEST(b.credits() >= 0);
+    BOOST_TEST(totals.spent == 400 - a.credits() - b.credits());
+    BOOST_TEST(totals.completed >= 380);  // both accounts nearly used up
+    // Every job created once, on one account.
+    BOOST_TEST(a.books().tasks_created + b.books().tasks_created == static_cast<std::uint64_t>(totals.completed));
 }
 
 BOOST_AUTO_TEST_CASE(a_killed_process_gives_its_credits_back_within_the_lease_ttl) {
