@@ -267,7 +267,8 @@ def collect(results):
         label = "a run routed over 2 accounts (3/s and 10/s)"
         add(8, f"wall / combined physical limit, {label}", g.counter(paced, "wall_over_physical"), 1.15,
             plot="8 wall, routed", readme=f"routing, {label}: wall ÷ the accounts' combined physical limit")
-        add(8, f"wall / combined physical limit, {label}, pacing off", g.counter(base, "wall_over_physical"))
+        add(8, f"wall / wall of the same run on the 10/s account alone, {label}",
+            g.each(lambda r: r.counter(paced, "wall_s") / r.counter(base, "wall_s")))
         add(8, f"jobs lost of 100, {label}", g.counter(paced, "lost"), 0.0, op="==",
             readme=f"routing, {label}: jobs lost of 100")
         add(8, f"share of jobs on the 3/s account, {label}", g.counter(paced, "share_on_tight_account"))
