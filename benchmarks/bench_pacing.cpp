@@ -89,8 +89,7 @@ double per_second(const Limit& limit) {
     return limit.requests / std::chrono::duration<double>(limit.per).count();
 }
 
-void report_run(benchmark::State& state, double per_second, const cg::MockCounters& c, double wall,
-                double completed) {
+void report_run(benchmark::State& state, double per_second, const cg::MockCounters& c, double wall, double completed) {
     const double physical = (job_count + job_count + static_cast<double>(c.balance_requests)) / per_second;
     state.counters["wall_s"] = wall;
     state.counters["physical_s"] = physical;
@@ -302,8 +301,8 @@ void run_routed(benchmark::State& state, std::vector<Limit> limits) {
             cg::GuardConfig gc;
             gc.deduction = mc.deduct;
             gc.default_max_wait = 30s;
-            guards.push_back(
-                std::make_unique<cg::CreditGuard>(ioc.get_executor(), providers.back()->balance_source(budget), std::move(gc)));
+            guards.push_back(std::make_unique<cg::CreditGuard>(
+                ioc.get_executor(), providers.back()->balance_source(budget), std::move(gc)));
             cg::RouteAccount a;
             a.name = limit.provider;
             a.provider = limit.provider;

@@ -564,9 +564,12 @@ BOOST_AUTO_TEST_CASE(several_accounts_route_one_run_and_the_summary_says_where_j
     cg::MockProvider spare(mock_config());
     cg::MockProvider unused(mock_config());
     const ConfigFile config(R"({"accounts": {
-        "primary": {"provider": "crun", "base_url": ")" + primary.base_url() + R"(", "api_key_env": "KEY_P"},
-        "spare": {"provider": "sunoapi", "base_url": ")" + spare.base_url() + R"(", "api_key_env": "KEY_S"},
-        "unused": {"provider": "kie", "base_url": ")" + unused.base_url() + R"(", "api_key_env": "KEY_U"}}})");
+        "primary": {"provider": "crun", "base_url": ")" +
+                            primary.base_url() + R"(", "api_key_env": "KEY_P"},
+        "spare": {"provider": "sunoapi", "base_url": ")" +
+                            spare.base_url() + R"(", "api_key_env": "KEY_S"},
+        "unused": {"provider": "kie", "base_url": ")" +
+                            unused.base_url() + R"(", "api_key_env": "KEY_U"}}})");
     const std::string keys = "KEY_P=" + kKey + " KEY_S=" + kKey + " KEY_U=" + kKey;
     const Ran r = run_cli("run --config " + config.path.string() +
                               " --account primary --account=spare --jobs 10 --cost 12 --poll-interval 0.01 --json",
@@ -600,9 +603,9 @@ BOOST_AUTO_TEST_CASE(several_accounts_route_one_run_and_the_summary_says_where_j
 
     // A plan over both: their credits together.
     primary.set_maintenance(cg::MaintenanceMode::off);
-    const Ran plan = run_cli("plan --config " + config.path.string() +
-                                 " --account primary --account spare --jobs 1000 --cost 12 --json",
-                             keys);
+    const Ran plan = run_cli(
+        "plan --config " + config.path.string() + " --account primary --account spare --jobs 1000 --cost 12 --json",
+        keys);
     BOOST_TEST(plan.exit_code == 3, plan.err);
     const auto p = boost::json::parse(plan.out).as_object();
     BOOST_TEST(p.at("available").as_int64() == primary.credits() + spare.credits());
@@ -611,8 +614,7 @@ BOOST_AUTO_TEST_CASE(several_accounts_route_one_run_and_the_summary_says_where_j
     const Ran no_file = run_cli("run --account a --account b");
     BOOST_TEST(no_file.exit_code == 2);
     BOOST_TEST(no_file.err.find("several --account need a --config file") != std::string::npos, no_file.err);
-    const Ran twice =
-        run_cli("run --config " + config.path.string() + " --account spare --account spare", keys);
+    const Ran twice = run_cli("run --config " + config.path.string() + " --account spare --account spare", keys);
     BOOST_TEST(twice.exit_code == 2);
     BOOST_TEST(twice.err.find("--account spare is given twice") != std::string::npos, twice.err);
 }

@@ -11,8 +11,8 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <map>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 using namespace redis_test;
@@ -111,7 +111,7 @@ asio::awaitable<std::map<std::string, std::int64_t>> lease_ttls(RedisConnection&
 
 /// Follows the leases' remaining TTLs across probes, after one process was killed.
 struct LeaseWatch {
-    std::vector<std::string> vanished;  ///< leases gone since the first probe
+    std::vector<std::string> vanished;   ///< leases gone since the first probe
     std::int64_t victim_first_ttl = -1;  ///< the vanished lease's TTL at the first probe
     bool victim_renewed = false;         ///< its TTL grew between two probes taken after the settling time
     std::chrono::milliseconds took{};
@@ -177,19 +177,23 @@ BOOST_AUTO_TEST_CASE(three_processes_route_over_two_shared_accounts_without_over
     cg::MockProvider b(config_b);
     // Two accounts, each its own shared ledger on the one Redis; every process routes over both.
     const std::string ledger = "redis://127.0.0.1:" + std::to_string(redis.port());
-    const auto path = std::filesystem::temp_directory_path() /
-                      ("cg_fleet_route_" + std::to_string(::getpid()) + ".json");
+    const auto path =
+        std::filesystem::temp_directory_path() / ("cg_fleet_route_" + std::to_string(::getpid()) + ".json");
     std::ofstream(path) << R"({"accounts": {
-        "route-a": {"provider": "sunoapi", "base_url": ")" << a.base_url() << R"(", "deduction": "submit",
-                    "ledger": ")" << ledger << R"("},
-        "route-b": {"provider": "crun", "base_url": ")" << b.base_url() << R"(", "deduction": "submit",
-                    "ledger": ")" << ledger << R"("}}})";
+        "route-a": {"provider": "sunoapi", "base_url": ")"
+                        << a.base_url() << R"(", "deduction": "submit",
+                    "ledger": ")"
+                        << ledger << R"("},
+        "route-b": {"provider": "crun", "base_url": ")"
+                        << b.base_url() << R"(", "deduction": "submit",
+                    "ledger": ")"
+                        << ledger << R"("}}})";
     std::vector<std::unique_ptr<CliProcess>> fleet;
     for (int i = 0; i < 3; ++i)
         fleet.push_back(std::make_unique<CliProcess>(std::vector<std::string>{
-            "run", "--config", path.string(), "--account", "route-a", "--account", "route-b", "--jobs", "200",
-            "--concurrency", "8", "--cost", "1", "--policy", "reject", "--poll-interval", "0.01", "--lease-ttl", "1",
-            "--json"}));
+            "run",  "--config",      path.string(), "--account", "route-a", "--account", "route-b", "--jobs",
+            "200",  "--concurrency", "8",           "--cost",    "1",       "--policy",  "reject",  "--poll-interval",
+            "0.01", "--lease-ttl",   "1",           "--json"}));
     const FleetTotals totals = add_up(fleet);
     std::filesystem::remove(path);
     BOOST_TEST_MESSAGE("routed fleet: " << totals.completed << " jobs completed, " << totals.spent
@@ -238,7 +242,7 @@ BOOST_AUTO_TEST_CASE(a_killed_process_gives_its_credits_back_within_the_lease_tt
     BOOST_TEST(watch.vanished.size() == 1u);  // the victim's, and no survivor's
     BOOST_TEST(watch.victim_first_ttl > 0);
     BOOST_TEST(watch.victim_first_ttl <= 1000);  // at most the TTL left at the kill...
-    BOOST_TEST(!watch.victim_renewed);          // ...and never renewed after it
+    BOOST_TEST(!watch.victim_renewed);           // ...and never renewed after it
     const FleetTotals totals = add_up(fleet, 0);
     BOOST_TEST(mock.counters().insufficient_answers == 0u);
     BOOST_TEST(totals.failed == 0);

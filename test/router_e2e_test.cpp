@@ -59,8 +59,7 @@ struct MockAccount {
           provider(cg::HttpClient(ioc.get_executor()), *cg::builtin_provider(spec.provider, mock.base_url()),
                    cg::SecretString(kKey)),
           budget(spec.budget ? std::make_shared<cg::RequestBudget>(ioc.get_executor(), *spec.budget) : nullptr),
-          guard(ioc.get_executor(), provider.balance_source(budget), cgtest::fast_guard(cg::AdmissionPolicy::queue)) {
-    }
+          guard(ioc.get_executor(), provider.balance_source(budget), cgtest::fast_guard(cg::AdmissionPolicy::queue)) {}
     cg::MockProvider mock;
     cg::Provider provider;
     std::shared_ptr<cg::RequestBudget> budget;
@@ -117,8 +116,8 @@ struct RoutedRun {
             // two, shows in the books.
             auto body = self->providers.front()->make_create_body("creditguard job " + std::to_string(id) +
                                                                   ": strings over a slow pulse");
-            cg::JobResult r = co_await cg::run_guarded_job(*self->router, self->providers, std::move(body),
-                                                           self->cost, runner);
+            cg::JobResult r =
+                co_await cg::run_guarded_job(*self->router, self->providers, std::move(body), self->cost, runner);
             self->totals.record(r);
             if (r.status == cg::JobStatus::completed) ++self->per_account[r.account];
             self->failovers += r.failovers;

@@ -285,13 +285,13 @@ BOOST_AUTO_TEST_CASE(cancelling_a_waiting_job_leaves_every_account_as_it_was) {
     Accounts f({5, 5});
     boost::asio::cancellation_signal stop;
     auto out = std::make_shared<Routed>();
-    f.router->async_reserve(10, {},
-                            boost::asio::bind_cancellation_slot(
-                                stop.slot(), [out](boost::system::error_code ec, cg::RoutedReservation r) {
-                                    out->done = true;
-                                    out->ec = ec;
-                                    out->routed = std::move(r);
-                                }));
+    f.router->async_reserve(
+        10, {},
+        boost::asio::bind_cancellation_slot(stop.slot(), [out](boost::system::error_code ec, cg::RoutedReservation r) {
+            out->done = true;
+            out->ec = ec;
+            out->routed = std::move(r);
+        }));
     f.drain();
     BOOST_TEST_REQUIRE(!out->done);
     BOOST_TEST(f.waiters(0) == 1u);

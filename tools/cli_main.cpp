@@ -238,8 +238,8 @@ std::string render_metrics(const RunTally& t) {
         if (a->shared_ledger != nullptr) cg::write_metrics(out, a->shared_ledger->ledger_stats(), labels);
     }
     // The run's own counters: labelled as its account, or as every account when it routes.
-    const cg::MetricLabels labels = t.accounts.size() == 1 ? t.accounts.front()->labels()
-                                                           : cg::MetricLabels{{"provider", "*"}, {"account", "*"}};
+    const cg::MetricLabels labels =
+        t.accounts.size() == 1 ? t.accounts.front()->labels() : cg::MetricLabels{{"provider", "*"}, {"account", "*"}};
     out.gauge("creditguard_run_jobs", "Jobs this run was asked for", labels, t.jobs);
     const char* const done = "creditguard_run_jobs_done_total";
     const char* const help = "Jobs of this run that ended, by result";
@@ -302,8 +302,8 @@ asio::awaitable<void> worker(const Options& o, RunTally& t) {
         const int id = t.next++;
         // Every account's provider builds its own body from the prompt; the first one's serves them all when
         // they share a body shape (a routed run's accounts sell the same model).
-        auto body = t.providers.front()->make_create_body("creditguard job " + std::to_string(id) +
-                                                          ": a calm piano piece");
+        auto body =
+            t.providers.front()->make_create_body("creditguard job " + std::to_string(id) + ": a calm piano piece");
         cg::JobResult r = co_await cg::run_guarded_job(*t.router, t.providers, std::move(body), o.cost, o.runner);
         ++t.done;
         t.spent = saturating_add(t.spent, r.charged);  // the provider says what a job cost: never trusted to fit
@@ -685,9 +685,9 @@ int plan_before_run(const std::vector<std::unique_ptr<AccountRun>>& accounts) {
         }
         if (accounts.size() > 1) {
             plan = cg::make_plan(plan.request, together);
-            plan.assumptions.insert(plan.assumptions.begin(),
-                                    std::to_string(accounts.size()) +
-                                        " accounts together: their credits and request rates added up");
+            plan.assumptions.insert(
+                plan.assumptions.begin(),
+                std::to_string(accounts.size()) + " accounts together: their credits and request rates added up");
         }
     } catch (const std::exception& e) {
         return fail("invalid_configuration", e.what());
@@ -712,7 +712,8 @@ void open_account(AccountRun& a, asio::io_context& ioc, const cg::LogHook& log) 
         o.redis->log = log;
         o.redis->log_level = o.log_level;
     }
-    a.provider = std::make_unique<cg::Provider>(cg::HttpClient(ioc.get_executor(), o.http), *a.config, std::move(*a.key));
+    a.provider =
+        std::make_unique<cg::Provider>(cg::HttpClient(ioc.get_executor(), o.http), *a.config, std::move(*a.key));
     cg::GuardConfig gc;
     gc.policy = o.policy;
     gc.deduction = a.config->deduction;
@@ -935,8 +936,7 @@ int run_command(std::vector<Options> all) {
             if (routed)
                 std::cout << "account " << a->name << " (" << a->o.provider << "): " << a->completed
                           << " completed, credits spent " << a->spent << ", " << a->failovers_in
-                          << " came after a refusal elsewhere" << (a->stats.terminal ? ", key refused" : "")
-                          << "\n";
+                          << " came after a refusal elsewhere" << (a->stats.terminal ? ", key refused" : "") << "\n";
             if (const auto& b = a->budget_stats) {
                 std::cout << (routed ? "  pacing " : "pacing ") << limits_text(*b) << " (" << cg::to_string(b->source)
                           << "): " << b->total_granted() << " requests, " << b->total_paced()
@@ -944,7 +944,8 @@ int run_command(std::vector<Options> all) {
                 if (b->learned_rate) std::cout << ", learned " << *b->learned_rate << " requests/s";
                 std::cout << "\n";
             }
-            if (a->mock) std::cout << (routed ? "  " : "") << "mock account: " << a->mock->credits() << " credits left\n";
+            if (a->mock)
+                std::cout << (routed ? "  " : "") << "mock account: " << a->mock->credits() << " credits left\n";
         }
         if (routed) std::cout << "failovers " << tally.failovers << "\n";
         std::printf("elapsed %.2f s\n", elapsed);

@@ -112,8 +112,9 @@ struct RouterStats {
 /// Accounts that are terminal (unauthorized) or shut down stay in the list and are skipped by their own
 /// refusals. The router weighs only what the guards know: an account whose first balance read has not been
 /// answered cannot take a job yet, and a burst of jobs that waits for it goes wherever credits show first
-/// (a guard grants its queue in one go). Start a burst once every account has read its balance. Thread-safe; completions run on the handler's associated executor (the first account's guard's
-/// if it has none). The router, like the guards, must outlive the operations it started.
+/// (a guard grants its queue in one go). Start a burst once every account has read its balance. Thread-safe;
+/// completions run on the handler's associated executor (the first account's guard's if it has none). The router, like
+/// the guards, must outlive the operations it started.
 class Router {
 public:
     Router(std::vector<RouteAccount> accounts, RouterConfig config = {});
@@ -151,8 +152,7 @@ private:
     using Handler = boost::asio::any_completion_handler<void(boost::system::error_code, RoutedReservation)>;
     struct Tried;
     /// `tried`: the refusals of a try at once already made (reserve()), or null to make one.
-    void start(Handler handler, RouteCost cost, ReserveOptions options, RouteHints hints,
-               std::shared_ptr<Tried> tried);
+    void start(Handler handler, RouteCost cost, ReserveOptions options, RouteHints hints, std::shared_ptr<Tried> tried);
     /// Tries every account of the job's order at once; true when one took it (`granted`), else the refusals.
     bool try_at_once(const RouteCost& cost, const RouteHints& hints, RoutedReservation& granted, Tried& tried);
     boost::system::error_code most_telling(const Tried& tried) const;

@@ -63,10 +63,10 @@ bool final_refusal(const error_code& ec) {
 
 // The refusal that says most about why the job did not run, when every account refused.
 int telling_rank(const error_code& ec) {
-    static constexpr errc order[] = {errc::cancelled,          errc::shutdown,        errc::timeout,
-                                     errc::queue_full,         errc::insufficient_credits, errc::balance_unknown,
-                                     errc::maintenance,        errc::rate_limited,    errc::would_block,
-                                     errc::unauthorized,       errc::cost_exceeds_limit,   errc::invalid_cost};
+    static constexpr errc order[] = {
+        errc::cancelled,          errc::shutdown,    errc::timeout,      errc::queue_full,  errc::insufficient_credits,
+        errc::balance_unknown,    errc::maintenance, errc::rate_limited, errc::would_block, errc::unauthorized,
+        errc::cost_exceeds_limit, errc::invalid_cost};
     for (std::size_t i = 0; i < std::size(order); ++i)
         if (ec == order[i]) return static_cast<int>(i);
     return static_cast<int>(std::size(order));
@@ -166,7 +166,8 @@ bool Router::try_at_once(const RouteCost& cost, const RouteHints& hints, RoutedR
         return true;
     };
     // Most jobs: the order cannot change, and the first account takes the job (no allocation).
-    if (order_is_fixed_ && hints.avoid.empty()) return std::any_of(by_priority_.begin(), by_priority_.end(), try_account);
+    if (order_is_fixed_ && hints.avoid.empty())
+        return std::any_of(by_priority_.begin(), by_priority_.end(), try_account);
     const std::vector<std::size_t> ordered = order(cost, hints);
     return std::any_of(ordered.begin(), ordered.end(), try_account);
 }
@@ -205,8 +206,7 @@ using HandlerExecutor = asio::associated_executor_t<Handler, asio::any_io_execut
 template <typename Before>
 void complete(const asio::any_io_executor& first, Handler handler, error_code ec, RoutedReservation routed,
               Before before) {
-    asio::post(first, [h = std::move(handler), ec, r = std::move(routed), before = std::move(before),
-                       first]() mutable {
+    asio::post(first, [h = std::move(handler), ec, r = std::move(routed), before = std::move(before), first]() mutable {
         const HandlerExecutor ex = asio::get_associated_executor(h, first);
         asio::dispatch(ex, [h = std::move(h), ec, r = std::move(r), before = std::move(before)]() mutable {
             before();
@@ -228,7 +228,7 @@ struct Race : std::enable_shared_from_this<Race> {
     Handler handler;
     asio::any_io_executor fallback;
     asio::executor_work_guard<HandlerExecutor> work;  // the job's executor has work while the job waits
-    asio::any_io_executor strand;  // a strand of the first account's executor
+    asio::any_io_executor strand;                     // a strand of the first account's executor
     std::vector<std::size_t> accounts;
     std::vector<asio::cancellation_signal> signals;  // one per waiter (not movable: sized once)
     std::vector<error_code> results;                 // per waiter; empty while it waits
@@ -331,7 +331,8 @@ RouterStats Router::stats() const {
     for (std::size_t i = 0; i < accounts_.size(); ++i) {
         const Counters& c = counters_[i];
         s.accounts.push_back({accounts_[i].name, c.granted.load(std::memory_order_relaxed),
-                              c.passed_by.load(std::memory_order_relaxed), c.congested.load(std::memory_order_relaxed)});
+                              c.passed_by.load(std::memory_order_relaxed),
+                              c.congested.load(std::memory_order_relaxed)});
     }
     s.waited = waited_.load(std::memory_order_relaxed);
     s.rejected = rejected_.load(std::memory_order_relaxed);

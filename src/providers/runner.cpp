@@ -190,12 +190,12 @@ asio::awaitable<JobResult> guarded_job(Placement place, boost::json::value creat
     co_await asio::this_coro::throw_if_cancelled(false);
     JobResult result;
     Reservation reservation;
-    Account account;                 // where the job's current reservation is
-    RequestBudget* budget = nullptr;  // that account's
-    Credits cost = 0;                 // the job's price there
-    RouteHints hints;                 // accounts a routed job would rather not go back to
+    Account account;                        // where the job's current reservation is
+    RequestBudget* budget = nullptr;        // that account's
+    Credits cost = 0;                       // the job's price there
+    RouteHints hints;                       // accounts a routed job would rather not go back to
     std::optional<std::size_t> refused_at;  // the account that last refused the job's create
-    RequestPermit task_permit;  // the create's permit: holds a running-task slot while the task runs
+    RequestPermit task_permit;              // the create's permit: holds a running-task slot while the task runs
     asio::steady_timer timer(co_await asio::this_coro::executor);
     const auto submit_until = SteadyClock::now() + config.submit_deadline;
     int insufficient_refusals = 0;
