@@ -83,6 +83,19 @@ asio::awaitable<void> worker(cg::CreditGuard& guard, const cg::Provider& provide
     --run.workers_left;
 }
 
+/// Starts `concurrency` workers (`make_worker()` each) and runs them to the end; the wall time in seconds.
+template <typename MakeWorker>
+double run_workers(asio::io_context& ioc, Run& run, MakeWorker make_worker) {
+    const auto t0 = SteadyClock::now();
+    for (int i = 0; i < concurrency; ++i)
+        asio::co_spawn(ioc, make_worker(), [](std::exception_ptr e) {
+            if (e) std::rethrow_exception(e);
+        });
+    while (run.workers_left > 0)
+        ioc.run_one();
+    return std::chrono::duration<double>(SteadyClock::now() - t0).count();
+}
+
 /// What every case reports from the mock's counters: the physical limit and the wall against it, the requests
 /// answered rate limited, the jobs lost.
 double per_second(const Limit& limit) {
@@ -138,14 +151,7 @@ void run_case(benchmark::State& state, const Limit& limit, bool paced) {
         runner.budget = budget;
 
         Run run;
-        const auto t0 = SteadyClock::now();
-        for (int i = 0; i < concurrency; ++i)
-            asio::co_spawn(ioc, worker(guard, provider, runner, run), [](std::exception_ptr e) {
-                if (e) std::rethrow_exception(e);
-            });
-        while (run.workers_left > 0)
-            ioc.run_one();
-        const double wall = std::chrono::duration<double>(SteadyClock::now() - t0).count();
+        const double wall = run_workers(ioc, run, [&] { return worker(guard, provider, runner, run); });
         guard.shutdown();
         if (budget) budget->shutdown();
         ioc.restart();
@@ -327,14 +333,7 @@ void run_routed(benchmark::State& state, std::vector<Limit> limits) {
             ioc.run_one();
 
         Run run;
-        const auto t0 = SteadyClock::now();
-        for (int i = 0; i < concurrency; ++i)
-            asio::co_spawn(ioc, routed_worker(router, views, runner, run), [](std::exception_ptr e) {
-                if (e) std::rethrow_exception(e);
-            });
-        while (run.workers_left > 0)
-            ioc.run_one();
-        const double wall = std::chrono::duration<double>(SteadyClock::now() - t0).count();
+        const double wall = run_workers(ioc, run, [&] { return routed_worker(router, views, runner, run); });
         for (std::size_t i = 0; i < guards.size(); ++i) {
             guards[i]->shutdown();
             budgets[i]->shutdown();

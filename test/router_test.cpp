@@ -307,6 +307,25 @@ BOOST_AUTO_TEST_CASE(cancelling_a_waiting_job_leaves_every_account_as_it_was) {
     BOOST_TEST(f.held(0) == 0);
 }
 
+BOOST_AUTO_TEST_CASE(a_job_cancelled_as_soon_as_it_asked_waits_nowhere) {
+    Accounts f({5, 5});
+    boost::asio::cancellation_signal stop;
+    auto out = std::make_shared<Routed>();
+    f.router->async_reserve(
+        10, {},
+        boost::asio::bind_cancellation_slot(stop.slot(), [out](boost::system::error_code ec, cg::RoutedReservation r) {
+            out->done = true;
+            out->ec = ec;
+            out->routed = std::move(r);
+        }));
+    stop.emit(boost::asio::cancellation_type::terminal);  // before anything ran
+    f.drain();
+    BOOST_TEST_REQUIRE(out->done);
+    BOOST_TEST((out->ec == errc::cancelled));
+    BOOST_TEST(f.waiters(0) == 0u);
+    BOOST_TEST(f.waiters(1) == 0u);
+}
+
 BOOST_AUTO_TEST_CASE(the_completion_token_form_never_completes_inside_the_call) {
     Accounts f({100});
     bool done = false;

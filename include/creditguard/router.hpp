@@ -150,7 +150,20 @@ public:
 
 private:
     using Handler = boost::asio::any_completion_handler<void(boost::system::error_code, RoutedReservation)>;
-    struct Tried;
+    /// One job's try at every account of its order: the cost there, and the refusal.
+    struct Tried {
+        struct Entry {
+            std::size_t account;
+            Credits cost;
+            boost::system::error_code refusal;
+        };
+        std::vector<Entry> entries;
+    };
+    struct Race;
+    /// Parks the job on every account it may wait for (on the race's strand).
+    void park_everywhere(const std::shared_ptr<Race>& race, const std::vector<Tried::Entry>& may_wait,
+                         std::size_t first_choice, const ReserveOptions& options,
+                         const std::shared_ptr<Tried>& finally_refused);
     /// `tried`: the refusals of a try at once already made (reserve()), or null to make one.
     void start(Handler handler, RouteCost cost, ReserveOptions options, RouteHints hints, std::shared_ptr<Tried> tried);
     /// Tries every account of the job's order at once; true when one took it (`granted`), else the refusals.

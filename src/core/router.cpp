@@ -43,16 +43,6 @@ std::optional<Credits> RouteCost::on(const RouteAccount& account) const {
     return it->second;
 }
 
-/// One job's try at every account of its order: the cost there, and the refusal (none: not tried yet).
-struct Router::Tried {
-    struct Entry {
-        std::size_t account;
-        Credits cost;
-        error_code refusal;
-    };
-    std::vector<Entry> entries;
-};
-
 namespace {
 
 // Refusals an account gives whatever happens meanwhile: the job does not wait on it.
@@ -215,10 +205,12 @@ void complete(const asio::any_io_executor& first, Handler handler, error_code ec
     });
 }
 
+}  // namespace
+
 // One job waiting on several accounts at once. Every completion of its waiters, and every cancellation
 // sent to them, runs on one strand: a waiter's cancellation slot is cleared there, so emitting on it there
 // never races its completion.
-struct Race : std::enable_shared_from_this<Race> {
+struct Router::Race : std::enable_shared_from_this<Race> {
     Race(Handler h, const asio::any_io_executor& fallback)
         : handler(std::move(h)),
           fallback(fallback),
@@ -235,6 +227,7 @@ struct Race : std::enable_shared_from_this<Race> {
     std::vector<bool> pending;
     std::size_t waiting = 0;
     bool done = false;
+    bool cancel_asked = false;            // the job's cancellation came (it may come before the waiters are parked)
     asio::cancellation_slot caller_slot;  // the job's own cancellation: cleared where the job completes
 
     void cancel_rest(asio::cancellation_type type) {
@@ -250,8 +243,6 @@ struct Race : std::enable_shared_from_this<Race> {
         work.reset();
     }
 };
-
-}  // namespace
 
 void Router::start(Handler handler, RouteCost cost, ReserveOptions options, RouteHints hints,
                    std::shared_ptr<Tried> tried_before) {
@@ -292,14 +283,30 @@ void Router::start(Handler handler, RouteCost cost, ReserveOptions options, Rout
             auto r = weak.lock();
             if (!r) return;
             asio::post(r->strand, [r, type] {
+                r->cancel_asked = true;
                 if (!r->done) r->cancel_rest(type);
             });
         });
     }
 
-    for (std::size_t k = 0; k < n; ++k) {
+    // The waiters are parked from the strand too: a winner's cancellation of the others then never meets a
+    // slot still being installed on another thread.
+    const std::size_t first_choice = tried.entries.front().account;
+    asio::post(race->strand, [this, race, may_wait = std::move(may_wait), first_choice, options, finally_refused] {
+        if (race->cancel_asked) {  // the job was cancelled before it was parked anywhere
+            bump(rejected_);
+            race->finish(make_error_code(errc::cancelled), RoutedReservation{});
+            return;
+        }
+        park_everywhere(race, may_wait, first_choice, options, finally_refused);
+    });
+}
+
+void Router::park_everywhere(const std::shared_ptr<Race>& race, const std::vector<Tried::Entry>& may_wait,
+                             std::size_t first_choice, const ReserveOptions& options,
+                             const std::shared_ptr<Tried>& finally_refused) {
+    for (std::size_t k = 0; k < may_wait.size(); ++k) {
         const std::size_t account = may_wait[k].account;
-        const std::size_t first_choice = tried.entries.front().account;
         auto on_done = [this, race, k, account, first_choice, finally_refused](error_code ec, Reservation r) {
             race->pending[k] = false;
             --race->waiting;
