@@ -5,7 +5,8 @@
 //   limit of a run is (creates + one poll per job + balance reads) / rate. Each case runs twice in the same
 //   process: paced (a RequestBudget) and the baseline, pacing off (the guard's pauses only).
 //   known    sunoapi.org's flavour (430), 20 requests / 2 s, the budget configured with it.
-//            Targets: wall <= 1.10x physical, <= 1% of requests answered rate limited, 0 jobs lost.
+//            Targets: wall <= 1.10x physical, <= 1% of requests answered rate limited, 0 jobs lost; the plan's
+//            expected time (make_plan: a create and one poll per job at the paced rate) within 10% of the wall.
 //   unknown  crun.ai's flavour (429 without Retry-After), 10 requests / s, the budget learns it.
 //            Targets: wall <= 1.3x physical, <= 5% rate limited, 0 jobs lost.
 //   fleet    the known case split over 4 `creditguard run` processes (the CLI next to this binary) sharing
@@ -36,6 +37,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
@@ -158,6 +160,24 @@ void run_case(benchmark::State& state, const Limit& limit, bool paced) {
         ioc.poll();
 
         report_run(state, per_second(limit), mock.counters(), wall, run.completed);
+        if (budget && limit.known) {
+            // What `guard.plan` (and `creditguard plan`) would have said before the run: a create and one poll
+            // per job at the paced rate, tasks of task_time, `concurrency` at a time.
+            cg::PlanRequest request;
+            request.jobs = job_count;
+            request.cost = cg::JobCost::exactly(job_cost);
+            request.concurrency = concurrency;
+            request.task_duration = task_time;
+            request.requests_per_job = 2;
+            cg::PlanInputs inputs;
+            inputs.balance_known = true;
+            inputs.available = mc.credits;
+            inputs.requests_per_second = cg::paced_rate(budget->config());
+            const cg::Plan plan = cg::make_plan(request, inputs);
+            const double planned = plan.expected_wall ? std::chrono::duration<double>(*plan.expected_wall).count() : 0;
+            state.counters["plan_s"] = planned;
+            state.counters["plan_error"] = std::abs(planned - wall) / wall;
+        }
         if (budget) {
             const auto s = budget->stats();
             state.counters["learned_rate"] = s.learned_rate.value_or(0);

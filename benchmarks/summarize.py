@@ -262,6 +262,9 @@ def collect(results):
                 readme=f"pacing, {label}: jobs lost of 100")
             add(8, f"jobs lost of 100, {label}, pacing off", g.counter(base, "lost"))
             add(8, f"status polls per job, {label}", g.counter(paced, "polls_per_job"))
+            if which == "known":
+                add(8, f"|plan's expected time - wall| / wall, {label}", g.counter(paced, "plan_error"), 0.10,
+                    readme=f"planning, {label}: the plan's expected time off the measured wall (share)")
         paced = "BM_pacing_routed/iterations:1/manual_time"
         base = "BM_pacing_routed_baseline/iterations:1/manual_time"
         label = "a run routed over 2 accounts (3/s and 10/s)"
