@@ -289,7 +289,7 @@ asio::awaitable<void> routed_worker(cg::Router& router, std::vector<const cg::Pr
                                     cg::RunnerConfig runner, Run& run) {
     while (run.next < job_count) {
         ++run.next;
-        auto body = providers.front()->make_create_body("a benchmark song");
+        cg::CreateBodyFor body = [](const cg::Provider& p) { return p.make_create_body("a benchmark song"); };
         const cg::JobResult r = co_await cg::run_guarded_job(router, providers, std::move(body), job_cost, runner);
         ++(r.status == cg::JobStatus::completed ? run.completed : run.lost);
     }

@@ -16,6 +16,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -114,8 +115,11 @@ struct RoutedRun {
             const int id = self->jobs_left--;
             // Every mock counts tasks per "creditguard job N" marker: a job created twice, on one account or on
             // two, shows in the books.
-            auto body = self->providers.front()->make_create_body("creditguard job " + std::to_string(id) +
-                                                                  ": strings over a slow pulse");
+            const std::string prompt = "creditguard job " + std::to_string(id) + ": strings over a slow pulse";
+            cg::CreateBodyFor body = [self, prompt](const cg::Provider& p) {
+                ++self->bodies_for[p.config().id];
+                return p.make_create_body(prompt);
+            };
             cg::JobResult r =
                 co_await cg::run_guarded_job(*self->router, self->providers, std::move(body), self->cost, runner);
             self->totals.record(r);
@@ -155,7 +159,8 @@ struct RoutedRun {
     std::vector<std::unique_ptr<MockAccount>> accounts;
     std::vector<const cg::Provider*> providers;
     std::unique_ptr<cg::Router> router;
-    std::vector<int> per_account;  // completed jobs per account
+    std::vector<int> per_account;           // completed jobs per account
+    std::map<std::string, int> bodies_for;  // create bodies built, per provider id
     int failovers = 0;
     std::function<void(const cg::JobResult&)> on_job_done;
     int jobs_left = 0;
@@ -281,6 +286,9 @@ BOOST_AUTO_TEST_CASE(costs_per_provider_are_what_each_account_is_charged) {
     BOOST_TEST(t.completed == 8);
     BOOST_TEST(run.per_account[0] == 3);  // 45 credits: three jobs of 15
     BOOST_TEST(t.charged == 3 * 15 + 5 * 12);
+    // Each create was built in its provider's own shape.
+    BOOST_TEST(run.bodies_for["crun"] == 3);
+    BOOST_TEST(run.bodies_for["sunoapi"] == 5);
     BOOST_TEST(run.accounts[0]->mock.credits() == 0);
     BOOST_TEST(run.insufficient_answers() == 0u);
     run.check_no_job_twice(8);

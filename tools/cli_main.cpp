@@ -300,10 +300,9 @@ asio::awaitable<void> worker(const Options& o, RunTally& t) {
     co_await asio::this_coro::throw_if_cancelled(false);
     while (t.next < t.jobs && t.stop_signal == 0) {
         const int id = t.next++;
-        // Every account's provider builds its own body from the prompt; the first one's serves them all when
-        // they share a body shape (a routed run's accounts sell the same model).
-        auto body =
-            t.providers.front()->make_create_body("creditguard job " + std::to_string(id) + ": a calm piano piece");
+        // Each account's provider builds the create body its API takes from the same prompt.
+        const std::string prompt = "creditguard job " + std::to_string(id) + ": a calm piano piece";
+        cg::CreateBodyFor body = [prompt](const cg::Provider& p) { return p.make_create_body(prompt); };
         cg::JobResult r = co_await cg::run_guarded_job(*t.router, t.providers, std::move(body), o.cost, o.runner);
         ++t.done;
         t.spent = saturating_add(t.spent, r.charged);  // the provider says what a job cost: never trusted to fit

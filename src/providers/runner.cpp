@@ -92,6 +92,7 @@ JobResult& abandoned(JobResult& result, Reservation& reservation, Credits cost, 
 struct Placement {
     Router* router = nullptr;
     std::vector<const Provider*> providers;  // routed: one per router account
+    CreateBodyFor body_for;                  // routed: the create body for the account's provider
     RouteCost route_cost = Credits{0};
     CreditGuard* guard = nullptr;  // one account
     const Provider* provider = nullptr;
@@ -147,13 +148,15 @@ asio::awaitable<JobResult> run_guarded_job(CreditGuard& guard, const Provider& p
 }
 
 asio::awaitable<JobResult> run_guarded_job(Router& router, std::vector<const Provider*> providers,
-                                           boost::json::value create_body, RouteCost cost, RunnerConfig config) {
+                                           CreateBodyFor create_body, RouteCost cost, RunnerConfig config) {
     if (providers.size() != router.size()) throw std::invalid_argument("run_guarded_job: one provider per account");
+    if (!create_body) throw std::invalid_argument("run_guarded_job: no create body");
     Placement place;
     place.router = &router;
     place.providers = std::move(providers);
+    place.body_for = std::move(create_body);
     place.route_cost = std::move(cost);
-    JobResult result = co_await spawn_job(std::move(place), std::move(create_body), std::move(config));
+    JobResult result = co_await spawn_job(std::move(place), boost::json::value(), std::move(config));
     co_return result;
 }
 
@@ -244,9 +247,12 @@ asio::awaitable<JobResult> guarded_job(Placement place, boost::json::value creat
         }
 
         // The create is never interrupted: a create cut off after sending would leave its outcome unknown.
+        const boost::json::value routed_body =
+            place.body_for ? place.body_for(*account.provider) : boost::json::value();
+        const boost::json::value& body = place.body_for ? routed_body : create_body;
         const TimePoint sent_at = account.guard->now();
         auto created = co_await account.provider->async_create_task(
-            create_body, asio::bind_cancellation_slot(asio::cancellation_slot(), use_tuple));
+            body, asio::bind_cancellation_slot(asio::cancellation_slot(), use_tuple));
         const boost::system::error_code ec = std::get<0>(created);
         if (budget != nullptr) budget->report(permit, request_answer(std::get<1>(created).cls));
         if (!ec) {

@@ -10,6 +10,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/json/value.hpp>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -94,16 +95,19 @@ boost::asio::awaitable<JobResult> run_guarded_job(CreditGuard& guard, const Prov
                                                   boost::json::value create_body, Credits cost,
                                                   RunnerConfig config = {});
 
-/// The same job on whichever of the router's accounts takes it: account i submits through `providers[i]` and
-/// paces through its RouteAccount::budget (RunnerConfig::budget is not used). A create refused for
-/// insufficient credits, a rate limit or maintenance is released and reported to that account's guard, and
-/// the job is routed again: it goes to another account that can take it now, or waits for the first that can
+/// A routed job's create body for the provider of the account it goes to (providers' request shapes differ):
+/// called just before each create is sent, e.g. `[prompt](const Provider& p) { return p.make_create_body(prompt); }`.
+using CreateBodyFor = std::function<boost::json::value(const Provider&)>;
+
+/// The same job on whichever of the router's accounts takes it: account i submits through `providers[i]`, with
+/// `create_body(*providers[i])`, and paces through its RouteAccount::budget (RunnerConfig::budget is not used). A
+/// create refused for insufficient credits, a rate limit or maintenance is released and reported to that account's
+/// guard, and the job is routed again: it goes to another account that can take it now, or waits for the first that can
 /// (within RunnerConfig::reserve's deadline). After a server error or a connection that could not be made the
 /// job goes to another account at once if one can take it (RouteHints::avoid), and backs off only when none
 /// can. A create whose outcome is ambiguous is never sent anywhere again. The router, the guards and the
 /// providers must outlive the coroutine.
 boost::asio::awaitable<JobResult> run_guarded_job(Router& router, std::vector<const Provider*> providers,
-                                                  boost::json::value create_body, RouteCost cost,
-                                                  RunnerConfig config = {});
+                                                  CreateBodyFor create_body, RouteCost cost, RunnerConfig config = {});
 
 }  // namespace creditguard
