@@ -103,6 +103,19 @@ struct Accounts {
     std::size_t waiters(std::size_t i) const { return guards[i]->stats().waiters; }
 };
 
+/// router.async_reserve with a callback bound to `slot`, so that a test can cancel it.
+std::shared_ptr<Routed> reserve_with_slot(cg::Router& router, Credits cost, boost::asio::cancellation_slot slot) {
+    auto out = std::make_shared<Routed>();
+    router.async_reserve(
+        cost, {},
+        boost::asio::bind_cancellation_slot(slot, [out](boost::system::error_code ec, cg::RoutedReservation r) {
+            out->done = true;
+            out->ec = ec;
+            out->routed = std::move(r);
+        }));
+    return out;
+}
+
 cg::ReserveOptions reject_policy() {
     cg::ReserveOptions o;
     o.policy = cg::AdmissionPolicy::reject;
@@ -284,14 +297,7 @@ BOOST_AUTO_TEST_CASE(every_account_refusing_gives_the_most_telling_refusal) {
 BOOST_AUTO_TEST_CASE(cancelling_a_waiting_job_leaves_every_account_as_it_was) {
     Accounts f({5, 5});
     boost::asio::cancellation_signal stop;
-    auto out = std::make_shared<Routed>();
-    f.router->async_reserve(
-        10, {},
-        boost::asio::bind_cancellation_slot(stop.slot(), [out](boost::system::error_code ec, cg::RoutedReservation r) {
-            out->done = true;
-            out->ec = ec;
-            out->routed = std::move(r);
-        }));
+    auto out = reserve_with_slot(*f.router, 10, stop.slot());
     f.drain();
     BOOST_TEST_REQUIRE(!out->done);
     BOOST_TEST(f.waiters(0) == 1u);
@@ -310,14 +316,7 @@ BOOST_AUTO_TEST_CASE(cancelling_a_waiting_job_leaves_every_account_as_it_was) {
 BOOST_AUTO_TEST_CASE(a_job_cancelled_as_soon_as_it_asked_waits_nowhere) {
     Accounts f({5, 5});
     boost::asio::cancellation_signal stop;
-    auto out = std::make_shared<Routed>();
-    f.router->async_reserve(
-        10, {},
-        boost::asio::bind_cancellation_slot(stop.slot(), [out](boost::system::error_code ec, cg::RoutedReservation r) {
-            out->done = true;
-            out->ec = ec;
-            out->routed = std::move(r);
-        }));
+    auto out = reserve_with_slot(*f.router, 10, stop.slot());
     stop.emit(boost::asio::cancellation_type::terminal);  // before anything ran
     f.drain();
     BOOST_TEST_REQUIRE(out->done);
