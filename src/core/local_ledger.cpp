@@ -12,16 +12,17 @@ LocalLedger::LocalLedger(DeductionTiming timing, Credits fail_open_allowance)
     : timing_(timing), allowance_(fail_open_allowance) {}
 
 JobHandle LocalLedger::allocate(const Entry& entry) {
-    // Everything that can throw comes first, so a failed allocation changes nothing.
+    // Everything that can throw comes first, so a failed allocation changes nothing. free_ never holds more
+    // handles than there are entries, so reserving for every entry keeps free_if_done from allocating.
     if (entry.counted && pending_list_.size() == pending_list_.capacity())
         pending_list_.reserve(2 * pending_list_.size() + 16);
+    if (free_.empty() && free_.capacity() <= entries_.size()) free_.reserve(2 * entries_.size() + 16);
     JobHandle job;
     if (!free_.empty()) {
+        // A free slot is never listed (see free_if_done): it is overwritten without being read.
         job = free_.back();
         free_.pop_back();
-        const bool listed = entries_[job].listed;
         entries_[job] = entry;
-        entries_[job].listed = listed;
     } else {
         job = static_cast<JobHandle>(entries_.size());
         entries_.push_back(entry);
@@ -32,10 +33,8 @@ JobHandle LocalLedger::allocate(const Entry& entry) {
         certain_pending_ += stored.certain;
         if (stored.unresolved) unresolved_pending_ += stored.amount;
         ++counted_entries_;
-        if (!stored.listed) {
-            stored.listed = true;
-            pending_list_.push_back(job);
-        }
+        stored.listed = true;
+        pending_list_.push_back(job);
     }
     return job;
 }
@@ -55,9 +54,10 @@ void LocalLedger::set_certain(Entry& entry, Credits certain) noexcept {
     entry.certain = certain;
 }
 
+// A slot still in pending_list_ is freed by the sweep that takes it out, so a free slot is never listed.
 void LocalLedger::free_if_done(JobHandle job) noexcept {
     const Entry& entry = entries_[job];
-    if (!entry.open && !entry.counted) free_.push_back(job);
+    if (!entry.open && !entry.counted && !entry.listed) free_.push_back(job);
 }
 
 // "When a read shows a job".
@@ -197,7 +197,7 @@ ReadOutcome LocalLedger::refresh_received(RefreshTicket ticket, Credits balance)
     balance_ = balance;
     if (zeroed_ && zeroed_at_ < ticket) zeroed_ = false;
 
-    Credits dropped = 0;          // charges this read shows for the first time, by our books
+    Credits dropped = 0;  // charges this read shows for the first time, by our books
     // Kept pending, yet possibly already charged at the provider; and reservations whose create may be in flight:
     // an at-submit provider may have charged one before this read was served, with its commit still to come.
     Credits maybe_reflected = held_;
@@ -207,10 +207,10 @@ ReadOutcome LocalLedger::refresh_received(RefreshTicket ticket, Credits balance)
         if (entry.counted && entry.visible_after != 0 && entry.visible_after < ticket) {
             dropped += entry.amount;
             uncount(entry);
-            free_if_done(job);
         }
         if (!entry.counted) {
-            entry.listed = false;  // swept; a reused slot lists itself again
+            entry.listed = false;  // swept: from now on the slot may be freed
+            free_if_done(job);
             continue;
         }
         if (!entry.unresolved) maybe_reflected += entry.amount;
