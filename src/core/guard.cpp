@@ -54,7 +54,7 @@ GuardCore::~GuardCore() {
 
 void GuardCore::start() {
     ledger_->attach(std::weak_ptr<LedgerHost>(weak_from_this()));
-    DeferredWork work;
+    DeferredWork work(*this);
     Lock lock(mutex_);
     schedule_locked(clock_->now(), work);
     run(lock, work);
@@ -97,6 +97,13 @@ Reservation GuardCore::grant_locked(Credits cost) noexcept {
     return Reservation(this, cost);
 }
 
+// A parked waiter's grant: counted now, its Reservation made when it is completed (complete()).
+void GuardCore::grant_locked(Waiter* waiter, DeferredWork& work) noexcept {
+    ++counters_.granted;
+    ++counters_.live_reservations;
+    work.completions.push_back(waiter, errc{});
+}
+
 GuardCore::Admission GuardCore::try_admit(Credits cost, Reservation& granted, errc& why) noexcept {
     Lock lock(mutex_);
     const Admission admission = admit_locked(cost, why);
@@ -105,7 +112,7 @@ GuardCore::Admission GuardCore::try_admit(Credits cost, Reservation& granted, er
     if (low_alert_armed_ && watermark_changes_locked()) {
         // Rare: this grant crossed the watermark. Alert and refresh early (off the fast path).
         try {
-            DeferredWork work;
+            DeferredWork work(*this);
             after_change_locked(clock_->now(), work);
             run(lock, work);
         } catch (...) {  // allocation failure while scheduling: the grant itself stands
@@ -121,7 +128,7 @@ boost::system::result<Reservation> GuardCore::try_reserve(Credits cost) {
     case Admission::granted: {
         Reservation granted = grant_locked(cost);
         if (low_alert_armed_ && watermark_changes_locked()) {  // rare: alert and refresh early
-            DeferredWork work;                                 // holds no keep-alive here, so it may outlive the lock
+            DeferredWork work(*this);                          // holds no keep-alive here, so it may outlive the lock
             after_change_locked(clock_->now(), work);
             run(lock, work);
         }
@@ -141,31 +148,31 @@ boost::system::result<Reservation> GuardCore::try_reserve(Credits cost) {
     const TimePoint now = clock_->now();
     if (!known_locked() || now - last_ok_ >= config_.refresh.recheck_before_reject)
         refresh_requested_ = true;  // the next try may succeed on a fresher balance
-    DeferredWork work;
+    DeferredWork work(*this);
     schedule_locked(now, work);
     run(lock, work);
     return make_error_code(why);
 }
 
 void GuardCore::park(Waiter* waiter, Credits cost, const ReserveOptions& options) {
-    DeferredWork work;
+    DeferredWork work(*this);
     Lock lock(mutex_);
     const TimePoint now = clock_->now();
     waiter->cost = cost;
     errc why{};
     switch (admit_locked(cost, why)) {
     case Admission::granted:
-        work.completions.push_back({waiter, {}, grant_locked(cost)});
+        grant_locked(waiter, work);
         after_change_locked(now, work);
         return run(lock, work);
-    case Admission::failed: work.completions.push_back({waiter, make_error_code(why), {}}); return run(lock, work);
+    case Admission::failed: work.completions.push_back(waiter, why); return run(lock, work);
     case Admission::must_wait: break;
     }
 
     if (policy_for(options) == AdmissionPolicy::queue) {
         if (fifo_.size() >= config_.max_queue) {
             ++counters_.rejected_queue_full;
-            work.completions.push_back({waiter, make_error_code(errc::queue_full), {}});
+            work.completions.push_back(waiter, errc::queue_full);
             return run(lock, work);
         }
     } else {
@@ -205,23 +212,23 @@ void GuardCore::park(Waiter* waiter, Credits cost, const ReserveOptions& options
 
 void GuardCore::cancel(Waiter* waiter) noexcept {
     try {
-        DeferredWork work;
+        DeferredWork work(*this);
         Lock lock(mutex_);
         if (!waiter->queued) return;  // already granted, timed out or shut down
         if (waiter->ready_only) {
             ready_waiters_.erase(waiter);
             waiter->queued = false;
             ++counters_.cancelled;
-            work.completions.push_back({waiter, make_error_code(errc::cancelled), {}});
+            work.completions.push_back(waiter, errc::cancelled);
             return run(lock, work);
         }
         unpark_locked(waiter);
         ++counters_.cancelled;
-        work.completions.push_back({waiter, make_error_code(errc::cancelled), {}});
+        work.completions.push_back(waiter, errc::cancelled);
         drain_locked(work);  // it may have been the head blocking others
         after_change_locked(clock_->now(), work);
         run(lock, work);
-    } catch (...) {  // only allocation can throw here; the waiter then simply stays until its deadline
+    } catch (...) {  // only scheduling can throw here (allocation); `work` still completes what was decided
     }
 }
 
@@ -256,7 +263,7 @@ bool GuardCore::decides_reject_locked(Waiter* waiter) noexcept {
 void GuardCore::reject_locked(Waiter* waiter, DeferredWork& work) {
     const errc why = shortfall_reason_locked();
     ++(why == errc::balance_unknown ? counters_.rejected_balance_unknown : counters_.rejected_insufficient);
-    work.completions.push_back({waiter, make_error_code(why), {}});
+    work.completions.push_back(waiter, why);
 }
 
 // Grants in FIFO order while the head fits; decides reject-policy waiters as outcomes arrive.
@@ -282,7 +289,7 @@ void GuardCore::drain_locked(DeferredWork& work) {
             unpark_locked(waiter);
             if (!now) now = clock_->now();
             counters_.admission_wait.observe(*now - waiter->queued_at);
-            work.completions.push_back({waiter, {}, grant_locked(waiter->cost)});
+            grant_locked(waiter, work);
         } else if (decides_reject_locked(waiter)) {
             unpark_locked(waiter);
             reject_locked(waiter, work);
@@ -389,7 +396,7 @@ void GuardCore::schedule_locked(TimePoint now, DeferredWork& work) {
 }
 
 void GuardCore::on_alarm() {
-    DeferredWork work;
+    DeferredWork work(*this);
     Lock lock(mutex_);
     alarm_armed_ = false;
     if (shut_down_) return;
@@ -400,7 +407,7 @@ void GuardCore::on_alarm() {
         Waiter* waiter = deadlines_.top();
         unpark_locked(waiter);
         ++counters_.timed_out;
-        work.completions.push_back({waiter, make_error_code(errc::timeout), {}});
+        work.completions.push_back(waiter, errc::timeout);
         expired = true;
     }
     if (expired) drain_locked(work);
@@ -424,7 +431,7 @@ Duration GuardCore::jittered_backoff(Duration initial, Duration max, unsigned at
 }
 
 void GuardCore::on_read_done(RefreshTicket ticket, boost::system::error_code ec, Credits balance) {
-    DeferredWork work;
+    DeferredWork work(*this);
     Lock lock(mutex_);
     read_in_flight_ = false;
     ++rounds_completed_;
@@ -498,7 +505,7 @@ void GuardCore::note_read_locked(const ReadOutcome& outcome, TimePoint now) {
 }
 
 void GuardCore::update_ledger(const std::function<void(Ledger&)>& change, bool answered) {
-    DeferredWork work;
+    DeferredWork work(*this);
     Lock lock(mutex_);
     change(*ledger_);
     if (shut_down_) return;
@@ -509,7 +516,7 @@ void GuardCore::update_ledger(const std::function<void(Ledger&)>& change, bool a
 }
 
 void GuardCore::request_refresh() {
-    DeferredWork work;
+    DeferredWork work(*this);
     Lock lock(mutex_);
     refresh_requested_ = true;
     schedule_locked(clock_->now(), work);
@@ -521,8 +528,7 @@ void GuardCore::request_refresh() {
 
 void GuardCore::run(Lock& lock, DeferredWork& work) {
     lock.unlock();
-    for (auto& completion : work.completions)
-        completion.waiter->finish(completion.waiter, completion.ec, std::move(completion.reservation));
+    complete(work.completions);
     if (work.start_read) {
         // A weak reference: a read that never completes must not keep the guard alive (no cycle
         // through the source), and a reply arriving after the guard is gone is dropped.
@@ -543,6 +549,26 @@ void GuardCore::run(Lock& lock, DeferredWork& work) {
     }
 }
 
+// Outside the lock: a granted waiter's Reservation is made here, and each completion is posted.
+void GuardCore::complete(CompletionList& completions) noexcept {
+    for (Waiter* waiter = completions.take(); waiter != nullptr;) {
+        Waiter* next = waiter->next;  // finish() frees the node
+        const errc outcome = waiter->outcome;
+        Reservation granted =
+            outcome == errc{} && !waiter->ready_only ? Reservation(this, waiter->cost) : Reservation{};
+        try {
+            waiter->finish(waiter, outcome == errc{} ? boost::system::error_code{} : make_error_code(outcome),
+                           std::move(granted));
+        } catch (...) {  // no memory to post it: that waiter is lost (its grant released), not the others
+        }
+        waiter = next;
+    }
+}
+
+DeferredWork::~DeferredWork() {
+    if (!completions.empty()) core->complete(completions);
+}
+
 void GuardCore::log_locked(DeferredWork& work, LogLevel level, std::string_view event,
                            std::vector<std::pair<std::string_view, std::string>> fields) const {
     if (!logs(level)) return;
@@ -561,7 +587,7 @@ void GuardCore::finish_transition(Lock& lock, bool availability_rose) {
     const bool last_after_owner = owner_gone_ && counters_.live_reservations == 0;
     if (!wakes && !watermark_changes && !last_after_owner) return;  // the common case: nothing to do
 
-    DeferredWork work;
+    DeferredWork work(*this);
     if (wakes) drain_locked(work);
     after_change_locked(clock_->now(), work);
     if (last_after_owner) work.keep_alive_until_done = std::move(keep_alive_);
@@ -649,7 +675,7 @@ void GuardCore::on_refund(JobHandle job, Credits reserved) noexcept {
 void GuardCore::on_refused(Credits cost, errc what, std::optional<Duration> retry_after,
                            std::optional<TimePoint> sent_at) noexcept {
     try {
-        DeferredWork work;
+        DeferredWork work(*this);
         Lock lock(mutex_);
         ledger_->release_hold(cost);  // the create call was refused: nothing was charged
         ++counters_.released;
@@ -664,7 +690,7 @@ void GuardCore::on_refused(Credits cost, errc what, std::optional<Duration> retr
 }
 
 void GuardCore::report(errc what, std::optional<Duration> retry_after, std::optional<TimePoint> sent_at) {
-    DeferredWork work;
+    DeferredWork work(*this);
     Lock lock(mutex_);
     if (shut_down_) return;
     report_locked(what, retry_after, sent_at, clock_->now(), work);
@@ -763,7 +789,7 @@ void GuardCore::unpause_locked(DeferredWork& work) {
         Waiter* waiter = ready_waiters_.front();
         ready_waiters_.erase(waiter);
         waiter->queued = false;
-        work.completions.push_back({waiter, {}, {}});
+        work.completions.push_back(waiter, errc{});
     }
     drain_locked(work);
 }
@@ -773,24 +799,24 @@ void GuardCore::fail_all_locked(errc why, DeferredWork& work) {
         Waiter* waiter = fifo_.front();
         unpark_locked(waiter);
         ++(why == errc::shutdown ? counters_.rejected_shutdown : counters_.rejected_terminal);
-        work.completions.push_back({waiter, make_error_code(why), {}});
+        work.completions.push_back(waiter, why);
     }
     while (!ready_waiters_.empty()) {
         Waiter* waiter = ready_waiters_.front();
         ready_waiters_.erase(waiter);
         waiter->queued = false;
-        work.completions.push_back({waiter, make_error_code(why), {}});
+        work.completions.push_back(waiter, why);
     }
 }
 
 void GuardCore::park_ready(Waiter* waiter) {
-    DeferredWork work;
+    DeferredWork work(*this);
     Lock lock(mutex_);
     waiter->ready_only = true;
     if (shut_down_ || terminal_) {
-        work.completions.push_back({waiter, make_error_code(shut_down_ ? errc::shutdown : *terminal_), {}});
+        work.completions.push_back(waiter, shut_down_ ? errc::shutdown : *terminal_);
     } else if (!paused_) {
-        work.completions.push_back({waiter, {}, {}});
+        work.completions.push_back(waiter, errc{});
     } else {
         waiter->queued = true;
         ready_waiters_.push_back(waiter);
@@ -802,7 +828,7 @@ void GuardCore::park_ready(Waiter* waiter) {
 // Shutdown, ownership, stats
 
 void GuardCore::shutdown() {
-    DeferredWork work;
+    DeferredWork work(*this);
     Lock lock(mutex_);
     if (shut_down_) return;
     shut_down_ = true;

@@ -24,15 +24,19 @@
 
 namespace creditguard::detail {
 
+class GuardCore;
+
 /// Work decided under the lock and carried out after it is released (completions are posted,
 /// the balance source is called, the low-balance callback is posted).
 struct DeferredWork {
-    struct Completion {
-        Waiter* waiter;
-        boost::system::error_code ec;
-        Reservation reservation;
-    };
-    std::vector<Completion> completions;
+    explicit DeferredWork(GuardCore& owner) noexcept : core(&owner) {}
+    DeferredWork(const DeferredWork&) = delete;
+    DeferredWork& operator=(const DeferredWork&) = delete;
+    // Completes what an exception left decided but not completed, so no grant is lost.
+    ~DeferredWork();
+
+    GuardCore* core;
+    CompletionList completions;
     bool start_read = false;
     RefreshTicket ticket = 0;
     bool low_balance_alert = false;
@@ -123,6 +127,7 @@ private:
     bool decides_reject_locked(Waiter* waiter) noexcept;
     void reject_locked(Waiter* waiter, DeferredWork& work);
     Reservation grant_locked(Credits cost) noexcept;
+    void grant_locked(Waiter* waiter, DeferredWork& work) noexcept;
     void unpark_locked(Waiter* waiter) noexcept;
     void drain_locked(DeferredWork& work);
     void after_change_locked(TimePoint now, DeferredWork& work);
@@ -147,6 +152,8 @@ private:
     Duration backoff_locked();
     void finish_transition(Lock& lock, bool availability_rose);
     void run(Lock& lock, DeferredWork& work);
+    friend struct DeferredWork;
+    void complete(CompletionList& completions) noexcept;
 
     static constexpr JobHandle invalid_job = ~JobHandle{0};
 

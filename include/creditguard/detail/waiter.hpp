@@ -1,6 +1,7 @@
 // A parked reservation request: an intrusive FIFO node plus a slot in the deadline heap.
 #pragma once
 
+#include "creditguard/error.hpp"
 #include "creditguard/reservation.hpp"
 #include "creditguard/types.hpp"
 
@@ -35,6 +36,7 @@ struct Waiter {
     // async_wait_ready: waits for a pause to end, holds no credits, lives in its own list.
     bool ready_only = false;
     bool queued = false;
+    errc outcome{};  // once decided: how it completes (errc{}: granted, or ready for a ready_only waiter)
     std::uint64_t decide_after_round = 0;
     std::uint64_t decide_after_read = 0;  // with the balance unknown, only a balance read decides
     FinishFn finish;
@@ -66,6 +68,32 @@ private:
     Waiter* head_ = nullptr;
     Waiter* tail_ = nullptr;
     std::size_t size_ = 0;
+};
+
+/// Waiters decided under the guard's lock, to be completed once it is released, in the order decided.
+/// Intrusive (through `next`, the waiter having left every other list), so deciding never allocates.
+class CompletionList {
+public:
+    bool empty() const noexcept { return head_ == nullptr; }
+
+    void push_back(Waiter* w, errc outcome) noexcept {
+        w->outcome = outcome;
+        w->prev = w->next = nullptr;
+        (tail_ ? tail_->next : head_) = w;
+        tail_ = w;
+    }
+
+    /// Empties the list; the waiters taken stay chained through `next`.
+    Waiter* take() noexcept {
+        tail_ = nullptr;
+        Waiter* head = head_;
+        head_ = nullptr;
+        return head;
+    }
+
+private:
+    Waiter* head_ = nullptr;
+    Waiter* tail_ = nullptr;
 };
 
 /// Min-heap of waiters by deadline; each waiter knows its index so removal is O(log n).
