@@ -965,25 +965,15 @@ CreditGuard::~CreditGuard() {
     if (core_) core_->detach_owner();
 }
 
-namespace {
-
-// The waiting path lives in its own coroutine so that reserve()'s frame stays small: Asio recycles
-// coroutine frames only up to about 1 KiB, and the fast path should never reach malloc.
-boost::asio::awaitable<Reservation> reserve_slow(CreditGuard& guard, Credits cost, ReserveOptions options) {
-    Reservation waited = co_await guard.async_reserve(cost, options, boost::asio::use_awaitable);
-    co_return waited;
-}
-
-}  // namespace
-
 boost::asio::awaitable<Reservation> CreditGuard::reserve(Credits cost, ReserveOptions options) {
     Reservation granted;
     errc why{};
     const auto admission = core_->try_admit(cost, granted, why);
     if (admission == detail::GuardCore::Admission::granted) co_return granted;
     if (admission == detail::GuardCore::Admission::failed) throw boost::system::system_error(make_error_code(why));
-    Reservation waited = co_await reserve_slow(*this, cost, options);
-    co_return waited;
+    // Waiting in this frame rather than in a coroutine of its own saves a waiter one frame (about 230 bytes);
+    // the frame stays far below the size Asio recycles, so the fast path still never reaches malloc.
+    co_return co_await async_reserve(cost, options, boost::asio::use_awaitable);
 }
 
 }  // namespace creditguard
