@@ -10,8 +10,9 @@
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/cancellation_type.hpp>
-#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/execution/outstanding_work.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/prefer.hpp>
 
 #include <memory>
 #include <type_traits>
@@ -35,11 +36,16 @@ struct ReserveCancelHandler {
 template <typename Handler, bool WithReservation = true>
 struct ReserveWaitOp final : Waiter {
     using handler_executor = boost::asio::associated_executor_t<Handler, boost::asio::any_io_executor>;
+    // The handler's executor with outstanding work tracked while the waiter is parked: one executor, not the
+    // two an executor_work_guard holds (120 bytes for any_io_executor).
+    using tracked_executor = std::decay_t<decltype(boost::asio::prefer(
+        std::declval<const handler_executor&>(), boost::asio::execution::outstanding_work.tracked))>;
 
     ReserveWaitOp(Handler&& h, const boost::asio::any_io_executor& guard_executor)
         : Waiter(&finish_op),
           handler(std::move(h)),
-          work(boost::asio::get_associated_executor(handler, guard_executor)),
+          executor(boost::asio::prefer(boost::asio::get_associated_executor(handler, guard_executor),
+                                       boost::asio::execution::outstanding_work.tracked)),
           slot(boost::asio::get_associated_cancellation_slot(handler)) {}
 
     // The handler may be moved out by now; the slot was taken from it at construction.
@@ -50,8 +56,8 @@ struct ReserveWaitOp final : Waiter {
     // Posts the completion; the node is freed on the handler's executor, where the slot is cleared.
     static void finish_op(Waiter* base, boost::system::error_code ec, Reservation&& reservation) {
         std::unique_ptr<ReserveWaitOp> op(static_cast<ReserveWaitOp*>(base));
-        auto executor = op->work.get_executor();
-        boost::asio::post(executor, [op = std::move(op), ec, r = std::move(reservation)]() mutable {
+        tracked_executor target = op->executor;
+        boost::asio::post(std::move(target), [op = std::move(op), ec, r = std::move(reservation)]() mutable {
             Handler h = std::move(op->handler);
             op.reset();
             if constexpr (WithReservation) {
@@ -63,7 +69,7 @@ struct ReserveWaitOp final : Waiter {
     }
 
     Handler handler;
-    boost::asio::executor_work_guard<handler_executor> work;
+    tracked_executor executor;
     boost::asio::cancellation_slot slot;
 };
 
