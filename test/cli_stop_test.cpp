@@ -11,7 +11,6 @@
 #include <chrono>
 #include <functional>
 #include <string>
-#include <thread>
 #include <vector>
 
 namespace {
@@ -38,14 +37,9 @@ cg_test::CliProcess start_run(const cg::MockProvider& mock, int jobs, int concur
                                {"CREDITGUARD_API_KEY=" + kKey});
 }
 
-// Until `done()` holds, checking every 5 ms for at most `limit`: the mock's counters have no other event.
-bool eventually(const std::function<bool()>& done, std::chrono::milliseconds limit) {
-    const auto until = std::chrono::steady_clock::now() + limit;
-    while (!done()) {
-        if (std::chrono::steady_clock::now() > until) return false;
-        std::this_thread::sleep_for(5ms);
-    }
-    return true;
+// Until `done` holds for the mock's counters: woken by every request the CLI process sends it.
+bool mock_sees(const cg::MockProvider& mock, const std::function<bool(const cg::MockCounters&)>& done) {
+    return mock.wait_for_counters(done, 20s);
 }
 
 void expect_every_reservation_ended(const boost::json::object& summary) {
@@ -62,7 +56,7 @@ BOOST_AUTO_TEST_CASE(the_first_signal_stops_new_jobs_and_polls_the_submitted_one
     // 30 credits for jobs of 10: three are submitted (tasks of 1 s), a fourth waits for credits, six never start.
     cg::MockProvider mock(slow_tasks(30, 1000ms));
     auto run = start_run(mock, 10, 4);
-    BOOST_TEST_REQUIRE(eventually([&] { return mock.counters().tasks_created == 3; }, 20s));
+    BOOST_TEST_REQUIRE(mock_sees(mock, [](const cg::MockCounters& c) { return c.tasks_created == 3; }));
 
     run.signal(SIGINT);
     const auto code = run.wait_for_exit(30s);
@@ -87,7 +81,7 @@ BOOST_AUTO_TEST_CASE(the_first_signal_stops_new_jobs_and_polls_the_submitted_one
 BOOST_AUTO_TEST_CASE(a_second_signal_stops_polling_and_the_submitted_jobs_stay_counted) {
     cg::MockProvider mock(slow_tasks(1000, 60'000ms));  // tasks that would take a minute
     auto run = start_run(mock, 2, 2);
-    BOOST_TEST_REQUIRE(eventually([&] { return mock.counters().tasks_created == 2; }, 20s));
+    BOOST_TEST_REQUIRE(mock_sees(mock, [](const cg::MockCounters& c) { return c.tasks_created == 2; }));
 
     run.signal(SIGTERM);
     BOOST_TEST_REQUIRE(run.wait_for_stderr("signal again to stop now", 10s), run.stderr_text());
@@ -112,7 +106,7 @@ BOOST_AUTO_TEST_CASE(a_signal_before_any_job_was_sent_ends_the_run_at_once_with_
     // No credits: every job waits for them (up to --max-wait 120 s); the signal ends the wait.
     cg::MockProvider mock(slow_tasks(0, 1000ms));
     auto run = start_run(mock, 5, 5);
-    BOOST_TEST_REQUIRE(eventually([&] { return mock.counters().balance_requests >= 1; }, 20s));
+    BOOST_TEST_REQUIRE(mock_sees(mock, [](const cg::MockCounters& c) { return c.balance_requests >= 1; }));
 
     run.signal(SIGINT);
     const auto code = run.wait_for_exit(10s);

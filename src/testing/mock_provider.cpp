@@ -22,6 +22,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <condition_variable>
 #include <deque>
 #include <future>
 #include <map>
@@ -859,6 +860,7 @@ struct MockProvider::Impl : std::enable_shared_from_this<MockProvider::Impl> {
     std::set<std::shared_ptr<SessionHandle>> sessions;  // strand
 
     mutable std::mutex mutex;
+    mutable std::condition_variable counters_changed;  // after every request answered (wait_for_counters)
     MockConfig config;
     SecretString key{config.key};
     Credits credits = 0;
@@ -937,6 +939,7 @@ asio::awaitable<void> serve(std::shared_ptr<Impl> impl, Stream& stream, std::sha
         if (ec || impl->stopped) co_return;
         h->idle = false;
         Action a = impl->handle(parser.get(), loopback_peer);
+        impl->counters_changed.notify_all();
         if (a.delay.count() > 0) {
             asio::steady_timer timer(impl->strand);
             h->timer = &timer;
@@ -1080,6 +1083,11 @@ void MockProvider::set_foreign_spend(double credits_per_second) {
 MockCounters MockProvider::counters() const {
     std::lock_guard lock(impl_->mutex);
     return impl_->counters;
+}
+bool MockProvider::wait_for_counters(const std::function<bool(const MockCounters&)>& done,
+                                     std::chrono::milliseconds limit) const {
+    std::unique_lock lock(impl_->mutex);
+    return impl_->counters_changed.wait_for(lock, limit, [&] { return done(impl_->counters); });
 }
 std::size_t MockProvider::tasks_in_flight() const {
     std::lock_guard lock(impl_->mutex);

@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -193,6 +194,10 @@ public:
     void add_credits(Credits amount);
     void set_credits(Credits amount);
     [[nodiscard]] MockCounters counters() const;
+    /// Waits until `done(counters())` holds, woken by every request the mock answers, for at most `limit`;
+    /// returns whether it came to hold. For tests that wait on another process's traffic.
+    [[nodiscard]] bool wait_for_counters(const std::function<bool(const MockCounters&)>& done,
+                                         std::chrono::milliseconds limit) const;
     /// Tasks created and not yet finished.
     [[nodiscard]] std::size_t tasks_in_flight() const;
     /// The account's books (foreign spend and unpolled completions applied up to now).
