@@ -195,7 +195,8 @@ public:
     void set_credits(Credits amount);
     [[nodiscard]] MockCounters counters() const;
     /// Waits until `done(counters())` holds, woken by every request the mock answers, for at most `limit`;
-    /// returns whether it came to hold. For tests that wait on another process's traffic.
+    /// returns whether it came to hold. For tests that wait on another process's traffic. `done` runs under
+    /// the mock's lock: it must not call the mock.
     [[nodiscard]] bool wait_for_counters(const std::function<bool(const MockCounters&)>& done,
                                          std::chrono::milliseconds limit) const;
     /// Tasks created and not yet finished.
