@@ -84,6 +84,68 @@ BOOST_AUTO_TEST_CASE(at_submit_job_is_dropped_by_a_read_sent_after_its_commit) {
     BOOST_TEST(ledger.pending_jobs() == 0);
 }
 
+// commit_and_settle: what the guard records when a job whose commit it deferred is settled.
+BOOST_AUTO_TEST_CASE(jobs_settled_at_once_form_runs_that_each_read_shows_whole_or_not_at_all) {
+    for (const DeductionTiming timing : {DeductionTiming::at_completion, DeductionTiming::unknown}) {
+        LocalLedger ledger(timing);
+        ledger.refresh_received(ledger.refresh_sent(), 1000);
+        for (int i = 0; i < 5; ++i)
+            BOOST_TEST(ledger.try_hold(10));
+        ledger.commit_and_settle(10, 8);
+        ledger.commit_and_settle(10, 12);         // above its reservation: available may go below what was held
+        BOOST_TEST(ledger.pending_jobs() == 1u);  // no read between them: one record
+        const auto between = ledger.refresh_sent();
+        ledger.commit_and_settle(10, 10);
+        ledger.commit_and_settle(10, 0);  // a settle to 0 adds nothing
+        BOOST_TEST(ledger.pending_jobs() == 2u);
+        auto t = ledger.totals();
+        BOOST_TEST(t.held == 10);
+        BOOST_TEST(t.pending == 30);
+        BOOST_TEST(t.available == 1000 - 10 - 30);
+        BOOST_TEST(ledger.best_case_available() == 1000 - 30);  // settled: surely spent
+
+        // The read sent between the runs shows the first (20 charged) and not the second.
+        auto outcome = ledger.refresh_received(between, 980);
+        BOOST_TEST(outcome.unexplained == 0);
+        t = ledger.totals();
+        BOOST_TEST(t.pending == 10);
+        BOOST_TEST(t.available == 980 - 10 - 10);
+        BOOST_TEST(ledger.pending_jobs() == 1u);
+
+        // The next read shows the second run too, and the 10 still held were never charged.
+        ledger.commit_and_refund(10);
+        outcome = ledger.refresh_received(ledger.refresh_sent(), 970);
+        BOOST_TEST(outcome.unexplained == 0);
+        t = ledger.totals();
+        BOOST_TEST(t.held == 0);
+        BOOST_TEST(t.pending == 0);
+        BOOST_TEST(t.available == 970);
+        BOOST_TEST(ledger.pending_jobs() == 0u);
+    }
+}
+
+// At submit, commit_and_settle is commit then settle: the charge at submit stays pending until a read.
+BOOST_AUTO_TEST_CASE(commit_and_settle_at_submit_is_commit_then_settle) {
+    LocalLedger together(DeductionTiming::at_submit);
+    LocalLedger apart(DeductionTiming::at_submit);
+    for (LocalLedger* ledger : {&together, &apart}) {
+        ledger->refresh_received(ledger->refresh_sent(), 100);
+        BOOST_TEST(ledger->try_hold(30));
+        BOOST_TEST(ledger->try_hold(20));
+    }
+    together.commit_and_settle(30, 25);
+    together.commit_and_refund(20);
+    apart.settle(apart.commit(30), 25);
+    apart.refund(apart.commit(20));
+    const auto a = together.totals();
+    const auto b = apart.totals();
+    BOOST_TEST(a.held == b.held);
+    BOOST_TEST(a.pending == b.pending);
+    BOOST_TEST(a.pending == 50);
+    BOOST_TEST(a.available == b.available);
+    BOOST_TEST(a.best_case == b.best_case);
+}
+
 BOOST_AUTO_TEST_CASE(at_completion_job_stays_pending_until_a_read_after_it_settled) {
     LocalLedger ledger(DeductionTiming::at_completion);
     ledger.refresh_received(ledger.refresh_sent(), 100);

@@ -145,7 +145,7 @@ public:
     void commit_unresolved(Credits cost, TimePoint expires) override;
     void abandon(JobHandle job, TimePoint expires) noexcept override;
     void expire_unresolved(TimePoint now) noexcept override;
-    RefreshTicket refresh_sent() noexcept override { return ++sequence_; }
+    RefreshTicket refresh_sent() noexcept override { return last_ticket_ = ++sequence_; }
     ReadOutcome refresh_received(RefreshTicket ticket, Credits balance) noexcept override;
     void provider_reported_insufficient() noexcept override;
     void forget_balance() noexcept override { known_ = false; }
@@ -153,8 +153,15 @@ public:
     Credits best_case_available() const noexcept override;
     void set_margin(Credits margin) noexcept override { margin_ = margin; }
 
-    /// Pending entries still tracked (for tests and stats).
-    std::size_t pending_jobs() const noexcept { return counted_entries_; }
+    DeductionTiming deduction_timing() const noexcept { return timing_; }
+    /// commit(reserved) and then at once settle(job, actual), as one event: what the guard records for a
+    /// job whose commit it deferred (see GuardCore) when the job is settled. Charged at completion, such
+    /// jobs need no entry of their own: consecutive ones with no read sent between them are one record.
+    void commit_and_settle(Credits reserved, Credits actual);
+    /// commit(reserved) and then at once refund(job), as one event.
+    void commit_and_refund(Credits reserved);
+    /// Pending records still tracked (for tests and stats): job entries and runs of settled jobs.
+    std::size_t pending_jobs() const noexcept { return counted_entries_ + settled_runs_.size(); }
 
 private:
     // One submitted job, or one late extra charge of a job settled above its reservation.
@@ -175,7 +182,12 @@ private:
     void uncount(Entry& entry) noexcept;
     void set_certain(Entry& entry, Credits certain) noexcept;
     void make_unresolved(JobHandle job, TimePoint expires) noexcept;
-    void free_if_done(JobHandle job) noexcept;
+    // A slot still in pending_list_ is freed by the sweep that takes it out, so a free slot is never listed.
+    // free_ has room for every entry (see allocate).
+    void free_if_done(JobHandle job) noexcept {
+        const Entry& entry = entries_[job];
+        if (!entry.open && !entry.counted && !entry.listed) free_.push_back(job);
+    }
 
     DeductionTiming timing_;
     Credits allowance_;
@@ -197,6 +209,16 @@ private:
     std::size_t counted_entries_ = 0;
     std::vector<JobHandle> pending_list_;  // every counted entry, plus uncounted ones not yet swept
     std::vector<JobHandle> unresolved_;    // unresolved entries, oldest first
+
+    // Jobs charged at completion and settled through commit_and_settle, oldest first: a read sent after
+    // `visible_after` shows the whole run. Every read is sent either before all the settles of a run or after
+    // all of them, so a run grows until the next read is sent.
+    struct SettledRun {
+        std::uint64_t visible_after = 0;
+        Credits amount = 0;  // counted in pending_ and certain_pending_
+    };
+    std::vector<SettledRun> settled_runs_;
+    RefreshTicket last_ticket_ = 0;  // the last read sent
 };
 
 }  // namespace creditguard

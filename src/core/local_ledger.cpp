@@ -17,23 +17,24 @@ JobHandle LocalLedger::allocate(const Entry& entry) {
     if (entry.counted && pending_list_.size() == pending_list_.capacity())
         pending_list_.reserve(2 * pending_list_.size() + 16);
     if (free_.empty() && free_.capacity() <= entries_.size()) free_.reserve(2 * entries_.size() + 16);
+    // The entry is written once and not read back (reading a line just written stalls).
+    Entry stored = entry;
+    stored.listed = entry.counted;
     JobHandle job;
     if (!free_.empty()) {
         // A free slot is never listed (see free_if_done): it is overwritten without being read.
         job = free_.back();
         free_.pop_back();
-        entries_[job] = entry;
+        entries_[job] = stored;
     } else {
         job = static_cast<JobHandle>(entries_.size());
-        entries_.push_back(entry);
+        entries_.push_back(stored);
     }
-    Entry& stored = entries_[job];
-    if (stored.counted) {
-        pending_ += stored.amount;
-        certain_pending_ += stored.certain;
-        if (stored.unresolved) unresolved_pending_ += stored.amount;
+    if (entry.counted) {
+        pending_ += entry.amount;
+        certain_pending_ += entry.certain;
+        if (entry.unresolved) unresolved_pending_ += entry.amount;
         ++counted_entries_;
-        stored.listed = true;
         pending_list_.push_back(job);
     }
     return job;
@@ -52,12 +53,6 @@ void LocalLedger::uncount(Entry& entry) noexcept {
 void LocalLedger::set_certain(Entry& entry, Credits certain) noexcept {
     if (entry.counted) certain_pending_ += certain - entry.certain;
     entry.certain = certain;
-}
-
-// A slot still in pending_list_ is freed by the sweep that takes it out, so a free slot is never listed.
-void LocalLedger::free_if_done(JobHandle job) noexcept {
-    const Entry& entry = entries_[job];
-    if (!entry.open && !entry.counted && !entry.listed) free_.push_back(job);
 }
 
 // "When a read shows a job".
@@ -111,6 +106,37 @@ void LocalLedger::settle(JobHandle job, Credits actual) noexcept {
     // A cheaper-than-reserved job at an at-submit provider: the difference comes back in a later
     // read, never added early.
     free_if_done(job);
+}
+
+// Charged at completion, the job becomes visible with its settle: `actual` joins the run of settles since
+// the last read was sent (nothing for 0: a settle to 0 uncounts a job). It never needs an entry of its own.
+void LocalLedger::commit_and_settle(Credits reserved, Credits actual) {
+    if (charges_at_submit()) {
+        settle(commit(reserved), actual);
+        return;
+    }
+    const std::uint64_t now = ++sequence_;
+    if (actual != 0) {
+        if (!settled_runs_.empty() && settled_runs_.back().visible_after > last_ticket_) {
+            settled_runs_.back().visible_after = now;  // no read was sent since the run's last settle
+            settled_runs_.back().amount += actual;
+        } else {
+            settled_runs_.push_back({now, actual});  // may throw: before anything else changes
+        }
+        pending_ += actual;
+        certain_pending_ += actual;
+    }
+    held_ -= reserved;
+}
+
+// Charged at completion, a failed job was never charged: only the hold goes.
+void LocalLedger::commit_and_refund(Credits reserved) {
+    if (charges_at_submit()) {
+        refund(commit(reserved));
+        return;
+    }
+    ++sequence_;
+    held_ -= reserved;
 }
 
 // "Other transitions".
@@ -217,6 +243,15 @@ ReadOutcome LocalLedger::refresh_received(RefreshTicket ticket, Credits balance)
         *keep++ = job;
     }
     pending_list_.erase(keep, pending_list_.end());
+    auto shown = settled_runs_.begin();
+    for (; shown != settled_runs_.end() && shown->visible_after < ticket; ++shown) {
+        dropped += shown->amount;
+        pending_ -= shown->amount;
+        certain_pending_ -= shown->amount;
+    }
+    settled_runs_.erase(settled_runs_.begin(), shown);
+    for (const SettledRun& run : settled_runs_)
+        maybe_reflected += run.amount;
     if (!compare) return outcome;
 
     const Credits fall = previous - dropped - balance;
