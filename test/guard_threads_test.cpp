@@ -108,4 +108,57 @@ BOOST_AUTO_TEST_CASE(try_reserve_and_release_race_from_two_threads) {
     BOOST_TEST(stats.granted == static_cast<std::uint64_t>(granted.load()));
 }
 
+// Commits to an at-completion provider take no lock; stats() taken meanwhile must still add up.
+BOOST_AUTO_TEST_CASE(commits_without_the_lock_keep_every_stats_snapshot_consistent) {
+    boost::asio::io_context ioc;
+    auto source = std::make_shared<creditguard::testing::ScriptedSource>(ioc.get_executor());
+    source->set_balance(1'000'000'000);
+    source->set_auto(true);
+    creditguard::GuardConfig config;
+    config.clock = std::make_shared<creditguard::ManualClock>();
+    config.deduction = creditguard::DeductionTiming::at_completion;
+    creditguard::CreditGuard guard(ioc.get_executor(), source, std::move(config));
+    ioc.run();  // first read
+    constexpr int jobs_per_thread = 20'000;
+    std::atomic<int> working{2};
+    auto jobs = [&](Credits cost) {
+        for (int i = 0; i < jobs_per_thread; ++i) {
+            Reservation r = guard.try_reserve(cost).value();
+            r.commit();
+            if (i % 3 == 0)
+                r.refund();
+            else
+                r.settle(cost);
+        }
+        --working;
+    };
+    std::atomic<bool> inconsistent{false};
+    std::atomic<int> snapshots{0};
+    auto watch = [&] {
+        while (working.load() > 0) {
+            const auto s = guard.stats();
+            // Each snapshot: nothing negative, no more commits than grants, no more ends than grants.
+            if (s.held < 0 || s.committed_unreflected < 0 || s.committed > s.granted ||
+                s.live_reservations != s.granted - s.released - s.settled - s.refunded - s.abandoned ||
+                s.settled + s.refunded > s.committed)
+                inconsistent = true;
+            ++snapshots;
+        }
+    };
+    std::thread watcher(watch);
+    std::thread a(jobs, 3);
+    std::thread b(jobs, 5);
+    a.join();
+    b.join();
+    watcher.join();
+    BOOST_TEST(!inconsistent.load());
+    BOOST_TEST(snapshots.load() > 0);
+    const auto stats = guard.stats();
+    BOOST_TEST(stats.committed == 2u * jobs_per_thread);
+    BOOST_TEST(stats.held == 0);
+    BOOST_TEST(stats.live_reservations == 0u);
+    const int settled_per_thread = jobs_per_thread - (jobs_per_thread + 2) / 3;
+    BOOST_TEST(stats.committed_unreflected == Credits{settled_per_thread} * (3 + 5));
+}
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -91,7 +91,9 @@ public:
 
 private:
     friend class detail::GuardCore;
-    Reservation(detail::GuardCore* core, Credits cost) noexcept : core_(core), cost_(cost), state_(State::held) {}
+    // `job`: until commit(), what the guard said at the grant about how to commit (see GuardCore::on_commit).
+    Reservation(detail::GuardCore* core, Credits cost, JobHandle job) noexcept
+        : core_(core), cost_(cost), job_(job), state_(State::held) {}
     void end_now() noexcept;
 
     detail::GuardCore* core_ = nullptr;

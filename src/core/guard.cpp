@@ -46,6 +46,7 @@ GuardCore::GuardCore(boost::asio::any_io_executor executor, std::shared_ptr<Bala
     if (!(config_.refresh.drift_margin_factor >= 0.0 && config_.refresh.drift_margin_factor <= 100.0) ||
         config_.refresh.drift_interval <= Duration::zero())
         throw std::invalid_argument("creditguard: refresh.drift_interval must be > 0, drift_margin_factor in [0, 100]");
+    defers_commits_ = local_ != nullptr && local_->deduction_timing() != DeductionTiming::at_submit;
 }
 
 GuardCore::~GuardCore() {
@@ -94,7 +95,7 @@ errc GuardCore::shortfall_reason_locked() const noexcept {
 Reservation GuardCore::grant_locked(Credits cost) noexcept {
     ++counters_.granted;
     ++counters_.live_reservations;
-    return Reservation(this, cost);
+    return Reservation(this, cost, grant_mark_locked(cost));
 }
 
 // A parked waiter's grant: counted now, its Reservation made when it is completed (complete()).
@@ -555,7 +556,7 @@ void GuardCore::complete(CompletionList& completions) noexcept {
         Waiter* next = waiter->next;  // finish() frees the node
         const errc outcome = waiter->outcome;
         Reservation granted =
-            outcome == errc{} && !waiter->ready_only ? Reservation(this, waiter->cost) : Reservation{};
+            outcome == errc{} && !waiter->ready_only ? Reservation(this, waiter->cost, 0) : Reservation{};
         try {
             waiter->finish(waiter, outcome == errc{} ? boost::system::error_code{} : make_error_code(outcome),
                            std::move(granted));
@@ -581,12 +582,8 @@ void GuardCore::log_locked(DeferredWork& work, LogLevel level, std::string_view 
 // ---------------------------------------------------------------------------------------------
 // Reservation transitions
 
-void GuardCore::finish_transition(Lock& lock, bool availability_rose) {
-    const bool wakes = availability_rose && !fifo_.empty();
-    const bool watermark_changes = watermark_changes_locked();
+void GuardCore::finish_transition_slow(Lock& lock, bool wakes) {
     const bool last_after_owner = owner_gone_ && counters_.live_reservations == 0;
-    if (!wakes && !watermark_changes && !last_after_owner) return;  // the common case: nothing to do
-
     DeferredWork work(*this);
     if (wakes) drain_locked(work);
     after_change_locked(clock_->now(), work);
@@ -606,13 +603,15 @@ void GuardCore::on_release(Credits cost) noexcept {
     }
 }
 
-JobHandle GuardCore::on_commit(Credits cost) noexcept {
+JobHandle GuardCore::on_commit(Credits cost, JobHandle grant_mark) noexcept {
+    note_create_accepted();
+    if (grant_mark == unrecorded_job) {
+        deferred_commits_.fetch_add(deferred_weight(cost), std::memory_order_relaxed);
+        return unrecorded_job;
+    }
     Lock lock(mutex_);
     ++counters_.committed;
     spend_.add(clock_->coarse_now(), cost);
-    rate_limit_streak_ = 0;  // the provider accepted a create call
-    server_errors_in_row_ = 0;
-    breaker_trips_in_row_ = 0;
     try {
         return ledger_->commit(cost);
     } catch (...) {
@@ -622,20 +621,44 @@ JobHandle GuardCore::on_commit(Credits cost) noexcept {
     }
 }
 
+void GuardCore::count_deferred_commit_ended_locked(Credits reserved) noexcept {
+    ++counters_.committed;
+    deferred_commits_ended_ += deferred_weight(reserved);
+}
+
 void GuardCore::on_settle(JobHandle job, Credits actual, Credits reserved) noexcept {
     try {
         Lock lock(mutex_);
-        if (actual != reserved) spend_.add(clock_->coarse_now(), actual - reserved);
-        if (job != invalid_job) ledger_->settle(job, actual);
+        if (job == unrecorded_job) {
+            count_deferred_commit_ended_locked(reserved);
+            // Its provider charges now: that is when its spending counts.
+            if (actual != 0) spend_.add(clock_->coarse_now(), actual);
+            try {
+                local_->commit_and_settle(reserved, actual);
+            } catch (...) {  // no room for the job record: held for good, as in on_commit
+            }
+        } else {
+            if (actual != reserved) spend_.add(clock_->coarse_now(), actual - reserved);
+            if (job != invalid_job) ledger_->settle(job, actual);
+        }
         ++counters_.settled;
         --counters_.live_reservations;
         finish_transition(lock, true);
     } catch (...) {}
 }
 
-void GuardCore::on_abandon(JobHandle job) noexcept {
+void GuardCore::on_abandon(JobHandle job, Credits reserved) noexcept {
     try {
         Lock lock(mutex_);
+        if (job == unrecorded_job) {
+            count_deferred_commit_ended_locked(reserved);
+            spend_.add(clock_->coarse_now(), reserved);  // possibly spent, as a recorded commit counts it
+            try {
+                job = local_->commit(reserved);
+            } catch (...) {  // as in on_commit: held for good
+                job = invalid_job;
+            }
+        }
         if (job != invalid_job) ledger_->abandon(job, saturating_add(clock_->now(), config_.unresolved_job_ttl));
         ++counters_.abandoned;
         --counters_.live_reservations;
@@ -661,8 +684,16 @@ void GuardCore::on_commit_unresolved(Credits cost) noexcept {
 void GuardCore::on_refund(JobHandle job, Credits reserved) noexcept {
     try {
         Lock lock(mutex_);
-        spend_.add(clock_->coarse_now(), -reserved);
-        if (job != invalid_job) ledger_->refund(job);
+        if (job == unrecorded_job) {  // never counted as spent: nothing to take back
+            count_deferred_commit_ended_locked(reserved);
+            try {
+                local_->commit_and_refund(reserved);
+            } catch (...) {  // only an at-submit ledger allocates here, and it never defers
+            }
+        } else {
+            spend_.add(clock_->coarse_now(), -reserved);
+            if (job != invalid_job) ledger_->refund(job);
+        }
         ++counters_.refunded;
         --counters_.live_reservations;
         finish_transition(lock, true);
@@ -697,6 +728,15 @@ void GuardCore::report(errc what, std::optional<Duration> retry_after, std::opti
     run(lock, work);
 }
 
+void GuardCore::reset_streaks_if_create_accepted_locked() noexcept {
+    if (!create_accepted_.load(std::memory_order_relaxed) ||
+        !create_accepted_.exchange(false, std::memory_order_relaxed))
+        return;
+    rate_limit_streak_ = 0;
+    server_errors_in_row_ = 0;
+    breaker_trips_in_row_ = 0;
+}
+
 void GuardCore::pause_until_locked(errc reason, TimePoint until) {
     if (paused_ && pause_reason_ == errc::maintenance) {
         next_probe_ = std::max(next_probe_, until);  // stay in maintenance, probe after the pause
@@ -716,6 +756,7 @@ void GuardCore::report_locked(errc what, std::optional<Duration> retry_after, st
                               TimePoint now, DeferredWork& work) {
     const SignalConfig& sc = config_.signals;
     const bool was_paused = paused_;
+    reset_streaks_if_create_accepted_locked();
     switch (what) {
     case errc::insufficient_credits:
         // Someone else spent, or prices changed: trust nothing until a read sent after this moment.
@@ -880,6 +921,13 @@ GuardStats GuardCore::stats() const {
     stats.available = totals.available;
     stats.held = totals.held;
     stats.committed_unreflected = totals.pending;
+    // Deferred commits whose jobs have not ended: committed for the stats, held in the ledger. Every commit
+    // counted as ended under this lock was added to the atomic sum before, so the load includes it.
+    const std::uint64_t in_flight = deferred_commits_.load(std::memory_order_relaxed) - deferred_commits_ended_;
+    const auto in_flight_credits = static_cast<Credits>(in_flight >> deferred_count_bits);
+    stats.committed += in_flight & ((std::uint64_t{1} << deferred_count_bits) - 1);
+    stats.held -= in_flight_credits;
+    stats.committed_unreflected += in_flight_credits;
     stats.unresolved = totals.unresolved;
     stats.waiters = fifo_.size() + ready_waiters_.size();
     stats.paused = paused_;
@@ -907,7 +955,7 @@ void Reservation::end_now() noexcept {
 
 boost::system::error_code Reservation::commit() noexcept {
     if (state_ != State::held) return make_error_code(errc::invalid_transition);
-    job_ = core_->on_commit(cost_);
+    job_ = core_->on_commit(cost_, job_);
     state_ = State::committed;
     return {};
 }
@@ -929,7 +977,7 @@ boost::system::error_code Reservation::refund() noexcept {
 
 boost::system::error_code Reservation::abandon() noexcept {
     if (state_ != State::committed) return make_error_code(errc::invalid_transition);
-    core_->on_abandon(job_);
+    core_->on_abandon(job_, cost_);
     state_ = State::ended;
     return {};
 }

@@ -16,6 +16,7 @@
 #include <boost/system/result.hpp>
 
 #include <array>
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -92,11 +93,12 @@ public:
 
     // Reservation transitions (called by Reservation).
     void on_release(Credits cost) noexcept;
-    JobHandle on_commit(Credits cost) noexcept;
+    /// `grant_mark`: the job handle the reservation was granted with (unrecorded_job: it may defer).
+    JobHandle on_commit(Credits cost, JobHandle grant_mark) noexcept;
     void on_settle(JobHandle job, Credits actual, Credits reserved) noexcept;
     void forecast_locked(TimePoint now, GuardStats& stats) const;
     void on_refund(JobHandle job, Credits reserved) noexcept;
-    void on_abandon(JobHandle job) noexcept;
+    void on_abandon(JobHandle job, Credits reserved) noexcept;
     void on_commit_unresolved(Credits cost) noexcept;
     void on_refused(Credits cost, errc what, std::optional<Duration> retry_after,
                     std::optional<TimePoint> sent_at) noexcept;
@@ -150,12 +152,48 @@ private:
     Duration jittered_backoff(Duration initial, Duration max, unsigned attempt);
     void on_read_done(RefreshTicket ticket, boost::system::error_code ec, Credits balance);
     Duration backoff_locked();
-    void finish_transition(Lock& lock, bool availability_rose);
+    /// After a reservation changed the ledger: wakes waiters, alerts and reschedules reads when that is needed.
+    void finish_transition(Lock& lock, bool availability_rose) {
+        const bool wakes = availability_rose && !fifo_.empty();
+        if (wakes || watermark_changes_locked() || (owner_gone_ && counters_.live_reservations == 0))
+            finish_transition_slow(lock, wakes);
+    }
+    void finish_transition_slow(Lock& lock, bool wakes);
     void run(Lock& lock, DeferredWork& work);
     friend struct DeferredWork;
     void complete(CompletionList& completions) noexcept;
 
     static constexpr JobHandle invalid_job = ~JobHandle{0};
+    /// A commit the ledger has not been told of yet (see defers_commits_); given at the grant, it says the
+    /// reservation's commit may be deferred.
+    static constexpr JobHandle unrecorded_job = invalid_job - 1;
+
+    // Deferred commits are counted in one atomic word, so that a commit costs one atomic add: each adds
+    // cost·2^24 + 1. The ended ones add the same under the lock, and the difference of the two sums (mod 2^64)
+    // holds the commits in flight in its low 24 bits and their credits above, exactly while fewer than 2^24
+    // are in flight with less than 2^40 credits. A grant may defer its commit only while fewer than 2^23
+    // reservations are live and its cost is below 2^16, which keeps both bounds.
+    static constexpr unsigned deferred_count_bits = 24;
+    static constexpr std::uint64_t max_live_for_deferring = std::uint64_t{1} << 23;
+    static constexpr Credits max_deferred_cost = Credits{1} << 16;
+    static std::uint64_t deferred_weight(Credits cost) noexcept {
+        return (static_cast<std::uint64_t>(cost) << deferred_count_bits) + 1;
+    }
+    /// The handle a reservation granted now starts with (see on_commit). Called after counting the grant.
+    JobHandle grant_mark_locked(Credits cost) const noexcept {
+        return defers_commits_ && cost < max_deferred_cost && counters_.live_reservations <= max_live_for_deferring
+                   ? unrecorded_job
+                   : 0;
+    }
+
+    /// A provider accepted a create call: the back-off streaks start over at the next signal.
+    void note_create_accepted() noexcept {
+        // Read first, so that commits in a row write the flag's cache line once, not once per job.
+        if (!create_accepted_.load(std::memory_order_relaxed)) create_accepted_.store(true, std::memory_order_relaxed);
+    }
+    void reset_streaks_if_create_accepted_locked() noexcept;
+    /// A deferred commit's job ended; the caller tells the ledger, as if the commit had happened just then.
+    void count_deferred_commit_ended_locked(Credits reserved) noexcept;
 
     boost::asio::any_io_executor executor_;
     std::shared_ptr<BalanceSource> source_;
@@ -218,6 +256,15 @@ private:
 
     // Counters (see GuardStats).
     GuardStats counters_;
+
+    // With a LocalLedger that charges at completion (or does not know when), a committed job's credits count
+    // exactly as held ones do until the job ends (docs/accounting.md, "Commits the guard records late"), so
+    // commit() takes no lock: it only counts the commit here, for the stats, and the ledger records it
+    // when the job ends (see deferred_weight).
+    bool defers_commits_ = false;
+    std::atomic<bool> create_accepted_{false};
+    std::atomic<std::uint64_t> deferred_commits_{0};
+    std::uint64_t deferred_commits_ended_ = 0;  // under the lock
 };
 
 }  // namespace creditguard::detail
