@@ -605,7 +605,7 @@ void GuardCore::on_release(Credits cost) noexcept {
 
 JobHandle GuardCore::on_commit(Credits cost, JobHandle grant_mark) noexcept {
     note_create_accepted();
-    if (grant_mark == unrecorded_job) {
+    if (deferred(grant_mark)) {
         deferred_commits_.fetch_add(deferred_weight(cost), std::memory_order_relaxed);
         return unrecorded_job;
     }
@@ -629,7 +629,7 @@ void GuardCore::count_deferred_commit_ended_locked(Credits reserved) noexcept {
 void GuardCore::on_settle(JobHandle job, Credits actual, Credits reserved) noexcept {
     try {
         Lock lock(mutex_);
-        if (job == unrecorded_job) {
+        if (deferred(job)) {
             count_deferred_commit_ended_locked(reserved);
             // Its provider charges now: that is when its spending counts.
             if (actual != 0) spend_.add(clock_->coarse_now(), actual);
@@ -650,7 +650,7 @@ void GuardCore::on_settle(JobHandle job, Credits actual, Credits reserved) noexc
 void GuardCore::on_abandon(JobHandle job, Credits reserved) noexcept {
     try {
         Lock lock(mutex_);
-        if (job == unrecorded_job) {
+        if (deferred(job)) {
             count_deferred_commit_ended_locked(reserved);
             spend_.add(clock_->coarse_now(), reserved);  // possibly spent, as a recorded commit counts it
             try {
@@ -684,7 +684,7 @@ void GuardCore::on_commit_unresolved(Credits cost) noexcept {
 void GuardCore::on_refund(JobHandle job, Credits reserved) noexcept {
     try {
         Lock lock(mutex_);
-        if (job == unrecorded_job) {  // never counted as spent: nothing to take back
+        if (deferred(job)) {  // never counted as spent: nothing to take back
             count_deferred_commit_ended_locked(reserved);
             try {
                 local_->commit_and_refund(reserved);

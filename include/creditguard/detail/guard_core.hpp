@@ -192,6 +192,9 @@ private:
         if (!create_accepted_.load(std::memory_order_relaxed)) create_accepted_.store(true, std::memory_order_relaxed);
     }
     void reset_streaks_if_create_accepted_locked() noexcept;
+    /// Whether `job` (a reservation's handle) stands for a deferred commit. Only the LocalLedger's handles are
+    /// known never to take this value; another ledger may hand out any.
+    bool deferred(JobHandle job) const noexcept { return defers_commits_ && job == unrecorded_job; }
     /// A deferred commit's job ended; the caller tells the ledger, as if the commit had happened just then.
     void count_deferred_commit_ended_locked(Credits reserved) noexcept;
 
