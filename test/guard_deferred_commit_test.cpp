@@ -284,7 +284,7 @@ BOOST_AUTO_TEST_CASE(late_and_immediate_commits_agree_at_every_step_of_a_random_
                         Reservation& now = committed_now[i];
                         const int how = roll(5);
                         if (how <= 2) {
-                            const Credits actual = std::max<Credits>(0, late.cost() + (how - 1) * roll(5));
+                            const Credits actual = std::max<Credits>(0, late.cost() + Credits{how - 1} * roll(5));
                             late.settle(actual);
                             now.settle(actual);
                             provider_balance -= actual;  // charged at completion
