@@ -215,23 +215,13 @@ BOOST_AUTO_TEST_CASE(a_commit_starts_the_rate_limit_backoff_over_for_every_timin
             c.signals.rate_limit_backoff_initial = 1s;
             c.signals.rate_limit_backoff_max = 60s;
             make_guard_with_balance(std::move(c), 100);
-            const auto paused_after_rate_limit = [this] {
-                guard->report(errc::rate_limited);
-                drain();
-                long waited = 0;
-                while (guard->stats().paused && waited < 120'000) {
-                    advance(10ms);
-                    waited += 10;
-                }
-                return waited;
-            };
-            paused_after_rate_limit();
-            paused_after_rate_limit();
-            BOOST_TEST(paused_after_rate_limit() >= 2000);  // the third step: 2-4 s
+            paused_ms_after_rate_limit();
+            paused_ms_after_rate_limit();
+            BOOST_TEST(paused_ms_after_rate_limit() >= 2000);  // the third step: 2-4 s
             Reservation r = guard->try_reserve(1).value();
             r.commit();
-            BOOST_TEST(paused_after_rate_limit() <= 1000);  // back to the first step
-            BOOST_TEST(paused_after_rate_limit() >= 1000);  // and on from there: the flag was used up
+            BOOST_TEST(paused_ms_after_rate_limit() <= 1000);  // back to the first step
+            BOOST_TEST(paused_ms_after_rate_limit() >= 1000);  // and on from there: the flag was used up
             guard.reset();
         }
     }

@@ -101,20 +101,9 @@ BOOST_AUTO_TEST_CASE(rate_limit_without_retry_after_backs_off_exponentially) {
     c.signals.rate_limit_backoff_initial = 1s;
     c.signals.rate_limit_backoff_max = 8s;
     make_guard_with_balance(std::move(c), 100);
-    // Reports a rate limit and returns how long (ms, in 10 ms steps) admissions stayed paused.
-    const auto pause_after_rate_limit = [this] {
-        guard->report(errc::rate_limited);
-        drain();
-        long waited = 0;
-        while (guard->stats().paused && waited < 20'000) {
-            advance(10ms);
-            waited += 10;
-        }
-        return waited;
-    };
     long expected_max = 1000;
     for (int i = 0; i < 5; ++i) {
-        const long waited = pause_after_rate_limit();
+        const long waited = paused_ms_after_rate_limit(20'000);
         BOOST_TEST(waited >= expected_max / 2);
         BOOST_TEST(waited <= expected_max);
         expected_max = std::min(expected_max * 2, 8000L);
@@ -122,7 +111,7 @@ BOOST_AUTO_TEST_CASE(rate_limit_without_retry_after_backs_off_exponentially) {
     // A success (a commit means the provider accepted a create) resets the streak.
     Reservation r = guard->try_reserve(1).value();
     r.commit();
-    BOOST_TEST(pause_after_rate_limit() <= 1000);
+    BOOST_TEST(paused_ms_after_rate_limit(20'000) <= 1000);
     BOOST_TEST(guard->stats().rate_limited_signals == 6u);
 }
 
@@ -142,16 +131,7 @@ BOOST_AUTO_TEST_CASE(one_burst_of_rate_limits_takes_one_backoff_step) {
         r.provider_refused(errc::rate_limited, std::nullopt, sent);
     drain();
     BOOST_TEST(guard->stats().rate_limited_signals == 10u);
-    // Measures how long admissions stay paused, in 10 ms steps.
-    const auto paused_for = [this] {
-        long waited = 0;
-        while (guard->stats().paused && waited < 120'000) {
-            advance(10ms);
-            waited += 10;
-        }
-        return waited;
-    };
-    const long first = paused_for();
+    const long first = paused_for_ms();
     BOOST_TEST(first >= 500);  // one step: [initial/2, initial]
     BOOST_TEST(first <= 1000);
     // An answer to a request sent before that pause, arriving after it ended: old news.
@@ -168,7 +148,7 @@ BOOST_AUTO_TEST_CASE(one_burst_of_rate_limits_takes_one_backoff_step) {
     guard->report(errc::rate_limited);
     guard->report(errc::rate_limited);
     drain();
-    const long second = paused_for();
+    const long second = paused_for_ms();
     BOOST_TEST(second >= 1000);
     BOOST_TEST(second <= 2000);
 }

@@ -91,6 +91,23 @@ struct GuardFixture {
         drain();
     }
 
+    /// How long admissions stay paused from now (ms, in 10 ms steps of the manual clock, at most `limit_ms`).
+    long paused_for_ms(long limit_ms = 120'000) {
+        long waited = 0;
+        while (guard->stats().paused && waited < limit_ms) {
+            advance(10ms);
+            waited += 10;
+        }
+        return waited;
+    }
+
+    /// Reports a rate limit without Retry-After and returns how long admissions stayed paused (ms).
+    long paused_ms_after_rate_limit(long limit_ms = 120'000) {
+        guard->report(errc::rate_limited);
+        drain();
+        return paused_for_ms(limit_ms);
+    }
+
     std::shared_ptr<Outcome> spawn_reserve(Credits cost, creditguard::ReserveOptions options = {}) {
         auto out = std::make_shared<Outcome>();
         boost::asio::co_spawn(ioc, reserve_into(*guard, cost, out, options), boost::asio::detached);
