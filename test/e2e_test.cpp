@@ -362,10 +362,15 @@ BOOST_AUTO_TEST_CASE(paced_to_a_known_limit_no_job_is_lost_and_almost_nothing_is
 // Rate-limit answers the budget did not see coming (another client on the key) are waited out: the jobs
 // that got them ask again, none is rejected or failed, and the guard never pauses admissions for them.
 BOOST_AUTO_TEST_CASE(a_rate_limited_job_is_never_reported_rejected) {
+    // Six refusals in a row double the budget's pause six times: 19 s at the default 300 ms start. The
+    // pauses themselves are request_budget_test's; here they only need to be short.
+    cg::RequestBudgetConfig budget = *cg::parse_rate_limits("200/1s");
+    budget.learning.pause_initial = 5ms;
+    budget.learning.pause_max = 50ms;
     for (const std::string& id : kProviders) {
         BOOST_TEST_CONTEXT("provider " << id) {
             Pipeline p(id, mock_config(id, 1000, cg::DeductionTiming::at_completion),
-                       fast_guard(cg::AdmissionPolicy::reject), kKey, {}, *cg::parse_rate_limits("200/1s"));
+                       fast_guard(cg::AdmissionPolicy::reject), kKey, {}, budget);
             while (p.guard.stats().refreshes_ok == 0)
                 p.ioc.run_one();  // the guard's first balance read
             p.ioc.restart();
