@@ -17,9 +17,9 @@ namespace creditguard::detail {
 struct Waiter {
     static constexpr std::size_t not_in_heap = std::numeric_limits<std::size_t>::max();
 
-    // Completes the operation (posted to the handler's executor) and frees the node. Called exactly
-    // once, outside the guard's lock.
-    using FinishFn = void (*)(Waiter*, boost::system::error_code, Reservation&&);
+    // Completes the operation with `outcome` (posted to the handler's executor) and frees the node. Called
+    // exactly once, outside the guard's lock.
+    using FinishFn = void (*)(Waiter*, Reservation&&);
 
     explicit Waiter(FinishFn fn) noexcept : finish(fn) {}
 
@@ -40,6 +40,10 @@ struct Waiter {
     std::uint64_t decide_after_round = 0;
     std::uint64_t decide_after_read = 0;  // with the balance unknown, only a balance read decides
     FinishFn finish;
+
+    boost::system::error_code outcome_code() const noexcept {
+        return outcome == errc{} ? boost::system::error_code{} : make_error_code(outcome);
+    }
 };
 
 /// FIFO of waiters (intrusive, O(1) unlink).
