@@ -5,10 +5,13 @@
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/use_future.hpp>
 #include <boost/test/unit_test.hpp>
 
+#include <memory>
 #include <vector>
 
 using namespace cg_test;
@@ -187,6 +190,37 @@ BOOST_AUTO_TEST_CASE(cancel_after_queuing_removes_the_waiter_and_leaks_nothing) 
     BOOST_TEST(guard->stats().available == 10);
     signal.emit(boost::asio::cancellation_type::terminal);  // late emit: nothing attached any more
     drain();
+}
+
+// The documented use: a coroutine parked in `co_await guard.reserve`, cancelled through co_spawn's slot.
+BOOST_AUTO_TEST_CASE(cancelling_a_coroutine_parked_in_reserve_ends_its_wait_with_cancelled) {
+    make_guard_with_balance(config(), 0);
+    boost::asio::cancellation_signal signal;
+    auto out = std::make_shared<Outcome>();
+    boost::asio::co_spawn(ioc, reserve_into(*guard, 5, out),
+                          boost::asio::bind_cancellation_slot(signal.slot(), boost::asio::detached));
+    drain();
+    BOOST_TEST(!out->done);
+    BOOST_TEST(guard->stats().waiters == 1u);
+    signal.emit(boost::asio::cancellation_type::terminal);
+    drain();
+    BOOST_TEST(out->done);
+    BOOST_TEST((out->ec == errc::cancelled));
+    BOOST_TEST(!out->reservation);
+    BOOST_TEST(guard->stats().cancelled == 1u);
+    // Credits arriving later go to nobody, and the next coroutine gets them.
+    source->set_balance(10);
+    guard->refresh();
+    advance(5s);
+    if (source->outstanding() > 0) source->answer();
+    drain();
+    BOOST_TEST(guard->stats().held == 0);
+    auto next = spawn_reserve(10);
+    drain();
+    BOOST_TEST(next->done);
+    BOOST_TEST(next->reservation.cost() == 10);
+    next->reservation.release();
+    check_all_ended(guard->stats());
 }
 
 BOOST_AUTO_TEST_CASE(cancel_before_queuing_does_not_affect_a_later_operation) {
