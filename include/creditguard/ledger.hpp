@@ -71,7 +71,9 @@ public:
     virtual void hold(Credits cost) noexcept = 0;
     /// A held reservation that was never submitted goes away: held −= cost at once.
     virtual void release_hold(Credits cost) noexcept = 0;
-    /// A held reservation was submitted: it moves from held to pending.
+    /// A held reservation was submitted: it moves from held to pending. Returns the job's handle for
+    /// settle, refund and abandon; any value but 0xFFFFFFFF, which the guard keeps for "no record" (a
+    /// commit that threw), so a job given that handle would never be settled, refunded or abandoned.
     virtual JobHandle commit(Credits cost) = 0;
     /// The job finished and cost `actual` (may exceed what was reserved).
     virtual void settle(JobHandle job, Credits actual) noexcept = 0;
