@@ -91,6 +91,15 @@ struct GuardFixture {
         drain();
     }
 
+    /// Credits arrive: a balance read asked for now (sent once the refresh interval allows) answers `balance`.
+    void read_balance_of(Credits balance) {
+        source->set_balance(balance);
+        guard->refresh();
+        advance(5s);
+        if (source->outstanding() > 0) source->answer();
+        drain();
+    }
+
     /// How long admissions stay paused from now (ms, in 10 ms steps of the manual clock, at most `limit_ms`).
     long paused_for_ms(long limit_ms = 120'000) {
         long waited = 0;
