@@ -15,6 +15,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <functional>
 #include <map>
 #include <memory>
@@ -189,13 +190,29 @@ BOOST_AUTO_TEST_CASE(an_account_in_maintenance_sends_every_job_to_the_others_and
 BOOST_AUTO_TEST_CASE(maintenance_starting_mid_run_moves_the_rest_of_the_run) {
     RoutedRun run({spec("sunoapi"), spec("crun")});
     // After the primary's 5th job every request there answers 455; the window ends once the other account
-    // has completed 10 jobs (the tasks created at the primary before it are polled to their end then).
-    run.on_job_done = [&run](const cg::JobResult&) {
-        if (run.per_account[0] == 5 && !run.accounts[0]->guard.stats().paused)
+    // has completed 10 jobs more (the tasks created at the primary before it are polled to their end then).
+    // The window opens once and closes once, counted from its start: the primary stays at 5 jobs while it
+    // lasts, and the router may have given the other account 10 jobs before the primary finished 5.
+    // (Never more than the jobs surely left for it: all but those done and the 4 that may be in flight.)
+    constexpr int jobs = 40;
+    constexpr int workers = 4;
+    std::optional<int> other_at_start;
+    int other_more = 0;
+    bool window_closed = false;
+    run.on_job_done = [&run, &other_at_start, &other_more, &window_closed](const cg::JobResult&) {
+        if (!other_at_start && run.per_account[0] == 5) {
+            other_at_start = run.per_account[1];
+            other_more = std::min(10, jobs - 5 - *other_at_start - workers);
+            BOOST_TEST_MESSAGE("maintenance from the primary's 5th job, the other account at " << *other_at_start);
             run.accounts[0]->mock.set_maintenance(cg::MaintenanceMode::code);
-        if (run.per_account[1] == 10) run.accounts[0]->mock.set_maintenance(cg::MaintenanceMode::off);
+        }
+        if (other_at_start && !window_closed && run.per_account[1] >= *other_at_start + other_more) {
+            window_closed = true;
+            run.accounts[0]->mock.set_maintenance(cg::MaintenanceMode::off);
+        }
     };
-    const cgtest::Totals t = run.run(40, 4);
+    const cgtest::Totals t = run.run(jobs, workers);
+    BOOST_TEST(window_closed);
     BOOST_TEST(t.completed == 40);
     BOOST_TEST(t.rejected + t.failed + t.errors + t.ambiguous == 0);
     BOOST_TEST(run.per_account[0] >= 5);
