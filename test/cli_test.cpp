@@ -476,7 +476,8 @@ BOOST_AUTO_TEST_CASE(help_asked_for_on_any_command_goes_to_stdout_and_exits_0) {
 }
 
 BOOST_AUTO_TEST_CASE(a_mistake_is_one_line_naming_it_and_pointing_to_help) {
-    for (const std::string args : {"run --jobs x", "run --frobnicate", "frobnicate", "", "balance"}) {
+    for (const std::string args : {"run --jobs x", "run --frobnicate", "frobnicate", "", "balance",
+                                   "run --mock-polls 3 --mock-task-seconds 0.1"}) {
         BOOST_TEST_CONTEXT(args) {
             const Ran r = run_cli(args);
             BOOST_TEST(r.exit_code == 2);
@@ -486,6 +487,13 @@ BOOST_AUTO_TEST_CASE(a_mistake_is_one_line_naming_it_and_pointing_to_help) {
         }
     }
     BOOST_TEST(run_cli("run --jobs x").err.find("--jobs 'x'") != std::string::npos);
+    // Two options that would each decide when a mock task ends: neither silently wins, in either order.
+    for (const std::string args :
+         {"run --mock-polls 3 --mock-task-seconds 0.1", "run --mock-task-seconds 0.1 --mock-polls 3"}) {
+        const Ran r = run_cli(args);
+        BOOST_TEST(r.exit_code == 2, args);
+        BOOST_TEST(r.err.find("--mock-polls and --mock-task-seconds") != std::string::npos, r.err);
+    }
 }
 
 BOOST_AUTO_TEST_CASE(run_against_a_separate_mock_server_uses_the_given_base_url_and_key) {

@@ -277,9 +277,10 @@ bool apply_option(std::string_view arg, std::string_view value, Options& o, std:
             o.mock.deduct = cg::DeductionTiming::at_completion;
         else
             ok = choice("submit or complete");
-    } else if (arg == "--mock-polls")
+    } else if (arg == "--mock-polls") {
         ok = integer(arg, value, 1, 10'000, o.mock.polls_to_complete, why);
-    else if (arg == "--mock-failure-rate") {
+        o.mock_polls_given = true;
+    } else if (arg == "--mock-failure-rate") {
         if (!decimal(value, 0.0, 1.0, o.mock.failure_rate)) ok = choice("a fraction from 0 to 1 (e.g. 0.25)");
     } else if (arg == "--rate-limit") {
         // Pacing of every provider request: the provider's preset unless overridden here.
@@ -316,7 +317,6 @@ bool apply_option(std::string_view arg, std::string_view value, Options& o, std:
         cg::Duration d{};
         ok = seconds(arg, value, d, why);
         o.mock.finish_unpolled_after = d;
-        o.mock.polls_to_complete = 1'000'000;
     } else if (arg == "--cost-range") {
         // LOW:HIGH around --cost (checked once every option is read).
         const auto colon = value.find(':');
@@ -442,6 +442,14 @@ bool parse(int argc, char** argv, Options& o, std::string& why) {
                   " must hold --cost " + std::to_string(o.cost);
             return false;
         }
+    }
+    if (o.mock.finish_unpolled_after) {
+        // A task of the embedded mock ends after N polls or after SECONDS, not whichever comes first.
+        if (o.mock_polls_given) {
+            why = "--mock-polls and --mock-task-seconds both say when a mock task ends: give one";
+            return false;
+        }
+        o.mock.polls_to_complete = mock_polls_never;
     }
     o.mock.cost = o.cost;
     return true;

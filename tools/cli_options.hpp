@@ -19,6 +19,9 @@
 
 namespace cg_cli {
 
+/// The embedded mock's polls per task under --mock-task-seconds: never reached, time ends the task.
+inline constexpr int mock_polls_never = 1'000'000;
+
 struct Options {
     std::string provider;      ///< empty: not given (run uses sunoapi); an empty --provider is refused
     std::string base_url;      ///< scheme://host[:port] only: the paths are the provider's own
@@ -38,7 +41,8 @@ struct Options {
     creditguard::RunnerConfig runner;
     bool poll_interval_set = false;
     creditguard::HttpClientConfig http;
-    creditguard::MockConfig mock;  ///< the embedded mock provider (run without --base-url)
+    creditguard::MockConfig mock;   ///< the embedded mock provider (run without --base-url)
+    bool mock_polls_given = false;  ///< --mock-polls was given (it and --mock-task-seconds exclude each other)
     /// --ledger redis://HOST:PORT[/DB]: the shared ledger (password from CREDITGUARD_REDIS_PASSWORD).
     std::optional<creditguard::RedisConfig> redis;
     std::string account;                                 ///< --account (default: the provider's name)

@@ -48,7 +48,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     FUZZ_CHECK(o.http.request_timeout >= 1ms && o.http.request_timeout <= 86400s,
                std::to_string(o.http.request_timeout.count()) + " ms");
     FUZZ_CHECK(o.mock.credits >= 0);
-    FUZZ_CHECK(o.mock.polls_to_complete >= 1 && o.mock.polls_to_complete <= 10'000);
+    if (o.mock.finish_unpolled_after) {  // --mock-task-seconds: time ends a task, polls never do
+        FUZZ_CHECK(!o.mock_polls_given && o.mock.polls_to_complete == cg_cli::mock_polls_never);
+        FUZZ_CHECK(in_seconds(*o.mock.finish_unpolled_after, 0.001, 86400));
+    } else {
+        FUZZ_CHECK(o.mock.polls_to_complete >= 1 && o.mock.polls_to_complete <= 10'000);
+    }
     FUZZ_CHECK(o.mock.failure_rate >= 0.0 && o.mock.failure_rate <= 1.0);
     if (!o.base_url.empty()) {
         // scheme://host[:port] and nothing else: the provider's own paths are appended to it.
